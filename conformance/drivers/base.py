@@ -1,0 +1,75 @@
+"""What a runtime driver is: the bridge between a suite's ``container:`` steps and one runtime's CLI.
+
+Suites speak docker's CLI (``run --rm busybox cat /etc/hostname``). A driver turns such an argument list into the
+argv that runs its runtime on the target (binary path, global flags such as ``--root``, storage configuration),
+prepares the runtime (provisioning, daemon start, loading the base images the suites use), declares the runtime's
+known differences as feature keys, and removes everything the run created. Differences live here, never in suites.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+from conformance.targets.base import CommandResult, Target
+
+#: Every container, network and volume a suite creates should carry this label; ``cleanup`` removes by it.
+RUN_LABEL = "io.conformance.run"
+
+
+class RuntimeDriver(abc.ABC):
+    """One runtime under test on one target."""
+
+    name: ClassVar[str]
+
+    def __init__(self, target: Target, run_id: str) -> None:
+        self.target = target
+        self.run_id = run_id
+
+    @abc.abstractmethod
+    def argv(self, args: list[str]) -> list[str]:
+        """The full argv that runs this runtime's CLI with docker-style ``args`` on the target."""
+
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Make the runtime usable on the target: install or provision it, start daemons, load base images.
+
+        Raises :class:`conformance.errors.DriverError` when it cannot.
+        """
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The runtime's version string, for report headers."""
+
+    def features(self) -> dict[str, bool]:
+        """Runtime feature keys (``runtime.*``) and whether this runtime has them; suites ``require`` them."""
+        return {}
+
+    def cleanup(self) -> None:  # noqa: B027 - optional hook
+        """Remove every container, network, volume and image this run created. Must not raise."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop what ``prepare`` started (daemons). Must not raise."""
+
+    def cli(self, args: list[str], *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+        """Run the runtime's CLI on the target."""
+        return self.target.run_argv(self.argv(args), timeout=timeout, stdin=stdin)
+
+
+_REGISTRY: dict[str, type[RuntimeDriver]] = {}
+
+
+def register_driver(cls: type[RuntimeDriver]) -> type[RuntimeDriver]:
+    """Class decorator: make ``cls`` available as ``--runtime cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def driver_class(name: str) -> type[RuntimeDriver]:
+    from conformance.errors import DriverError
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise DriverError(f"unknown runtime {name!r} (known: {known})") from None

@@ -1,0 +1,1 @@
+"""pytest plugin: collects YAML suites (being written)."""

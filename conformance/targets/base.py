@@ -1,0 +1,129 @@
+"""What a target host is: somewhere to run shell commands as root, copy files to, and learn facts about.
+
+Every backend (local, ssh://, qemu, vagrant) is a small subclass registered under its URL scheme, the way
+testinfra registers its backends; ``conformance.targets.get_target(spec)`` picks one from a spec string such as
+``local``, ``ssh://root@127.0.0.1:2222?key=/path/id&sudo=false``, ``qemu`` or ``vagrant``.
+"""
+
+from __future__ import annotations
+
+import abc
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class CommandResult:
+    """The outcome of one command on a target."""
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    duration: float
+
+
+@dataclass
+class TargetSpec:
+    """A parsed ``--target`` value: ``scheme://user@host:port?opt=value`` or a bare scheme name."""
+
+    raw: str
+    scheme: str
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str) -> TargetSpec:
+        if "://" not in raw:
+            name, _, query = raw.partition("?")
+            return cls(raw=raw, scheme=name, options={k: v[-1] for k, v in parse_qs(query).items()})
+        parts = urlsplit(raw)
+        return cls(
+            raw=raw,
+            scheme=parts.scheme,
+            user=parts.username,
+            host=parts.hostname,
+            port=parts.port,
+            options={k: v[-1] for k, v in parse_qs(parts.query).items()},
+        )
+
+
+class Target(abc.ABC):
+    """A host the suites run on. Subclasses set ``scheme`` and implement the abstract methods.
+
+    Life cycle: ``up()`` (boot, connect, provision) → any number of ``run()`` → ``down()`` (disconnect, and
+    destroy when disposable). ``run`` raises :class:`conformance.errors.TargetError` for transport faults and
+    :class:`conformance.errors.CommandTimeout` on timeout; a non-zero exit status is *not* an error.
+    """
+
+    scheme: ClassVar[str]
+    #: True for targets created for this run and destroyed by ``down()`` (VMs).
+    disposable: ClassVar[bool] = False
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """Short name used in report paths and JUnit class names."""
+        return self.spec.scheme
+
+    def up(self) -> None:  # noqa: B027 - optional hook
+        """Make the target usable (boot a VM, open the SSH connection). Idempotent."""
+
+    def down(self) -> None:  # noqa: B027 - optional hook
+        """Release the target; a disposable one is destroyed. Idempotent, safe after a failed ``up``."""
+
+    @abc.abstractmethod
+    def run(self, command: str, *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+        """Run ``command`` through ``/bin/sh -c`` as root on the target."""
+
+    @abc.abstractmethod
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file or directory tree to ``remote`` on the target (parents created)."""
+
+    def run_argv(self, argv: list[str], *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+        return self.run(shlex.join(argv), timeout=timeout, stdin=stdin)
+
+    @property
+    def host(self) -> Any:
+        """A testinfra ``Host`` for this target (file, package, service modules)."""
+        raise NotImplementedError(f"target {self.name} has no testinfra host")
+
+    def facts(self) -> dict[str, str]:
+        """Kernel release, architecture, cgroup version and backend, for report headers."""
+        script = (
+            "uname -r; uname -m; "
+            "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo v2; "
+            "elif [ -d /sys/fs/cgroup/unified ] && grep -q ' /sys/fs/cgroup/unified ' /proc/mounts; "
+            "then echo hybrid; else echo v1; fi; hostname"
+        )
+        out = self.run(script, timeout=30).stdout.split()
+        keys = ("kernel", "arch", "cgroup", "hostname")
+        facts = dict(zip(keys, out, strict=False))
+        facts["backend"] = self.scheme
+        return facts
+
+
+_REGISTRY: dict[str, type[Target]] = {}
+
+
+def register_target(cls: type[Target]) -> type[Target]:
+    """Class decorator: make ``cls`` available under ``cls.scheme``."""
+    _REGISTRY[cls.scheme] = cls
+    return cls
+
+
+def target_class(scheme: str) -> type[Target]:
+    from conformance.errors import TargetError
+
+    try:
+        return _REGISTRY[scheme]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise TargetError(f"unknown target scheme {scheme!r} (known: {known})") from None

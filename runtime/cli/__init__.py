@@ -1,0 +1,80 @@
+"""The ``refrt`` command line: docker's syntax, one module per command group.
+
+Each module in this package exposes ``register(subparsers)``, which adds its commands with
+``set_defaults(func=handler)``; a handler takes ``(args, ctx)`` and returns the exit code. Errors are raised as
+:class:`runtime.errors.RefrtError` and turned here into one line on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from runtime.errors import RefrtError, UsageError
+from runtime.paths import Paths
+
+# Command groups, in the order ``refrt --help`` lists them. A module that is not there yet is skipped.
+COMMAND_MODULES = ("containers", "images", "build", "registry", "network", "volumes", "system")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every handler needs besides its own arguments."""
+
+    paths: Paths
+    config_dir: str | None
+    debug: bool
+
+
+Handler = Callable[[argparse.Namespace, Context], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="refrt", description="refrt: the reference container runtime")
+    parser.add_argument("--root", help="persistent state directory (REFRT_ROOT, default /var/lib/refrt)")
+    parser.add_argument("--state", help="volatile state directory (REFRT_STATE, default /run/refrt)")
+    parser.add_argument("--config", help="client config directory holding config.json (REFRT_CONFIG)")
+    parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"runtime.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runtime.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = "-D" in (argv or sys.argv[1:]) or "--debug" in (argv or sys.argv[1:])
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        func: Handler | None = getattr(args, "func", None)
+        if func is None:
+            parser.print_help()
+            return 0 if args.command is None else 125
+        ctx = Context(
+            paths=Paths.resolve(args.root, args.state),
+            config_dir=args.config or os.environ.get("REFRT_CONFIG"),
+            debug=args.debug,
+        )
+        return func(args, ctx)
+    except RefrtError as exc:
+        if debug:
+            raise
+        print(f"refrt: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
