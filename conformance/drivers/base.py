@@ -73,3 +73,16 @@ def driver_class(name: str) -> type[RuntimeDriver]:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise DriverError(f"unknown runtime {name!r} (known: {known})") from None
+
+
+#: Sub-commands that create objects; the run label is added to them so ``cleanup`` can find what a run made.
+_LABELLED = {("run",), ("create",), ("network", "create"), ("volume", "create")}
+
+
+def with_run_label(args: list[str], run_id: str) -> list[str]:
+    """Insert ``--label io.conformance.run=<run_id>`` after the sub-command of an object-creating call."""
+    for prefix in _LABELLED:
+        if tuple(args[: len(prefix)]) == prefix:
+            n = len(prefix)
+            return [*args[:n], "--label", f"{RUN_LABEL}={run_id}", *args[n:]]
+    return args

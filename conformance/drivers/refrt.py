@@ -1,0 +1,98 @@
+"""The refrt driver: the bundled reference runtime, run from this checkout locally or copied to a remote target.
+
+On ``local`` refrt runs from the installed package (``python -m runtime``). On any other target ``prepare``
+copies the ``runtime/`` package over SFTP to ``/opt/conformance/refrt`` (skipped when the copy there has the same
+content hash, so provisioning twice changes nothing) and runs it with the target's ``python3``: refrt needs
+nothing else. The harness keeps refrt's state in its own root, so a run never touches a user's
+``/var/lib/refrt``, and ``cleanup`` can remove every container, network and volume in it - also those a
+SIGKILLed earlier run left behind, because ``prepare`` starts with a cleanup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import sys
+from pathlib import Path
+
+import runtime
+from conformance.drivers.base import RuntimeDriver, register_driver, with_run_label
+from conformance.errors import DriverError
+
+HARNESS_ROOT = "/var/lib/conformance/refrt"
+HARNESS_STATE = "/run/conformance/refrt"
+REMOTE_DIR = "/opt/conformance/refrt"
+BASE_IMAGES = ("busybox",)
+
+
+def package_hash(package_dir: Path) -> str:
+    """A content hash of the runtime package's sources, to make provisioning idempotent."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(str(path.relative_to(package_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@register_driver
+class RefrtDriver(RuntimeDriver):
+    name = "refrt"
+
+    @property
+    def _local(self) -> bool:
+        return self.target.scheme == "local"
+
+    def _base_argv(self) -> list[str]:
+        if self._local:
+            python = [sys.executable, "-m", "runtime"]
+        else:
+            python = ["env", f"PYTHONPATH={REMOTE_DIR}", "python3", "-m", "runtime"]
+        return [*python, "--root", HARNESS_ROOT, "--state", HARNESS_STATE]
+
+    def argv(self, args: list[str]) -> list[str]:
+        return [*self._base_argv(), *with_run_label(args, self.run_id)]
+
+    def prepare(self) -> None:
+        if not self._local:
+            self._provision()
+        self.cleanup()
+        for image in BASE_IMAGES:
+            if self.cli(["image", "inspect", image], timeout=60).exit_status == 0:
+                continue
+            result = self.cli(["image", "bootstrap", image], timeout=600)
+            if result.exit_status != 0:
+                raise DriverError(f"refrt cannot create the {image} base image: "
+                                  f"{(result.stderr or result.stdout).strip()[-500:]}")
+
+    def _provision(self) -> None:
+        package = Path(runtime.__file__).parent
+        wanted = package_hash(package)
+        marker = f"{REMOTE_DIR}/.hash"
+        have = self.target.run(f"cat {marker} 2>/dev/null", timeout=30).stdout.strip()
+        if have == wanted:
+            return
+        check = self.target.run("command -v python3", timeout=30)
+        if check.exit_status != 0:
+            raise DriverError("refrt needs python3 on the target, and it has none")
+        self.target.run(f"rm -rf {REMOTE_DIR}/runtime && mkdir -p {REMOTE_DIR}", timeout=60)
+        self.target.put(package, f"{REMOTE_DIR}/runtime")
+        self.target.run(f"find {REMOTE_DIR} -name __pycache__ -prune -exec rm -rf {{}} + ; "
+                        f"echo {shlex.quote(wanted)} > {marker}", timeout=60)
+
+    def version(self) -> str:
+        result = self.cli(["version", "--format", "{{.Client.Version}}"], timeout=60)
+        if result.exit_status == 0 and result.stdout.strip():
+            return result.stdout.strip()
+        return runtime.__version__
+
+    def features(self) -> dict[str, bool]:
+        return {"runtime.refrt": True}
+
+    def cleanup(self) -> None:
+        # Containers first (they hold networks and volumes), then user networks and unused volumes.
+        ids = self.cli(["ps", "-a", "-q"], timeout=120).stdout.split()
+        if ids:
+            self.cli(["rm", "-f", "-v", *ids], timeout=300)
+        networks = self.cli(["network", "ls", "-q", "--filter", "type=custom"], timeout=60)
+        if networks.exit_status == 0 and networks.stdout.split():
+            self.cli(["network", "rm", *networks.stdout.split()], timeout=120)
+        self.cli(["volume", "prune", "-f"], timeout=120)

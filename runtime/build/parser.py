@@ -1,0 +1,575 @@
+"""Dockerfile text -> instructions -> build stages, with BuildKit's syntax rules.
+
+Two passes, as BuildKit has: :func:`parse_instructions` turns physical lines into logical instructions (parser
+directives, escape-character continuations with comments and blank lines inside them, heredocs, JSON vs shell
+form, builder flags), then :func:`parse` checks each instruction's arguments and groups them into stages (ARG
+before the first FROM are the global "meta" args). Variables are *not* expanded here: that depends on build args
+and on the stage's ENV, so the builder does it step by step (``runtime.build.expand``).
+
+Every error is a :class:`DockerfileError` naming the line where the instruction starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from runtime.build.errors import DockerfileError, ExpansionError
+from runtime.build.expand import Lexer
+
+KNOWN = frozenset(
+    "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD RUN SHELL STOPSIGNAL "
+    "USER VOLUME WORKDIR".split()
+)
+HEREDOC_KEYWORDS = frozenset({"RUN", "COPY", "ADD"})
+#: Flags each instruction accepts; a flag with value ``bool`` takes no value.
+FLAGS: dict[str, dict[str, type]] = {
+    "FROM": {"platform": str},
+    "COPY": {"from": str, "chown": str, "chmod": str, "link": bool},
+    "ADD": {"chown": str, "chmod": str, "link": bool},
+    "HEALTHCHECK": {"interval": str, "timeout": str, "start-period": str, "start-interval": str, "retries": str},
+}
+_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Heredoc:
+    """One ``<<NAME`` document. ``expand`` is false when the delimiter was quoted; ``chomp`` for ``<<-``."""
+
+    name: str
+    content: str
+    expand: bool
+    chomp: bool
+
+    def text(self) -> str:
+        """The content as the command sees it (leading tabs removed for ``<<-``)."""
+        return re.sub(r"(?m)^\t+", "", self.content) if self.chomp else self.content
+
+
+@dataclass
+class Instruction:
+    """One logical instruction. ``args`` are still unexpanded; quotes are kept where the builder expands later.
+
+    ``json`` is true for the exec (JSON array) form. ENV/LABEL carry ``pairs``; ONBUILD carries ``trigger`` (the
+    parsed instruction) and ``args == [its text]``.
+    """
+
+    keyword: str
+    args: list[str]
+    original: str
+    line: int
+    end_line: int
+    flags: dict[str, str] = field(default_factory=dict)
+    json: bool = False
+    heredocs: list[Heredoc] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    trigger: Instruction | None = None
+
+    def fail(self, message: str) -> DockerfileError:
+        return DockerfileError(message, self.line)
+
+
+@dataclass
+class Stage:
+    """One ``FROM`` and the instructions after it. ``name`` is lower-case, as BuildKit compares it."""
+
+    index: int
+    base: str
+    name: str | None
+    line: int
+    platform: str
+    instructions: list[Instruction] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"stage-{self.index}"
+
+
+@dataclass
+class Dockerfile:
+    meta_args: list[Instruction]
+    stages: list[Stage]
+    escape: str = "\\"
+    syntax: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def stage(self, ref: str) -> Stage | None:
+        """The stage named ``ref`` (case-insensitive) or numbered ``ref``; None when there is none."""
+        for st in self.stages:
+            if st.name is not None and st.name == ref.lower():
+                return st
+        if ref.isdigit() and int(ref) < len(self.stages):
+            return self.stages[int(ref)]
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- pass 1: lines
+
+
+@dataclass
+class _Lines:
+    """The file's physical lines (line endings kept, as heredoc contents need them) and a cursor."""
+
+    lines: list[str]
+    pos: int = 0
+
+    def next(self) -> str | None:
+        if self.pos >= len(self.lines):
+            return None
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+
+@dataclass
+class _Directives:
+    escape: str = "\\"
+    syntax: str | None = None
+    done: bool = False
+    seen: set[str] = field(default_factory=set)
+    continuation: re.Pattern[str] = field(default_factory=lambda: _continuation_regex("\\"))
+
+    def check(self, text: str, lineno: int) -> None:
+        """Handle ``text`` if it is a parser directive; the first line that is not ends the directives."""
+        if self.done:
+            return
+        match = _DIRECTIVE.match(text)
+        if not match or match.group(1).lower() not in ("escape", "syntax", "check"):
+            self.done = True
+            return
+        key, value = match.group(1).lower(), match.group(2)
+        if key in self.seen:
+            raise DockerfileError(f"only one {key} parser directive can be used", lineno)
+        self.seen.add(key)
+        if key == "escape":
+            if value not in ("\\", "`"):
+                raise DockerfileError(f"invalid escape token '{value}' does not match ` or \\", lineno)
+            self.escape = value
+            self.continuation = _continuation_regex(value)
+        elif key == "syntax":
+            self.syntax = value
+
+
+def _continuation_regex(esc: str) -> re.Pattern[str]:
+    e = re.escape(esc)
+    return re.compile(rf"([^{e}]){e}[ \t]*$|^{e}[ \t]*$")
+
+
+def _is_comment(text: str) -> bool:
+    return text.lstrip().startswith("#")
+
+
+def _trim_continuation(text: str, d: _Directives) -> tuple[str, bool]:
+    """Remove a trailing escape character; returns (text, whether the logical line ends here)."""
+    if d.continuation.search(text):
+        return d.continuation.sub(r"\1", text, count=1), False
+    return text, True
+
+
+def parse_instructions(text: str) -> tuple[list[Instruction], _Directives, list[str]]:
+    """Pass 1: logical instructions with their flags, args (unexpanded) and heredocs."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    src = _Lines(text.splitlines(keepends=True))
+    d = _Directives()
+    out: list[Instruction] = []
+    warnings: list[str] = []
+    while (raw := src.next()) is not None:
+        lineno = src.pos
+        stripped = raw.rstrip("\r\n").lstrip()
+        d.check(stripped, lineno)
+        content = "" if _is_comment(stripped) else stripped
+        content, eol = _trim_continuation(content, d)
+        if eol and content == "":
+            continue
+        buf = [content]
+        empty_continuation = False
+        while not eol:
+            nxt = src.next()
+            if nxt is None:
+                break
+            body = nxt.rstrip("\r\n")
+            if _is_comment(body):
+                continue
+            if body.strip() == "":
+                empty_continuation = True
+                continue
+            body, eol = _trim_continuation(body, d)
+            buf.append(body)
+        logical = "".join(buf)
+        if empty_continuation:
+            warnings.append(f"line {lineno}: empty continuation line (an error in a future Docker release)")
+        instr = _parse_logical(logical, lineno, src.pos, d)
+        if not eol and not instr.args and not instr.pairs:
+            raise instr.fail(f"unexpected end of file: the line continuation leaves {instr.keyword} empty")
+        _read_heredocs(instr, src, d)
+        out.append(instr)
+    return out, d, warnings
+
+
+def _split_flags(rest: str, esc: str) -> tuple[dict[str, str], list[str], str]:
+    """Builder flags (``--from=x``) at the start of the arguments; returns (flags, flag words, the rest)."""
+    words: list[str] = []
+    pos = 0
+    while True:
+        match = re.match(r"[ \t]*", rest[pos:])
+        pos += match.end() if match else 0
+        if not rest.startswith("--", pos):
+            break
+        end = pos
+        quote = ""
+        word: list[str] = []
+        while end < len(rest):
+            ch = rest[end]
+            if quote:
+                if ch == quote:
+                    quote = ""
+                elif ch == esc and end + 1 < len(rest):
+                    end += 1
+                    word.append(rest[end])
+                else:
+                    word.append(ch)
+            elif ch.isspace():
+                break
+            elif ch in "'\"":
+                quote = ch
+            elif ch == esc and end + 1 < len(rest):
+                end += 1
+                word.append(rest[end])
+            else:
+                word.append(ch)
+            end += 1
+        pos = end
+        text = "".join(word)
+        if text == "--":
+            break
+        words.append(text)
+    flags: dict[str, str] = {}
+    for word in words:
+        name, eq, value = word[2:].partition("=")
+        flags[name] = value if eq else "\0"  # "\0": given without a value
+    return flags, words, rest[pos:].strip()
+
+
+def _parse_words(rest: str, esc: str) -> list[str]:
+    """Blank-separated words with quotes and escapes kept (ENV/LABEL/ARG; expanded later by the builder)."""
+    words: list[str] = []
+    buf: list[str] = []
+    quote = ""
+    blank_ok = False
+    i = 0
+    while i < len(rest):
+        ch = rest[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+            elif ch == esc and quote != "'":
+                if i + 1 == len(rest):
+                    break
+                buf.append(ch)
+                i += 1
+                ch = rest[i]
+            buf.append(ch)
+        elif ch.isspace():
+            if buf or blank_ok:
+                words.append("".join(buf))
+            buf, blank_ok = [], False
+        else:
+            if ch in "'\"":
+                quote, blank_ok = ch, True
+            elif ch == esc:
+                if i + 1 == len(rest):
+                    break
+                buf.append(ch)
+                i += 1
+                ch = rest[i]
+            buf.append(ch)
+        i += 1
+    if buf or blank_ok:
+        words.append("".join(buf))
+    return words
+
+
+def _maybe_json(rest: str) -> list[str] | None:
+    """The JSON array of ``rest``, or None when it is not valid JSON (then BuildKit takes it as shell form)."""
+    if not rest.lstrip().startswith("["):
+        return None
+    try:
+        value = json.loads(rest)
+    except ValueError:
+        return None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(v, str) for v in value):
+        raise ValueError("when using JSON array syntax, arrays must be comprised of strings only")
+    return value
+
+
+def _parse_logical(logical: str, line: int, end_line: int, d: _Directives) -> Instruction:
+    parts = _WHITESPACE.split(logical.strip(), maxsplit=1)
+    keyword = parts[0].upper()
+    rest = parts[1] if len(parts) > 1 else ""
+    if keyword not in KNOWN:
+        raise DockerfileError(f"unknown instruction: {parts[0]}", line)
+    flags, _, rest = _split_flags(rest, d.escape)
+    instr = Instruction(keyword, [], logical.strip(), line, end_line, flags=flags)
+    try:
+        _fill_args(instr, rest, d)
+    except ValueError as exc:
+        raise DockerfileError(f"{keyword}: {exc}", line) from None
+    return instr
+
+
+def _fill_args(instr: Instruction, rest: str, d: _Directives) -> None:
+    kw = instr.keyword
+    if kw in ("RUN", "CMD", "ENTRYPOINT", "SHELL"):
+        parsed = _maybe_json(rest)
+        instr.json = parsed is not None
+        instr.args = parsed if parsed is not None else ([rest] if rest else [])
+    elif kw in ("COPY", "ADD", "VOLUME"):
+        parsed = _maybe_json(rest)
+        instr.json = parsed is not None
+        instr.args = parsed if parsed is not None else (_WHITESPACE.split(rest) if rest else [])
+    elif kw in ("FROM", "EXPOSE"):
+        instr.args = _WHITESPACE.split(rest) if rest else []
+    elif kw in ("ENV", "LABEL"):
+        instr.pairs = _name_values(kw, rest, d.escape)
+        instr.args = [f"{k}={v}" for k, v in instr.pairs]
+    elif kw == "ARG":
+        instr.args = _parse_words(rest, d.escape)
+    elif kw == "HEALTHCHECK":
+        head = _WHITESPACE.split(rest, maxsplit=1)
+        typ, cmd = head[0], (head[1].strip() if len(head) > 1 else "")
+        parsed = _maybe_json(cmd) if cmd else None
+        instr.json = parsed is not None
+        instr.args = ([typ] if typ else []) + (parsed if parsed is not None else ([cmd] if cmd else []))
+    elif kw == "ONBUILD":
+        if rest:
+            instr.trigger = _parse_logical(rest, instr.line, instr.end_line, d)
+            instr.args = [rest]
+    else:  # MAINTAINER STOPSIGNAL USER WORKDIR: the rest of the line is one argument
+        instr.args = [rest] if rest else []
+
+
+def _name_values(kw: str, rest: str, esc: str) -> list[tuple[str, str]]:
+    words = _parse_words(rest, esc)
+    if not words:
+        return []
+    if "=" not in words[0]:  # legacy form: ENV name value with blanks
+        parts = _WHITESPACE.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise ValueError(f"{kw} must have two arguments")
+        return [(parts[0], parts[1])]
+    pairs = []
+    for word in words:
+        if "=" not in word:
+            raise ValueError(f"Syntax error - can't find = in {word!r}. Must be of the form: name=value")
+        key, _, value = word.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def _heredoc_markers(instr: Instruction) -> list[tuple[str, bool, bool]]:
+    """(name, expand, chomp) of each ``<<WORD`` in a RUN/COPY/ADD line, in order."""
+    target = instr.trigger if instr.keyword == "ONBUILD" and instr.trigger else instr
+    if target.keyword not in HEREDOC_KEYWORDS or target.json or "<<" not in target.original:
+        return []
+    raw = Lexer(raw_quotes=True, raw_escapes=True, skip_unset=True, heredoc_words=True)
+    try:
+        words = raw.words(target.original, {})
+    except ExpansionError:
+        return []
+    out = []
+    for word in words:
+        marker = parse_heredoc_word(word)
+        if marker is not None:
+            out.append(marker)
+    return out
+
+
+def parse_heredoc_word(word: str) -> tuple[str, bool, bool] | None:
+    """(name, expand, chomp) if ``word`` is a heredoc marker such as ``<<EOF``, ``<<-'EOF'``, ``2<<EOF``."""
+    match = _HEREDOC_WORD.match(word)
+    if not match or not match.group(3):
+        return None
+    rest = match.group(3)
+    try:
+        plain = Lexer(skip_unset=True).words(rest, {})
+        quoted = Lexer(raw_quotes=True, skip_unset=True).words(rest, {})
+    except ExpansionError:
+        return None
+    if len(plain) != 1 or len(quoted) != 1:
+        return None
+    name = plain[0]
+    expand = _quote_count(name) == _quote_count(quoted[0])
+    return name, expand, match.group(2) == "-"
+
+
+def _quote_count(text: str) -> int:
+    return text.count("'") + text.count('"')
+
+
+def _read_heredocs(instr: Instruction, src: _Lines, d: _Directives) -> None:
+    for name, expand, chomp in _heredoc_markers(instr):
+        content: list[str] = []
+        while True:
+            raw = src.next()
+            if raw is None:
+                raise instr.fail(f"unterminated heredoc: no line {name!r} ends the <<{name} document")
+            candidate = raw.rstrip("\r\n")
+            if chomp:
+                candidate = candidate.lstrip("\t")
+            if candidate == name:
+                break
+            content.append(raw)
+        instr.heredocs.append(Heredoc(name, "".join(content), expand, chomp))
+    instr.end_line = src.pos
+    if instr.trigger is not None:
+        instr.trigger.heredocs = instr.heredocs
+
+
+# ------------------------------------------------------------------------------------------ pass 2: checking
+
+
+def _flag_checks(instr: Instruction) -> None:
+    allowed = FLAGS.get(instr.keyword, {})
+    for name, value in instr.flags.items():
+        kind = allowed.get(name)
+        if kind is None:
+            if instr.keyword == "RUN":
+                raise instr.fail(f"RUN --{name} is not supported by refrt")
+            raise instr.fail(f"unknown flag: --{name}")
+        if kind is str and value in ("\0", ""):
+            raise instr.fail(f"missing a value on flag: --{name}")
+        if kind is bool and value not in ("\0", "true", "false"):
+            raise instr.fail(f"expecting boolean value for flag --{name}, not: {value}")
+
+
+def check_instruction(instr: Instruction) -> None:
+    """BuildKit's per-instruction argument rules; raises :class:`DockerfileError` with the line."""
+    _flag_checks(instr)
+    kw, args = instr.keyword, instr.args
+    if kw in ("RUN", "EXPOSE", "VOLUME", "ARG", "ENV", "LABEL", "ONBUILD") and not args:
+        raise instr.fail(f"{kw} requires at least one argument")
+    if kw in ("WORKDIR", "USER", "STOPSIGNAL", "MAINTAINER") and len(args) != 1:
+        raise instr.fail(f"{kw} requires exactly one argument")
+    if kw in ("COPY", "ADD"):
+        if len(args) < 2:
+            raise instr.fail(
+                f"{kw} requires at least two arguments, but only one was provided. Destination could not be "
+                "determined"
+            )
+        if not instr.json and parse_heredoc_word(args[-1]) is not None:
+            raise instr.fail(f"{kw} cannot accept a heredoc as a destination")
+    if kw == "SHELL" and not instr.json:
+        raise instr.fail("SHELL requires the arguments to be in JSON form")
+    if kw == "SHELL" and not args:
+        raise instr.fail("SHELL requires at least one argument")
+    if kw == "VOLUME" and any(not a.strip() for a in args):
+        raise instr.fail("VOLUME specified can not be an empty string")
+    if kw in ("ENV", "LABEL") and any(not k for k, _ in instr.pairs):
+        raise instr.fail(f"{kw} names can not be blank")
+    if kw == "ARG":
+        for word in args:
+            if not word.partition("=")[0]:
+                raise instr.fail("ARG names can not be blank")
+    if kw == "HEALTHCHECK":
+        _check_healthcheck(instr)
+    if kw == "ONBUILD" and instr.trigger is not None:
+        trig = instr.trigger.keyword
+        if trig == "ONBUILD":
+            raise instr.fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+        if trig in ("FROM", "MAINTAINER"):
+            raise instr.fail(f"{trig} isn't allowed as an ONBUILD trigger")
+        check_instruction(instr.trigger)
+
+
+def _check_healthcheck(instr: Instruction) -> None:
+    if not instr.args:
+        raise instr.fail("HEALTHCHECK requires at least one argument")
+    typ = instr.args[0].upper()
+    if typ == "NONE":
+        if len(instr.args) > 1 or instr.flags:
+            raise instr.fail("HEALTHCHECK NONE takes no arguments")
+    elif typ == "CMD":
+        if len(instr.args) < 2:
+            raise instr.fail("Missing command after HEALTHCHECK CMD")
+    else:
+        raise instr.fail(f"Unknown type {instr.args[0]!r} in HEALTHCHECK (try CMD)")
+    for name in ("interval", "timeout", "start-period", "start-interval"):
+        if name in instr.flags:
+            try:
+                parse_duration(instr.flags[name])
+            except ValueError as exc:
+                raise instr.fail(f"HEALTHCHECK --{name}: {exc}") from None
+    if "retries" in instr.flags:
+        value = instr.flags["retries"]
+        if not value.lstrip("-").isdigit():
+            raise instr.fail(f"HEALTHCHECK --retries: not a number: {value!r}")
+        if int(value) < 0:
+            raise instr.fail(f"--retries cannot be negative ({value})")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def parse_duration(text: str) -> int:
+    """A Go duration (``30s``, ``1m30s``, ``500ms``) in nanoseconds, as HEALTHCHECK flags are stored."""
+    if text == "0":
+        return 0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if not match:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _UNIT_NS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError("empty duration")
+    return int(total)
+
+
+def _stage_from(instr: Instruction, index: int) -> Stage:
+    args = instr.args
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1].lower() != "as"):
+        raise instr.fail("FROM requires either one or three arguments (FROM image [AS name])")
+    name = None
+    if len(args) == 3:
+        name = args[2].lower()
+        if not _STAGE_NAME.match(name):
+            raise instr.fail(
+                f"invalid name for build stage: {args[2]!r}, name can't start with a number or contain symbols"
+            )
+    platform = instr.flags.get("platform", "")
+    return Stage(index=index, base=args[0], name=name, line=instr.line, platform=platform)
+
+
+def parse(text: str) -> Dockerfile:
+    """Parse a whole Dockerfile; raises :class:`DockerfileError` naming the line of the first fault."""
+    instructions, d, warnings = parse_instructions(text)
+    if not instructions:
+        raise DockerfileError("file with no instructions", max(1, text.count("\n")))
+    meta: list[Instruction] = []
+    stages: list[Stage] = []
+    for instr in instructions:
+        check_instruction(instr)
+        if instr.keyword == "FROM":
+            stage = _stage_from(instr, len(stages))
+            if stage.name is not None and any(s.name == stage.name for s in stages):
+                raise instr.fail(f"duplicate stage name {stage.name!r}")
+            stages.append(stage)
+        elif not stages:
+            if instr.keyword != "ARG":
+                raise instr.fail(
+                    f"{instr.keyword} before the first FROM: only ARG may come before FROM (no build stage yet)"
+                )
+            meta.append(instr)
+        else:
+            stages[-1].instructions.append(instr)
+    if not stages:
+        raise DockerfileError("no FROM instruction: a Dockerfile needs at least one build stage", meta[-1].line)
+    return Dockerfile(meta_args=meta, stages=stages, escape=d.escape, syntax=d.syntax, warnings=warnings)

@@ -1,0 +1,174 @@
+"""The container's init: what the forked process does between fork() and execve() of the user's command.
+
+It runs as PID 1 of the new PID namespace, in the parent's cgroup already, and follows runc's order: new
+namespaces, wait for the parent (cgroup and network are set up from outside), the filesystem (rootfs.py),
+hostname, loopback, then privileges are reduced - bounding set, no_new_privs, user and group, effective
+capabilities - and finally the working directory and execve. A failure before execve is reported to the parent
+as one JSON line on a close-on-exec pipe; EOF on that pipe means execve succeeded.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import stat
+import sys
+import termios
+from dataclasses import dataclass, field
+
+from runtime import syscalls
+from runtime.container import capabilities, namespaces, users
+from runtime.container.rootfs import RootfsPlan, setup_rootfs
+from runtime.errors import CannotInvokeError, CommandNotFoundError, RefrtError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class LaunchPlan:
+    """What the init needs, resolved by the parent. ``env`` is final except HOME (known after -u resolves)."""
+
+    rootfs: RootfsPlan
+    argv: list[str]
+    env: list[str]
+    workdir: str = "/"
+    user: str = ""
+    hostname: str = ""
+    network_mode: str = "none"
+    capabilities: list[str] = field(default_factory=lambda: list(capabilities.DEFAULT))
+    no_new_privs: bool = True
+    tty: bool = False
+
+
+def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r: int, err_w: int) -> None:
+    """Never returns: execs the command or exits with docker's code after reporting why on ``err_w``."""
+    try:
+        become_session_leader(stdio, plan.tty)
+        syscalls.unshare(namespaces.unshare_flags(plan.network_mode))
+        os.write(sync_w, b"ns\n")
+        os.close(sync_w)
+        if os.read(go_r, 16) != b"go":
+            os._exit(125)  # the parent gave up (cgroup or network failed) and reports it
+        os.close(go_r)
+        setup_rootfs(plan.rootfs)
+        if plan.hostname:
+            syscalls.sethostname(plan.hostname)
+        if plan.network_mode != "host":
+            namespaces.bring_up_loopback()
+        user = users.resolve(plan.user)
+        env = _with_home(plan.env, user.home)
+        executable = find_executable(plan.argv[0], env)
+        drop_privileges(plan, user)
+        change_directory(plan.workdir, user)
+        syscalls.set_parent_death_signal(signal.SIGKILL)  # the monitor's death ends the container
+        _reset_signals()
+        _close_other_fds(err_w)
+        try:
+            os.execve(executable, plan.argv, _env_dict(env))
+        except OSError as exc:
+            _report(err_w, exec_error(plan.argv[0], exc))
+    except OSError as exc:
+        _report(err_w, RefrtError(str(exc)))
+    except RefrtError as exc:
+        _report(err_w, exc)
+    except BaseException as exc:  # noqa: BLE001 - anything else must still reach the parent, not a traceback
+        _report(err_w, RefrtError(f"container init: {type(exc).__name__}: {exc}"))
+    os._exit(125)
+
+
+def become_session_leader(stdio: tuple[int, int, int], tty: bool) -> None:
+    """Own session; with -t the pty slave becomes the controlling terminal (job control, ^C work inside)."""
+    os.setsid()
+    for target, fd in enumerate(stdio):
+        if fd != target:
+            os.dup2(fd, target, inheritable=True)
+    if tty:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    """``$PATH`` lookup with docker's errors: 127 when nothing is found, 126 when found but not runnable."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = _env_dict(env).get("PATH", DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if "/" in name:
+                raise CannotInvokeError(f'exec: "{name}": is a directory: permission denied')
+            continue
+        return candidate
+    if "/" in name:
+        raise CommandNotFoundError(f'exec: "{name}": stat {name}: no such file or directory')
+    raise CommandNotFoundError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def exec_error(name: str, exc: OSError) -> RefrtError:
+    if exc.errno == errno.ENOENT:
+        return CommandNotFoundError(f'exec: "{name}": no such file or directory')
+    return CannotInvokeError(f'exec: "{name}": {exc.strerror.lower() if exc.strerror else exc}')
+
+
+def drop_privileges(plan: LaunchPlan, user: users.User) -> None:
+    capabilities.drop_bounding_set(plan.capabilities)
+    if plan.no_new_privs:
+        syscalls.set_no_new_privs()
+    os.setgroups(user.groups)
+    os.setgid(user.gid)
+    os.setuid(user.uid)  # for a non-zero uid the kernel clears permitted and effective capabilities here
+    capabilities.apply_process_sets(plan.capabilities, user.uid)
+
+
+def change_directory(workdir: str, user: users.User) -> None:
+    """``-w``: docker creates a missing working directory (owned by root) rather than failing."""
+    path = workdir or "/"
+    try:
+        os.chdir(path)
+    except FileNotFoundError:
+        if os.getuid() != 0:
+            raise
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        os.chdir(path)
+
+
+def _with_home(env: list[str], home: str) -> list[str]:
+    if any(e.startswith("HOME=") for e in env):
+        return env
+    return [*env, f"HOME={home}"]
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in env:
+        key, _, value = item.partition("=")
+        result[key] = value
+    return result
+
+
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; a container's command must start with default dispositions."""
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _close_other_fds(keep: int) -> None:
+    """Nothing of the monitor's (log file, status pipe, the CLI's descriptors) may leak into the container."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+
+
+def _report(err_w: int, exc: RefrtError) -> None:
+    payload = json.dumps({"code": exc.exit_code, "message": str(exc)}).encode() + b"\n"
+    try:
+        os.write(err_w, payload)
+    except OSError:
+        print(f"refrt: {exc}", file=sys.stderr)

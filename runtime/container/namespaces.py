@@ -1,0 +1,85 @@
+"""Which namespaces a container gets, and how a process joins those of a running container (``exec``).
+
+The PID namespace is special: unshare(CLONE_NEWPID) affects only the caller's *children*, so the monitor
+unshares it, forks the container's init (which becomes PID 1) and then returns to its own namespace with setns.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from runtime import syscalls
+
+#: Kinds in the order ``exec`` joins them: user first (it grants the rights for the rest), mnt last (after it,
+#: /proc/<pid> paths on the host are no longer reachable).
+JOIN_ORDER = (
+    ("user", syscalls.CLONE_NEWUSER),
+    ("cgroup", syscalls.CLONE_NEWCGROUP),
+    ("ipc", syscalls.CLONE_NEWIPC),
+    ("uts", syscalls.CLONE_NEWUTS),
+    ("net", syscalls.CLONE_NEWNET),
+    ("pid", syscalls.CLONE_NEWPID),
+    ("mnt", syscalls.CLONE_NEWNS),
+)
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def unshare_flags(network_mode: str) -> int:
+    """The namespaces the container's init unshares itself (PID is done by the monitor, see module doc)."""
+    flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+    if network_mode != "host":
+        flags |= syscalls.CLONE_NEWNET
+    return flags
+
+
+@contextmanager
+def children_in_new_pid_namespace() -> Iterator[None]:
+    """Inside the block, forked children start a new PID namespace; afterwards the caller's is restored."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWPID)
+        try:
+            yield
+        finally:
+            syscalls.setns(own, syscalls.CLONE_NEWPID)
+    finally:
+        os.close(own)
+
+
+def same_namespace(pid: int, kind: str) -> bool:
+    """True when ``pid`` shares the caller's namespace ``kind`` (then joining it is a no-op and is skipped)."""
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino == os.stat(f"/proc/self/ns/{kind}").st_ino
+
+
+def join(pid: int) -> None:
+    """setns into every namespace of ``pid`` that differs from ours (``exec``). PID applies to children."""
+    fds: list[tuple[int, int]] = []
+    try:
+        for kind, flag in JOIN_ORDER:
+            try:
+                if same_namespace(pid, kind):
+                    continue
+                fds.append((os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag))
+            except FileNotFoundError:
+                continue
+        for fd, flag in fds:
+            syscalls.setns(fd, flag)
+    finally:
+        for fd, _ in fds:
+            os.close(fd)
+
+
+def bring_up_loopback() -> None:
+    """``ip link set lo up`` without ip(8): a fresh network namespace has ``lo`` down."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))

@@ -1,0 +1,495 @@
+"""HTTP client for one registry, speaking the OCI distribution API (``/v2/``) with http.client only.
+
+What it takes care of, so ``push`` and ``pull`` read like the protocol:
+
+* scheme: HTTPS with certificate checks, except for insecure registries (loopback, or listed in
+  ``REFRT_INSECURE_REGISTRIES``), which are spoken to in plain HTTP (HTTPS without checks if they only speak TLS);
+* authentication: the challenge of ``GET /v2/`` decides - Basic credentials on every request, or Bearer tokens
+  fetched from the realm per set of scopes, refreshed once when a 401 names a new scope;
+* keep-alive: one connection per host, reopened once when the server has closed an idle one;
+* redirects (blob downloads may be sent to a storage backend): followed, but ``Authorization`` never leaves the
+  registry's own scheme://host:port;
+* error answers: turned into the one-line errors of :mod:`runtime.registry.errors`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from runtime.registry.auth import Challenge, Credentials, parse_challenges
+from runtime.registry.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    DeniedError,
+    ManifestNotFoundError,
+    RegistryError,
+    ServerError,
+)
+
+INSECURE_ENV = "REFRT_INSECURE_REGISTRIES"
+USER_AGENT = "refrt/0.1"
+MAX_REDIRECTS = 5
+#: Socket reads and writes: long enough for a slow registry, short enough that a dead one is reported.
+TIMEOUT = 60.0
+#: http.client sends file bodies in blocks of this size.
+SEND_BLOCK = 1 << 20
+
+Body = bytes | BinaryIO | None
+
+
+def is_insecure(domain: str) -> bool:
+    """Plain HTTP is allowed for loopback registries and the ones in ``REFRT_INSECURE_REGISTRIES``."""
+    host = urllib.parse.urlsplit(f"//{domain}").hostname or domain
+    if host == "localhost":
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    for entry in os.environ.get(INSECURE_ENV, "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        if entry in (domain, host):
+            return True
+        try:
+            if "/" in entry and ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@dataclass
+class Response:
+    """An answer whose body has either been read (``data``) or is left to stream (``stream``)."""
+
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage
+    url: str
+    stream: http.client.HTTPResponse
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def read(self) -> bytes:
+        return self.stream.read()
+
+    def drain(self) -> None:
+        """Read what is left so the connection can be reused."""
+        try:
+            while self.stream.read(1 << 16):
+                pass
+        except (OSError, http.client.HTTPException):
+            self.stream.close()
+
+
+def _rewind(body: Body) -> None:
+    if body is not None and not isinstance(body, bytes):
+        body.seek(0)
+
+
+def _error_detail(data: bytes) -> tuple[str, str]:
+    """The first error of a distribution error body: (code lower-cased with spaces, message)."""
+    try:
+        errors = json.loads(data).get("errors") or []
+        first = errors[0]
+        code = str(first.get("code", "")).lower().replace("_", " ")
+        return code, str(first.get("message", ""))
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return "", data[:200].decode(errors="replace").strip()
+
+
+class RegistryClient:
+    """A session with one registry (``domain`` is ``host[:port]``; the endpoint actually dialled)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        credentials: Credentials | None = None,
+        insecure: bool | None = None,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        self.endpoint = endpoint
+        self.credentials = credentials
+        self.insecure = is_insecure(endpoint) if insecure is None else insecure
+        self.timeout = timeout
+        self.scheme = "http" if self.insecure else "https"
+        self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
+        self._challenge: Challenge | None = None
+        self._pinged = False
+        self._tokens: dict[str, str] = {}
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.endpoint}"
+
+    # -- connections ------------------------------------------------------------------------------------------
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        key = (scheme, netloc)
+        conn = self._connections.get(key)
+        if conn is None:
+            if scheme == "https":
+                context = ssl.create_default_context()
+                if self.insecure and netloc == self.endpoint:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                conn = http.client.HTTPSConnection(
+                    netloc, timeout=self.timeout, context=context, blocksize=SEND_BLOCK
+                )
+            else:
+                conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=SEND_BLOCK)
+            self._connections[key] = conn
+        return conn
+
+    def _drop_connection(self, scheme: str, netloc: str) -> None:
+        conn = self._connections.pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    def _send_once(self, method: str, url: str, headers: dict[str, str], body: Body) -> Response:
+        parts = urllib.parse.urlsplit(url)
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        for attempt in range(2):
+            conn = self._connection(parts.scheme, parts.netloc)
+            reused = conn.sock is not None
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                raw = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop_connection(parts.scheme, parts.netloc)
+                if reused and attempt == 0:
+                    _rewind(body)
+                    continue
+                raise ConnectionFailedError(f"connection to {parts.netloc} dropped: {exc}") from None
+            except ssl.SSLError as exc:
+                self._drop_connection(parts.scheme, parts.netloc)
+                raise ConnectionFailedError(f"TLS with {parts.netloc} failed: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop_connection(parts.scheme, parts.netloc)
+                raise ConnectionFailedError(f"cannot reach registry {parts.netloc}: {exc}") from None
+            return Response(raw.status, raw.reason, raw.headers, url, raw)
+        raise AssertionError("unreachable")
+
+    # -- authentication ---------------------------------------------------------------------------------------
+    def ping(self) -> Challenge | None:
+        """``GET /v2/``: find out the scheme that works and the auth challenge (None when open)."""
+        if self._pinged:
+            return self._challenge
+        try:
+            resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
+        except ConnectionFailedError:
+            if not (self.insecure and self.scheme == "http"):
+                raise
+            # An insecure registry that only speaks TLS.
+            self.scheme = "https"
+            resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
+        data = resp.read()
+        if resp.status == 401:
+            challenges = parse_challenges(resp.header("WWW-Authenticate") or "")
+            preferred = [c for c in challenges if c.scheme == "bearer"] + [c for c in challenges if c.scheme == "basic"]
+            if not preferred:
+                raise AuthenticationError(f"unauthorized: {self.endpoint} asks for an unsupported authentication")
+            self._challenge = preferred[0]
+        elif resp.status >= 400:
+            self._raise_for(resp.status, resp.reason, data, f"registry {self.endpoint}")
+        self._pinged = True
+        return self._challenge
+
+    def _plain_headers(self) -> dict[str, str]:
+        return {"User-Agent": USER_AGENT}
+
+    def _fetch_token(self, challenge: Challenge, scopes: list[str]) -> str:
+        realm = challenge.realm
+        if not realm:
+            raise AuthenticationError(f"unauthorized: {self.endpoint} sent a Bearer challenge without a realm")
+        query: list[tuple[str, str]] = []
+        if challenge.params.get("service"):
+            query.append(("service", challenge.params["service"]))
+        query += [("scope", s) for s in scopes]
+        if self.credentials is not None:
+            query.append(("account", self.credentials.username))
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+        headers = self._plain_headers()
+        if self.credentials is not None:
+            headers["Authorization"] = self.credentials.basic_header()
+        resp = self._send_once("GET", url, headers, None)
+        data = resp.read()
+        if resp.status == 401:
+            raise AuthenticationError(self._unauthorized_message())
+        if resp.status >= 400:
+            self._raise_for(resp.status, resp.reason, data, f"token server {realm}")
+        try:
+            answer = json.loads(data)
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise AuthenticationError(f"token server {realm} answered without a token")
+        return token
+
+    def _auth_header(self, scopes: list[str]) -> str | None:
+        challenge = self.ping()
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            if self.credentials is None:
+                raise AuthenticationError(self._unauthorized_message())
+            return self.credentials.basic_header()
+        key = " ".join(sorted(scopes))
+        if key not in self._tokens:
+            self._tokens[key] = self._fetch_token(challenge, sorted(scopes))
+        return f"Bearer {self._tokens[key]}"
+
+    def _unauthorized_message(self) -> str:
+        if self.credentials is None:
+            return f"unauthorized: authentication required for {self.endpoint} (log in with: refrt login {self.endpoint})"
+        return f"unauthorized: incorrect username or password for {self.endpoint}"
+
+    def login(self) -> None:
+        """Check the credentials: ``GET /v2/`` with them must answer 200."""
+        challenge = self.ping()
+        if challenge is None:
+            return
+        resp = self.request("GET", "/v2/", scopes=[])
+        data = resp.read()
+        if resp.status != 200:
+            self._raise_for(resp.status, resp.reason, data, f"registry {self.endpoint}")
+
+    # -- requests ---------------------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scopes: Iterable[str],
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        follow_redirects: bool = False,
+    ) -> Response:
+        """One request with authentication; a 401 naming a new Bearer scope is retried once with a new token.
+
+        The caller reads (or drains) the body of the answer before the next request.
+        """
+        url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
+        scope_list = list(scopes)
+        for attempt in range(2):
+            hdrs = self._plain_headers()
+            hdrs.update(headers or {})
+            auth = self._auth_header(scope_list)
+            if auth is not None:
+                hdrs["Authorization"] = auth
+            resp = self._send_once(method, url, hdrs, body)
+            if resp.status == 401 and attempt == 0 and self._refresh_scope(resp, scope_list):
+                resp.drain()
+                _rewind(body)
+                continue
+            if follow_redirects and resp.status in (301, 302, 303, 307, 308):
+                return self._follow(method, resp, hdrs)
+            return resp
+        raise AssertionError("unreachable")
+
+    def _refresh_scope(self, resp: Response, scopes: list[str]) -> bool:
+        """A Bearer 401 that names a scope we did not ask for: add it and fetch a new token."""
+        for challenge in parse_challenges(resp.header("WWW-Authenticate") or ""):
+            if challenge.scheme == "bearer" and challenge.params.get("scope"):
+                new = [s for s in challenge.params["scope"].split(" ") if s not in scopes]
+                self._challenge = Challenge("bearer", {**challenge.params})
+                self._tokens.pop(" ".join(sorted(scopes)), None)
+                scopes.extend(new)
+                return True
+        return False
+
+    def _follow(self, method: str, resp: Response, headers: dict[str, str]) -> Response:
+        """Follow redirects; Authorization goes only to the registry's own origin."""
+        origin = urllib.parse.urlsplit(self.base_url)
+        for _ in range(MAX_REDIRECTS):
+            location = resp.header("Location")
+            resp.drain()
+            if not location:
+                raise ServerError(f"registry {self.endpoint} redirected without a Location")
+            url = urllib.parse.urljoin(resp.url, location)
+            target = urllib.parse.urlsplit(url)
+            hdrs = dict(headers)
+            if (target.scheme, target.netloc) != (origin.scheme, origin.netloc):
+                hdrs.pop("Authorization", None)
+            if target.scheme == "http" and origin.scheme == "https":
+                raise RegistryError(f"registry {self.endpoint} redirected to insecure {target.netloc}")
+            resp = self._send_once(method, url, hdrs, None)
+            if resp.status not in (301, 302, 303, 307, 308):
+                return resp
+        raise ServerError(f"registry {self.endpoint}: too many redirects")
+
+    def _raise_for(self, status: int, reason: str, data: bytes, what: str) -> None:
+        code, message = _error_detail(data)
+        detail = code or message or reason.lower()
+        if status == 401:
+            raise AuthenticationError(self._unauthorized_message())
+        if status == 403:
+            raise DeniedError(f"denied: {message or 'requested access to the resource is denied'} ({what})")
+        if status == 404:
+            raise ManifestNotFoundError(f"{what} not found: {detail}")
+        if status >= 500:
+            raise ServerError(f"{what}: registry answered {status} {reason}" + (f": {message}" if message else ""))
+        raise RegistryError(f"{what}: registry answered {status} {reason}" + (f": {message}" if message else ""))
+
+    def check(self, resp: Response, expected: Iterable[int], what: str) -> None:
+        """Raise the mapped error unless the status is one of ``expected``."""
+        if resp.status in set(expected):
+            return
+        data = resp.read() if resp.headers.get("Content-Length", "1") != "0" else b""
+        self._raise_for(resp.status, resp.reason, data, what)
+
+    # -- the distribution API ---------------------------------------------------------------------------------
+    def get_manifest(self, repo: str, reference: str, accept: list[str], what: str) -> tuple[bytes, str, str | None]:
+        """(bytes, media type, Docker-Content-Digest) of a manifest."""
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            scopes=[f"repository:{repo}:pull"],
+            headers={"Accept": ", ".join(accept)},
+        )
+        self.check(resp, [200], what)
+        data = self._read_all(resp, what)
+        media_type = (resp.header("Content-Type") or "").split(";")[0].strip()
+        return data, media_type, resp.header("Docker-Content-Digest")
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str, what: str) -> str | None:
+        resp = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            scopes=[f"repository:{repo}:pull,push"],
+            headers={"Content-Type": media_type},
+            body=data,
+        )
+        self.check(resp, [201, 200], what)
+        resp.drain()
+        return resp.header("Docker-Content-Digest")
+
+    def blob_size(self, repo: str, digest: str, scopes: list[str]) -> int | None:
+        """HEAD a blob: its size when the repository has it, None otherwise."""
+        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=scopes, follow_redirects=True)
+        resp.drain()
+        if resp.status == 404:
+            return None
+        self.check(resp, [200], f"blob {digest} in {self.endpoint}/{repo}")
+        length = resp.header("Content-Length")
+        return int(length) if length and length.isdigit() else -1
+
+    def open_blob(self, repo: str, digest: str) -> Response:
+        """GET a blob, redirects followed; the caller streams ``stream`` and must read it to the end."""
+        resp = self.request(
+            "GET", f"/v2/{repo}/blobs/{digest}", scopes=[f"repository:{repo}:pull"], follow_redirects=True
+        )
+        self.check(resp, [200], f"blob {digest} of {self.endpoint}/{repo}")
+        return resp
+
+    def start_upload(self, repo: str, scopes: list[str], mount: tuple[str, str] | None = None) -> str | None:
+        """POST an upload; with ``mount=(digest, from_repo)`` try a cross-repository mount first.
+
+        Returns None when the blob was mounted (201), else the upload URL to send the data to.
+        """
+        path = f"/v2/{repo}/blobs/uploads/"
+        if mount is not None:
+            path += "?" + urllib.parse.urlencode({"mount": mount[0], "from": mount[1]})
+        resp = self.request("POST", path, scopes=scopes, headers={"Content-Length": "0"}, body=b"")
+        self.check(resp, [201, 202], f"upload to {self.endpoint}/{repo}")
+        resp.drain()
+        if resp.status == 201 and mount is not None:
+            return None
+        return self._location(resp)
+
+    def _location(self, resp: Response) -> str:
+        location = resp.header("Location")
+        if not location:
+            raise ServerError(f"registry {self.endpoint} answered an upload without a Location")
+        return urllib.parse.urljoin(resp.url, location)
+
+    @staticmethod
+    def _with_query(url: str, **params: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        query = parts.query + ("&" if parts.query else "") + urllib.parse.urlencode(params)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    def upload_monolithic(self, location: str, repo: str, digest: str, stream: BinaryIO, size: int) -> None:
+        """One PUT with the whole blob and its digest."""
+        resp = self.request(
+            "PUT",
+            self._with_query(location, digest=digest),
+            scopes=[f"repository:{repo}:pull,push"],
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            body=stream,
+        )
+        self.check(resp, [201], f"blob {digest} upload to {self.endpoint}/{repo}")
+        resp.drain()
+
+    def upload_chunked(
+        self, location: str, repo: str, digest: str, stream: BinaryIO, size: int, chunk_size: int
+    ) -> None:
+        """PATCH the blob in chunks with ``Content-Range``, then PUT the digest to close the upload."""
+        scopes = [f"repository:{repo}:pull,push"]
+        offset = 0
+        while offset < size:
+            chunk = stream.read(min(chunk_size, size - offset))
+            if not chunk:
+                raise RegistryError(f"blob {digest} ended after {offset} of {size} bytes while uploading")
+            resp = self.request(
+                "PATCH",
+                location,
+                scopes=scopes,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(chunk)),
+                    "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                },
+                body=chunk,
+            )
+            self.check(resp, [202], f"blob {digest} chunk upload to {self.endpoint}/{repo}")
+            resp.drain()
+            location = self._location(resp)
+            offset += len(chunk)
+        resp = self.request(
+            "PUT",
+            self._with_query(location, digest=digest),
+            scopes=scopes,
+            headers={"Content-Length": "0"},
+            body=b"",
+        )
+        self.check(resp, [201], f"blob {digest} upload to {self.endpoint}/{repo}")
+        resp.drain()
+
+    def _read_all(self, resp: Response, what: str) -> bytes:
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+            self.close()
+            raise ConnectionFailedError(f"{what}: connection dropped: {exc}") from None
+        length = resp.header("Content-Length")
+        if length and length.isdigit() and len(data) != int(length):
+            self.close()
+            raise ConnectionFailedError(f"{what}: connection dropped after {len(data)} of {length} bytes")
+        return data

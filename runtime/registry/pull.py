@@ -1,0 +1,175 @@
+"""``refrt pull``: fetch a manifest (picking the host's platform from an index), then its config and layers.
+
+All or nothing: every blob missing from the store is first downloaded into a staging directory in the store's
+scratch space, its digest and size checked while it streams; only when every blob is staged and verified are they
+ingested (``store.ingest_blob``, which checks again) and the image committed. A wrong digest, a short body or a
+dropped connection therefore leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from runtime.registry import manifests
+from runtime.registry.client import RegistryClient
+from runtime.registry.endpoints import client_for
+from runtime.registry.errors import ConnectionFailedError, DigestMismatchError, RegistryError
+from runtime.registry.manifests import Descriptor, Platform
+from runtime.store import Store
+from runtime.store.reference import Reference, parse_reference
+
+if TYPE_CHECKING:
+    from runtime.cli import Context
+    from runtime.store import Image
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Fetched:
+    """A resolved manifest: what the reference named (``repo_digest``) and the image manifest stored."""
+
+    data: bytes
+    media_type: str
+    digest: str
+    repo_digest: str
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _verify_manifest(data: bytes, expected: str | None, header: str | None, what: str) -> str:
+    digest = sha256_digest(data)
+    if expected and expected != digest:
+        raise DigestMismatchError(f"{what}: manifest digest mismatch: expected {expected}, got {digest}")
+    if header and header.startswith("sha256:") and header != digest:
+        raise DigestMismatchError(f"{what}: manifest digest mismatch: registry says {header}, content is {digest}")
+    return digest
+
+
+def _get(client: RegistryClient, ref: Reference, reference: str, expected: str | None) -> tuple[bytes, str, str]:
+    what = f"manifest for {ref.familiar_name}:{reference}" if not reference.startswith("sha256:") else (
+        f"manifest for {ref.familiar_name}@{reference}"
+    )
+    data, content_type, header = client.get_manifest(ref.path, reference, manifests.ACCEPT, what)
+    if len(data) > manifests.MAX_MANIFEST_SIZE:
+        raise RegistryError(f"{what}: manifest larger than {manifests.MAX_MANIFEST_SIZE} bytes")
+    digest = _verify_manifest(data, expected, header, what)
+    media_type = manifests.media_type_of(data, content_type)
+    manifests.check_supported(media_type)
+    return data, media_type, digest
+
+
+def fetch_manifest(client: RegistryClient, ref: Reference, wanted: Platform) -> Fetched:
+    """The image manifest for ``ref``; through an index when the reference names one."""
+    reference = ref.digest or ref.tag or "latest"
+    data, media_type, digest = _get(client, ref, reference, ref.digest or None)
+    repo_digest = digest
+    if media_type in manifests.INDEXES:
+        entry = manifests.pick_platform(data, wanted)
+        data, media_type, digest = _get(client, ref, entry.digest, entry.digest)
+        if media_type not in manifests.IMAGE_MANIFESTS:
+            raise RegistryError(f"{ref.familiar}: index entry {entry.digest} is not an image manifest")
+    return Fetched(data=data, media_type=media_type, digest=digest, repo_digest=repo_digest)
+
+
+def _stage_blob(client: RegistryClient, ref: Reference, blob: Descriptor, target: Path) -> None:
+    """Download one blob into ``target``, hashing while writing; refuse any byte beyond the declared size."""
+    resp = client.open_blob(ref.path, blob.digest)
+    hasher = hashlib.sha256()
+    size = 0
+    try:
+        with open(target, "wb") as out:
+            while True:
+                chunk = resp.stream.read(CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > blob.size:
+                    raise DigestMismatchError(f"blob {blob.digest}: more than the {blob.size} bytes declared")
+                hasher.update(chunk)
+                out.write(chunk)
+    except (OSError, http.client.HTTPException) as exc:
+        client.close()
+        raise ConnectionFailedError(f"blob {blob.digest}: connection dropped after {size} bytes: {exc}") from None
+    except DigestMismatchError:
+        client.close()
+        raise
+    if size != blob.size:
+        client.close()
+        raise ConnectionFailedError(
+            f"blob {blob.digest}: connection dropped after {size} of {blob.size} bytes"
+        )
+    got = "sha256:" + hasher.hexdigest()
+    if got != blob.digest:
+        raise DigestMismatchError(f"blob {blob.digest}: digest mismatch: content hashes to {got}; nothing stored")
+
+
+def _short(digest: str) -> str:
+    return digest.partition(":")[2][:12]
+
+
+def pull_image(
+    store: Store,
+    client: RegistryClient,
+    ref: Reference,
+    *,
+    out: TextIO | None = None,
+    platform: str | None = None,
+) -> Image:
+    """Pull ``ref`` with ``client`` into ``store`` (all or nothing) and return the stored image."""
+    wanted = Platform.parse(platform) if platform else Platform.host()
+    if out:
+        print(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name if ref.domain != 'docker.io' else ref.path}",
+              file=out, flush=True)
+    fetched = fetch_manifest(client, ref, wanted)
+    config, layers = manifests.image_parts(fetched.data)
+    blobs = [config, *layers]
+    missing = [b for b in blobs if not store.has_blob(b.digest)]
+    staging_root = store.scratch_dir()
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="pull-"))
+    try:
+        for blob in missing:
+            _stage_blob(client, ref, blob, staging / blob.digest.partition(":")[2])
+            if out and blob is not config:
+                print(f"{_short(blob.digest)}: Download complete", file=out, flush=True)
+        for blob in missing:
+            with open(staging / blob.digest.partition(":")[2], "rb") as staged:
+                store.ingest_blob(staged, blob.digest, blob.size)
+        tags = [ref.familiar] if ref.tag else []
+        image = store.add_image_from_manifest(fetched.data, fetched.media_type, tags)
+        store.add_repo_digest(image, f"{ref.familiar_name}@{fetched.repo_digest}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if out:
+        for layer in layers:
+            if layer in missing:
+                print(f"{_short(layer.digest)}: Pull complete", file=out)
+        print(f"Digest: {fetched.repo_digest}", file=out)
+        status = "Downloaded newer image for" if missing else "Image is up to date for"
+        print(f"Status: {status} {ref.familiar}", file=out)
+        print(str(ref), file=out, flush=True)
+    return image
+
+
+def pull(ctx: Context, reference: str, *, out: TextIO | None = None, platform: str | None = None) -> Image:
+    """Pull an image into the store of ``ctx`` - for ``refrt pull``, ``FROM`` and ``run`` of an absent image."""
+    ref = parse_reference(reference)
+    store = Store(ctx.paths)
+    with client_for(ref.domain, ctx.config_dir) as client:
+        return pull_image(store, client, ref, out=out, platform=platform)
+
+
+def staging_is_empty(store_root: Path) -> bool:
+    """True when no pull left anything in the scratch directory (tests use it)."""
+    scratch = store_root / "tmp"
+    return not scratch.exists() or not any(p.name.startswith("pull-") for p in os.scandir(scratch))

@@ -1,0 +1,688 @@
+"""The image store: blobs, unpacked layers and the reference index of one refrt root.
+
+Layout under ``paths.store`` (an OCI image layout, so ``skopeo copy oci:<store>:<name>`` can read it too)::
+
+    oci-layout, index.json      the OCI layout marker and the index of references (see ``images``)
+    blobs/sha256/<hex>          manifests, configs, compressed layers
+    layers/<diffid-hex>/        each layer unpacked once, in overlay form, shared by all images and containers
+    layerdb/<diffid-hex>.json   what the store knows of an unpacked layer (uncompressed size, one blob digest)
+    tmp/                        scratch on the same file system, for atomic renames
+
+Writers of ``index.json`` hold the ``store`` lock. Layers are unpacked *outside* the lock into ``tmp/`` and
+renamed into place: two processes unpacking the same layer both succeed, the loser discards its copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO, ClassVar, cast
+
+from runtime.locking import locked
+from runtime.paths import Paths
+from runtime.store.blobs import BlobStore, digest_hex
+from runtime.store.errors import (
+    AmbiguousReference,
+    DigestMismatch,
+    ImageInUse,
+    ImageNotFound,
+    InvalidReference,
+    LayerNotFound,
+    StoreError,
+    UnsupportedLayer,
+)
+from runtime.store.images import (
+    IMAGE_ID,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_TAR,
+    OCI_MANIFEST,
+    REF_NAME,
+    Image,
+    Manifest,
+    canonical_json,
+    parse_config,
+)
+from runtime.store.layers import Layer, rmtree, unpack_stream, write_dir_as_layer
+from runtime.store.reference import Reference, parse_reference
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+CHUNK = 1 << 20
+GC_GRACE_SECONDS = 600.0
+"""Unreferenced layers and blobs younger than this survive garbage collection: a build or pull in progress has
+added them but not yet committed the image that references them."""
+
+_HEX_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only stream that hashes and counts what passes through it, and may copy it to ``sink``."""
+
+    def __init__(self, src: IO[bytes] | BinaryIO, sink: IO[bytes] | None = None, head: bytes = b"") -> None:
+        self.src = src
+        self.sink = sink
+        self.head = head
+        self.hasher = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.head:
+            data, self.head = self.head[: len(view)], self.head[len(view) :]
+        else:
+            data = self.src.read(len(view))
+        n = len(data)
+        view[:n] = data
+        if n:
+            self.hasher.update(data)
+            self.count += n
+            if self.sink is not None:
+                self.sink.write(data)
+        return n
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes what it forwards to ``dest`` (the compressed bytes of a new blob)."""
+
+    def __init__(self, dest: IO[bytes]) -> None:
+        self.dest = dest
+        self.hasher = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.hasher.update(chunk)
+        self.dest.write(chunk)
+        return len(chunk)
+
+
+class Store:
+    """The image store of one refrt root. See the module docstring for the layout."""
+
+    in_use_check: ClassVar[Callable[[str], bool | str | None] | None] = None
+    """Set by the container package to answer "is image <id> used by a container?" (truthy = in use; a string
+    names the container). When unset, the store scans ``paths.containers/*/config.json`` for the image id."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.root = paths.store
+        self.blobs = BlobStore(self.root)
+        self.layers_dir = self.root / "layers"
+        self.layerdb = self.root / "layerdb"
+        self.tmp = self.root / "tmp"
+        self.index_path = self.root / "index.json"
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+
+    def ensure(self) -> None:
+        """Create the layout (idempotent)."""
+        for d in (self.blobs.dir, self.layers_dir, self.layerdb, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        marker = self.root / "oci-layout"
+        if not marker.exists():
+            self._write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
+        if not self.index_path.exists():
+            with self.lock():
+                if not self.index_path.exists():
+                    self._write_index([])
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        with locked(self.paths.locks, "store"):
+            yield
+
+    def _write_atomic(self, target: Path, data: bytes) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="meta-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+
+    @contextlib.contextmanager
+    def _scratch_dir(self) -> Iterator[Path]:
+        self.ensure()
+        path = Path(tempfile.mkdtemp(dir=self.tmp, prefix="unpack-"))
+        os.chmod(path, 0o755)  # a layer tar without a "./" entry must not leave the layer root private
+        try:
+            yield path
+        finally:
+            if path.exists():
+                rmtree(str(path))
+
+    @contextlib.contextmanager
+    def _scratch_file(self) -> Iterator[tuple[Path, IO[bytes]]]:
+        self.ensure()
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="layer-")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "w+b") as fh:
+                yield path, fh
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # -------------------------------------------------------------------------------------------------- layers
+
+    def layer_path(self, diff_id: str) -> Path:
+        return self.layers_dir / digest_hex(diff_id)
+
+    def _layer_meta_path(self, diff_id: str) -> Path:
+        return self.layerdb / f"{digest_hex(diff_id)}.json"
+
+    def get_layer(self, diff_id: str, digest: str | None = None) -> Layer | None:
+        """The unpacked layer ``diff_id``, or None. ``digest`` overrides the recorded compressed blob digest."""
+        try:
+            meta = json.loads(self._layer_meta_path(diff_id).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        path = self.layer_path(diff_id)
+        if not path.is_dir():
+            return None
+        return Layer(diff_id=diff_id, digest=digest or meta["digest"], size=int(meta["size"]), path=path)
+
+    def _record_layer(self, diff_id: str, digest: str, size: int, unpacked: Path) -> Layer:
+        """Move a freshly unpacked tree into place unless another process won the race, then record it."""
+        target = self.layer_path(diff_id)
+        if not target.is_dir():
+            try:
+                os.rename(unpacked, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+        meta = {"diff_id": diff_id, "digest": digest, "size": size}
+        self._write_atomic(self._layer_meta_path(diff_id), json.dumps(meta).encode())
+        return Layer(diff_id=diff_id, digest=digest, size=size, path=target)
+
+    def add_layer_from_tar(self, fileobj: IO[bytes] | BinaryIO, *, compressed: bool | None = None) -> Layer:
+        """Add a layer from a tar stream (gzip detected unless ``compressed`` says); verified, atomic.
+
+        The stream is read once: it is hashed (diff_id, and the compressed digest), kept as a gzip blob (compressed
+        here when it came plain) and unpacked into a scratch directory that is renamed into ``layers/``.
+        """
+        head = fileobj.read(4)
+        if head.startswith(ZSTD_MAGIC):
+            raise UnsupportedLayer("zstd-compressed layers are not supported")
+        is_gzip = head.startswith(GZIP_MAGIC) if compressed is None else compressed
+        with self._scratch_file() as (blob_path, blob_file), self._scratch_dir() as tree:
+            if is_gzip:
+                packed = _HashingReader(fileobj, sink=blob_file, head=head)
+                with gzip.GzipFile(fileobj=cast(IO[bytes], packed), mode="rb") as gz:
+                    plain = _HashingReader(gz)
+                    unpack_stream(cast(IO[bytes], plain), tree)
+                    plain.drain()
+                packed.drain()
+                digest = packed.digest
+            else:
+                writer = _HashingWriter(blob_file)
+                with gzip.GzipFile(fileobj=cast(IO[bytes], writer), mode="wb", mtime=0, compresslevel=6) as gz:
+                    plain = _HashingReader(fileobj, sink=cast(IO[bytes], gz), head=head)
+                    unpack_stream(cast(IO[bytes], plain), tree)
+                    plain.drain()
+                digest = "sha256:" + writer.hasher.hexdigest()
+            blob_file.flush()
+            self.blobs.adopt(blob_path, digest)
+            return self._record_layer(plain.digest, digest, plain.count, tree)
+
+    def add_layer_from_dir(self, upperdir: Path) -> Layer | None:
+        """Turn an overlay upper dir (or any tree) into a layer; overlay whiteouts become OCI ones. None if empty."""
+        with self._scratch_file() as (tar_path, tar_file):
+            if not write_dir_as_layer(Path(upperdir), tar_file):
+                return None
+            tar_file.seek(0)
+            return self.add_layer_from_tar(tar_file, compressed=False)
+
+    def ensure_layer(self, digest: str, diff_id: str) -> Layer:
+        """The layer stored as blob ``digest``, unpacked if it is not yet; its content must hash to ``diff_id``."""
+        existing = self.get_layer(diff_id, digest)
+        if existing is not None:
+            with contextlib.suppress(OSError):
+                os.utime(self._layer_meta_path(diff_id))  # fresh again: protects it from a concurrent gc
+            return existing
+        with self.blobs.open(digest) as blob, self._scratch_dir() as tree:
+            head = blob.read(4)
+            if head.startswith(ZSTD_MAGIC):
+                raise UnsupportedLayer(f"layer {digest} is zstd-compressed, which is not supported")
+            if head.startswith(GZIP_MAGIC):
+                packed = _HashingReader(blob, head=head)
+                with gzip.GzipFile(fileobj=cast(IO[bytes], packed), mode="rb") as gz:
+                    plain = _HashingReader(gz)
+                    unpack_stream(cast(IO[bytes], plain), tree)
+                    plain.drain()
+            else:
+                plain = _HashingReader(blob, head=head)
+                unpack_stream(cast(IO[bytes], plain), tree)
+                plain.drain()
+            if plain.digest != diff_id:
+                raise DigestMismatch(f"layer {digest} unpacks to {plain.digest}, but the config says {diff_id}")
+            return self._record_layer(diff_id, digest, plain.count, tree)
+
+    def ingest_blob(self, stream: IO[bytes] | BinaryIO, expected_digest: str, expected_size: int | None) -> Path:
+        """Stream a blob into the store, verifying digest and size on the way (the registry client's pull)."""
+        self.ensure()
+        return self.blobs.ingest(cast(BinaryIO, stream), expected_digest, expected_size)
+
+    # -------------------------------------------------------------------------------------------------- index
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        try:
+            doc = json.loads(self.index_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise StoreError(f"{self.index_path} is corrupt: {exc}") from None
+        return list(doc.get("manifests", []))
+
+    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        self._write_atomic(self.index_path, json.dumps(doc, indent=1).encode())
+
+    @staticmethod
+    def _entry_name(entry: dict[str, Any]) -> str:
+        return str(entry.get("annotations", {}).get(REF_NAME, ""))
+
+    @staticmethod
+    def _entry_id(entry: dict[str, Any]) -> str:
+        return str(entry.get("annotations", {}).get(IMAGE_ID, ""))
+
+    def _load_image(self, manifest_digest: str, entries: list[dict[str, Any]]) -> Image:
+        manifest = Manifest.parse(self.blobs.read(manifest_digest))
+        config = parse_config(self.blobs.read(manifest.config_digest))
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(manifest.layers):
+            raise StoreError(f"image {manifest.config_digest}: config and manifest disagree on the layer count")
+        layers = []
+        for desc, diff_id in zip(manifest.layers, diff_ids, strict=True):
+            layer = self.get_layer(diff_id, desc["digest"])
+            if layer is None:
+                layer = Layer(diff_id, desc["digest"], int(desc.get("size", 0)), self.layer_path(diff_id))
+            layers.append(layer)
+        image_id = manifest.config_digest
+        tags: list[str] = []
+        digests: list[str] = []
+        for entry in entries:
+            name = self._entry_name(entry)
+            if not name or self._entry_id(entry) != image_id:
+                continue
+            familiar = parse_reference(name, default_tag=False).familiar
+            (digests if "@" in name else tags).append(familiar)
+        return Image(
+            id=image_id,
+            config=config,
+            layers=layers,
+            repo_tags=tags,
+            repo_digests=digests,
+            manifest_digest=manifest_digest,
+            manifest_media_type=manifest.media_type,
+        )
+
+    def images(self) -> list[Image]:
+        """Every image, one per id, newest first."""
+        entries = self._read_index()
+        seen: dict[str, str] = {}
+        for entry in entries:
+            seen.setdefault(self._entry_id(entry), entry["digest"])
+        found = [self._load_image(digest, entries) for digest in seen.values()]
+        return sorted(found, key=lambda image: image.created, reverse=True)
+
+    def resolve(self, ref: str) -> Image:
+        """Find an image by ``name[:tag]``, ``name@digest``, full id or unique id prefix."""
+        entries = self._read_index()
+        parsed: Reference | None = None
+        with contextlib.suppress(InvalidReference):
+            parsed = parse_reference(ref)
+        if parsed is not None and not ref.startswith("sha256:"):
+            wanted = str(parsed)
+            for entry in entries:
+                if self._entry_name(entry) == wanted:
+                    return self._load_image(entry["digest"], entries)
+            if parsed.digest:
+                for entry in entries:
+                    name = self._entry_name(entry)
+                    if entry["digest"] == parsed.digest and name.split("@")[0].rsplit(":", 1)[0] == parsed.name:
+                        return self._load_image(entry["digest"], entries)
+                    if entry["digest"] == parsed.digest and name.startswith(parsed.name + ":"):
+                        return self._load_image(entry["digest"], entries)
+        match = _HEX_PREFIX.match(ref)
+        if match:
+            prefix = "sha256:" + match.group(1)
+            ids = {self._entry_id(e): e["digest"] for e in entries if self._entry_id(e).startswith(prefix)}
+            if len(ids) > 1:
+                raise AmbiguousReference(f"image id prefix {ref!r} is ambiguous: {len(ids)} images match")
+            if ids:
+                return self._load_image(next(iter(ids.values())), entries)
+        raise ImageNotFound(f"No such image: {ref}")
+
+    def exists(self, ref: str) -> bool:
+        try:
+            self.resolve(ref)
+        except ImageNotFound:
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------------- registering
+
+    def commit_image(self, config: dict[str, Any], layers: list[Layer], tags: list[str]) -> Image:
+        """Write ``config`` (its ``rootfs`` set from ``layers``) and an OCI manifest; tag it. Returns the image."""
+        doc = json.loads(json.dumps(config))
+        doc.setdefault("created", now_rfc3339())
+        doc.setdefault("architecture", host_architecture())
+        doc.setdefault("os", "linux")
+        doc.setdefault("config", {})
+        doc["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
+        if "history" not in doc:
+            doc["history"] = [{"created": doc["created"], "created_by": ""} for _ in layers]
+        config_bytes = canonical_json(doc)
+        return self.add_image_from_config(config_bytes, layers, tags)
+
+    def add_image_from_config(self, config_bytes: bytes, layers: list[Layer], tags: list[str]) -> Image:
+        """Like :meth:`commit_image` but keeps the config's exact bytes (so its id survives a save/load)."""
+        config = parse_config(config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if diff_ids != [layer.diff_id for layer in layers]:
+            raise StoreError("image config's rootfs.diff_ids do not match the layers given")
+        self.ensure()
+        config_digest = self.blobs.write_bytes(config_bytes)
+        descriptors = []
+        for layer in layers:
+            with self.blobs.open(layer.digest) as blob:
+                media_type = OCI_LAYER_GZIP if blob.read(2) == GZIP_MAGIC else OCI_LAYER_TAR
+            descriptors.append({"mediaType": media_type, "digest": layer.digest, "size": self.blobs.size(layer.digest)})
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
+            "layers": descriptors,
+        }
+        return self._register(canonical_json(manifest), OCI_MANIFEST, config_digest, tags, [])
+
+    def add_image_from_manifest(
+        self, manifest_bytes: bytes, media_type: str, tags: list[str], *, repository: str | None = None
+    ) -> Image:
+        """Register a manifest exactly as given (pulled or loaded); its config and layer blobs must be stored.
+
+        Layers are unpacked (and checked against the config's diff_ids) if not yet. With ``repository``
+        (``registry:5000/app``), the image also gets the repo digest ``repository@<manifest digest>``.
+        """
+        manifest = Manifest.parse(manifest_bytes, media_type)
+        if not self.blobs.has(manifest.config_digest):
+            raise LayerNotFound(f"config blob {manifest.config_digest} is not in the store")
+        config = parse_config(self.blobs.read(manifest.config_digest))
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(manifest.layers):
+            raise StoreError("manifest and config disagree on the number of layers")
+        for desc, diff_id in zip(manifest.layers, diff_ids, strict=True):
+            self.ensure_layer(str(desc["digest"]), str(diff_id))
+        repo_digests = []
+        if repository:
+            repo = parse_reference(repository, default_tag=False)
+            digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+            repo_digests.append(str(repo.with_digest(digest)))
+        return self._register(manifest_bytes, manifest.media_type, manifest.config_digest, tags, repo_digests)
+
+    def _register(
+        self, manifest_bytes: bytes, media_type: str, image_id: str, tags: list[str], repo_digests: list[str]
+    ) -> Image:
+        names = [str(parse_reference(tag)) for tag in tags] + repo_digests
+        manifest_digest = self.blobs.write_bytes(manifest_bytes)
+        entry_base = {"mediaType": media_type, "digest": manifest_digest, "size": len(manifest_bytes)}
+        with self.lock():
+            entries = self._read_index()
+            for name in names:
+                entries = self._point(entries, name, entry_base, image_id)
+            if not any(self._entry_id(e) == image_id for e in entries):
+                entries.append({**entry_base, "annotations": {IMAGE_ID: image_id, "io.refrt.created": now_rfc3339()}})
+            self._write_index(entries)
+            return self._load_image(manifest_digest, entries)
+
+    def _point(
+        self, entries: list[dict[str, Any]], name: str, entry_base: dict[str, Any], image_id: str
+    ) -> list[dict[str, Any]]:
+        """Make ``name`` point at the given manifest; an image losing its last name stays, untagged."""
+        previous = [e for e in entries if self._entry_name(e) == name]
+        kept = [e for e in entries if self._entry_name(e) != name]
+        for old in previous:
+            old_id = self._entry_id(old)
+            if old_id != image_id and not any(self._entry_id(e) == old_id for e in kept):
+                annotations = {IMAGE_ID: old_id, "io.refrt.created": now_rfc3339()}
+                kept.append({k: v for k, v in old.items() if k != "annotations"} | {"annotations": annotations})
+        kept = [e for e in kept if self._entry_name(e) or self._entry_id(e) != image_id]
+        kept.append({**entry_base, "annotations": {REF_NAME: name, IMAGE_ID: image_id}})
+        return kept
+
+    def tag(self, image: Image | str, ref: str) -> Image:
+        """Point ``ref`` (``name[:tag]``) at ``image``."""
+        target = image if isinstance(image, Image) else self.resolve(image)
+        parsed = parse_reference(ref)
+        if parsed.digest:
+            raise InvalidReference(f"refusing to create a tag with a digest reference: {ref}")
+        base = {
+            "mediaType": target.manifest_media_type,
+            "digest": target.manifest_digest,
+            "size": self.blobs.size(target.manifest_digest),
+        }
+        with self.lock():
+            entries = self._point(self._read_index(), str(parsed), base, target.id)
+            self._write_index(entries)
+            return self._load_image(target.manifest_digest, entries)
+
+    def add_repo_digest(self, image: Image, repository: str) -> str:
+        """Record ``repository@<manifest digest>`` for ``image`` (after a push); returns it in familiar form."""
+        name = str(parse_reference(repository, default_tag=False).with_digest(image.manifest_digest))
+        base = {
+            "mediaType": image.manifest_media_type,
+            "digest": image.manifest_digest,
+            "size": self.blobs.size(image.manifest_digest),
+        }
+        with self.lock():
+            self._write_index(self._point(self._read_index(), name, base, image.id))
+        return parse_reference(name).familiar
+
+    def untag(self, ref: str) -> Image:
+        """Remove the name ``ref``; the image stays (untagged if that was its last name). Returns the image."""
+        name = str(parse_reference(ref))
+        with self.lock():
+            entries = self._read_index()
+            hits = [e for e in entries if self._entry_name(e) == name]
+            if not hits:
+                raise ImageNotFound(f"No such image: {ref}")
+            image = self._load_image(hits[0]["digest"], entries)
+            kept = [e for e in entries if self._entry_name(e) != name]
+            if not any(self._entry_id(e) == image.id for e in kept):
+                kept.append({**hits[0], "annotations": {IMAGE_ID: image.id, "io.refrt.created": now_rfc3339()}})
+            self._write_index(kept)
+            return self._load_image(hits[0]["digest"], kept)
+
+    def manifest_bytes(self, image: Image) -> bytes:
+        return self.blobs.read(image.manifest_digest)
+
+    def config_bytes(self, image: Image) -> bytes:
+        return self.blobs.read(image.id)
+
+    def lower_dirs(self, image: Image) -> list[Path]:
+        """The image's unpacked layers, top first: the order of overlay's ``lowerdir``."""
+        dirs = []
+        for layer in reversed(image.layers):
+            if not layer.path.is_dir():
+                raise LayerNotFound(f"layer {layer.diff_id} of image {image.short_id} is not unpacked")
+            dirs.append(layer.path)
+        return dirs
+
+    # ------------------------------------------------------------------------------------------------ removal
+
+    def in_use_by(self, image_id: str) -> str | None:
+        """The container using ``image_id`` ("" if one does but its name is unknown), or None."""
+        check = type(self).in_use_check
+        if check is not None:
+            answer = check(image_id)
+            if not answer:
+                return None
+            return answer if isinstance(answer, str) else ""
+        containers = self.paths.containers
+        if not containers.is_dir():
+            return None
+        for config_file in sorted(containers.glob("*/config.json")):
+            with contextlib.suppress(OSError, ValueError):
+                config = json.loads(config_file.read_bytes())
+                if isinstance(config, dict) and image_id in (config.get("Image"), config.get("ImageID")):
+                    return config_file.parent.name
+        return None
+
+    def remove(self, image_or_ref: Image | str, force: bool = False) -> list[str]:
+        """``docker rmi``: untag ``ref``, and delete the image when that was its last name and no container uses
+        it. Returns docker's report lines (``Untagged: ...``, ``Deleted: ...``)."""
+        if isinstance(image_or_ref, Image):
+            image, ref, by_name = image_or_ref, image_or_ref.id, False
+        else:
+            ref = image_or_ref
+            image = self.resolve(ref)
+            by_name = self._is_name_of(ref, image)
+        report: list[str] = []
+        if by_name and (len(image.repo_tags) + len(image.repo_digests) > 1) and "@" not in ref:
+            self.untag(ref)
+            return [f"Untagged: {parse_reference(ref).familiar}"]
+        user = self.in_use_by(image.id)
+        if not by_name and len(image.repo_tags) > 1 and not force:
+            raise ImageInUse(
+                f"conflict: unable to delete {image.short_id} (must be forced) - "
+                "image is referenced in multiple repositories"
+            )
+        if user is not None and not force:
+            who = f"container {user[:12]}" if user else "a container"
+            if by_name:
+                raise ImageInUse(
+                    f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                    f"{who} is using its referenced image {image.short_id}"
+                )
+            raise ImageInUse(f"conflict: unable to delete {image.short_id} (must be forced) - image is being used by {who}")
+        with self.lock():
+            entries = self._read_index()
+            current = [e for e in entries if self._entry_id(e) == image.id]
+            for entry in current:
+                name = self._entry_name(entry)
+                if name:
+                    report.append(f"Untagged: {parse_reference(name, default_tag=False).familiar}")
+            if user is not None:
+                # Forced while a container uses it: docker keeps the image, untagged, until the container goes.
+                kept = [e for e in entries if self._entry_id(e) != image.id]
+                base = {k: v for k, v in current[0].items() if k != "annotations"}
+                kept.append(base | {"annotations": {IMAGE_ID: image.id, "io.refrt.created": now_rfc3339()}})
+                self._write_index(kept)
+                return report
+            self._write_index([e for e in entries if self._entry_id(e) != image.id])
+        report.append(f"Deleted: {image.id}")
+        self.gc()
+        return report
+
+    def _is_name_of(self, ref: str, image: Image) -> bool:
+        try:
+            parsed = parse_reference(ref)
+        except InvalidReference:
+            return False
+        if _HEX_PREFIX.match(ref) and not any(
+            self._entry_name(e) == str(parsed) for e in self._read_index()
+        ):
+            return False
+        return parsed.familiar in image.repo_tags or parsed.familiar in image.repo_digests
+
+    def prune(self, *, all_images: bool = False) -> tuple[list[str], int]:
+        """Delete untagged images (every unused image with ``all_images``) no container uses.
+
+        Returns the report lines and the bytes of layer content freed."""
+        report: list[str] = []
+        for image in self.images():
+            if image.repo_tags and not all_images:
+                continue
+            if self.in_use_by(image.id) is not None:
+                continue
+            with self.lock():
+                entries = self._read_index()
+                for entry in entries:
+                    if self._entry_id(entry) == image.id and self._entry_name(entry):
+                        report.append(f"untagged: {parse_reference(self._entry_name(entry)).familiar}")
+                self._write_index([e for e in entries if self._entry_id(e) != image.id])
+            report.append(f"deleted: {image.id}")
+        freed = self.gc()
+        return report, freed
+
+    def gc(self, grace_seconds: float = GC_GRACE_SECONDS) -> int:
+        """Delete blobs and unpacked layers no image references (older than ``grace_seconds``); bytes freed."""
+        freed = 0
+        cutoff = time.time() - grace_seconds
+        with self.lock():
+            entries = self._read_index()
+            keep_blobs: set[str] = set()
+            keep_layers: set[str] = set()
+            for digest in {e["digest"] for e in entries}:
+                keep_blobs.add(digest)
+                with contextlib.suppress(StoreError):
+                    manifest = Manifest.parse(self.blobs.read(digest))
+                    keep_blobs.add(manifest.config_digest)
+                    keep_blobs.update(str(d["digest"]) for d in manifest.layers)
+                    config = parse_config(self.blobs.read(manifest.config_digest))
+                    keep_layers.update(config.get("rootfs", {}).get("diff_ids", []))
+            for digest in list(self.blobs.digests()):
+                path = self.blobs.path(digest)
+                with contextlib.suppress(FileNotFoundError):
+                    st = path.stat()
+                    if digest not in keep_blobs and st.st_mtime < cutoff:
+                        path.unlink()
+                        freed += st.st_size
+            if self.layerdb.is_dir():
+                for meta in list(self.layerdb.glob("*.json")):
+                    diff_id = "sha256:" + meta.stem
+                    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+                        if diff_id in keep_layers or meta.stat().st_mtime >= cutoff:
+                            continue
+                        freed += int(json.loads(meta.read_bytes())["size"])
+                        meta.unlink()
+                        rmtree(str(self.layer_path(diff_id)))
+        return freed
+
+
+def host_architecture() -> str:
+    """The host's architecture in GOARCH spelling, as image configs and manifests write it."""
+    machine = os.uname().machine
+    return {
+        "x86_64": "amd64",
+        "aarch64": "arm64",
+        "armv7l": "arm",
+        "i686": "386",
+        "ppc64le": "ppc64le",
+        "s390x": "s390x",
+        "riscv64": "riscv64",
+    }.get(machine, machine)
+
+
+def copy_stream(src: IO[bytes], dst: IO[bytes]) -> None:
+    shutil.copyfileobj(src, dst, CHUNK)
