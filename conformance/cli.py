@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from conformance.errors import ConformanceError
 
-COMMAND_MODULES = ("run", "check_kernel", "report", "vm", "images")
+COMMAND_MODULES = ("run", "check_kernel", "report", "vm")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -11,6 +11,7 @@ SIGKILLed earlier run left behind, because ``prepare`` starts with a cleanup.
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -19,8 +20,8 @@ import runtime
 from conformance.drivers.base import RuntimeDriver, register_driver, with_run_label
 from conformance.errors import DriverError
 
+# The harness's own refrt root; CONFORMANCE_REFRT_ROOT moves it (tests give each run its own).
 HARNESS_ROOT = "/var/lib/conformance/refrt"
-HARNESS_STATE = "/run/conformance/refrt"
 REMOTE_DIR = "/opt/conformance/refrt"
 BASE_IMAGES = ("busybox",)
 
@@ -46,7 +47,8 @@ class RefrtDriver(RuntimeDriver):
             python = [sys.executable, "-m", "runtime"]
         else:
             python = ["env", f"PYTHONPATH={REMOTE_DIR}", "python3", "-m", "runtime"]
-        return [*python, "--root", HARNESS_ROOT, "--state", HARNESS_STATE]
+        root = os.environ.get("CONFORMANCE_REFRT_ROOT", HARNESS_ROOT)
+        return [*python, "--root", root, "--state", f"{root}/run"]
 
     def argv(self, args: list[str]) -> list[str]:
         return [*self._base_argv(), *with_run_label(args, self.run_id)]

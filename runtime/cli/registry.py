@@ -12,7 +12,7 @@ from typing import Any
 
 from runtime.cli import Context
 from runtime.errors import UsageError
-from runtime.registry.auth import CredentialStore, Credentials
+from runtime.registry.auth import Credentials, CredentialStore
 from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import endpoint_for
 from runtime.registry.errors import RegistryError

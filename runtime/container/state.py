@@ -87,6 +87,7 @@ class Container:
             "created": self.created,
             "spec": self.spec.to_dict(),
             "image_id": self.image_id,
+            "ImageID": self.image_id,  # the key runtime.store's in_use_by looks for
             "image_config": self.image_config,
             "lower_dirs": self.lower_dirs,
             "argv": self.argv,

@@ -137,7 +137,7 @@ class NetworkStore:
         write_json(self.network_dir(rec.id) / "network.json", asdict(rec))
 
     def networks(self) -> list[NetworkRecord]:
-        out = []
+        out: list[NetworkRecord] = []
         if not self.base.is_dir():
             return out
         for entry in sorted(self.base.iterdir()):

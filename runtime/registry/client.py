@@ -18,7 +18,6 @@ import http.client
 import ipaddress
 import json
 import os
-import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterable
@@ -267,7 +266,10 @@ class RegistryClient:
 
     def _unauthorized_message(self) -> str:
         if self.credentials is None:
-            return f"unauthorized: authentication required for {self.endpoint} (log in with: refrt login {self.endpoint})"
+            return (
+                f"unauthorized: authentication required for {self.endpoint}"
+                f" (log in with: refrt login {self.endpoint})"
+            )
         return f"unauthorized: incorrect username or password for {self.endpoint}"
 
     def login(self) -> None:
@@ -485,7 +487,7 @@ class RegistryClient:
     def _read_all(self, resp: Response, what: str) -> bytes:
         try:
             data = resp.read()
-        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
             self.close()
             raise ConnectionFailedError(f"{what}: connection dropped: {exc}") from None
         length = resp.header("Content-Length")

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from runtime.errors import NotFoundError
 from runtime.registry import manifests
 from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import ConnectionFailedError, DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor, Platform
-from runtime.store import Store
+from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
+from runtime.store.store import Store
 
 if TYPE_CHECKING:
     from runtime.cli import Context
-    from runtime.store import Image
 
 CHUNK = 1 << 20
 
@@ -113,6 +113,14 @@ def _stage_blob(client: RegistryClient, ref: Reference, blob: Descriptor, target
         raise DigestMismatchError(f"blob {blob.digest}: digest mismatch: content hashes to {got}; nothing stored")
 
 
+def _current_manifest(store: Store, ref: Reference) -> str | None:
+    """The manifest digest ``ref`` names in the store now (None when it names nothing)."""
+    try:
+        return store.resolve(ref.familiar).manifest_digest
+    except NotFoundError:
+        return None
+
+
 def _short(digest: str) -> str:
     return digest.partition(":")[2][:12]
 
@@ -128,26 +136,20 @@ def pull_image(
     """Pull ``ref`` with ``client`` into ``store`` (all or nothing) and return the stored image."""
     wanted = Platform.parse(platform) if platform else Platform.host()
     if out:
-        print(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name if ref.domain != 'docker.io' else ref.path}",
-              file=out, flush=True)
+        print(f"{ref.tag or ref.digest}: Pulling from {ref.path}", file=out, flush=True)
     fetched = fetch_manifest(client, ref, wanted)
+    before = _current_manifest(store, ref)
     config, layers = manifests.image_parts(fetched.data)
     blobs = [config, *layers]
-    missing = [b for b in blobs if not store.has_blob(b.digest)]
-    staging_root = store.scratch_dir()
-    staging_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="pull-"))
+    missing = [b for b in blobs if not store.blobs.has(b.digest)]
+    store.ensure()
+    staging = Path(tempfile.mkdtemp(dir=store.tmp, prefix="pull-"))
     try:
         for blob in missing:
             _stage_blob(client, ref, blob, staging / blob.digest.partition(":")[2])
             if out and blob is not config:
                 print(f"{_short(blob.digest)}: Download complete", file=out, flush=True)
-        for blob in missing:
-            with open(staging / blob.digest.partition(":")[2], "rb") as staged:
-                store.ingest_blob(staged, blob.digest, blob.size)
-        tags = [ref.familiar] if ref.tag else []
-        image = store.add_image_from_manifest(fetched.data, fetched.media_type, tags)
-        store.add_repo_digest(image, f"{ref.familiar_name}@{fetched.repo_digest}")
+        image = _commit(store, ref, fetched, missing, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if out:
@@ -155,10 +157,29 @@ def pull_image(
             if layer in missing:
                 print(f"{_short(layer.digest)}: Pull complete", file=out)
         print(f"Digest: {fetched.repo_digest}", file=out)
-        status = "Downloaded newer image for" if missing else "Image is up to date for"
+        status = "Image is up to date for" if before == fetched.digest else "Downloaded newer image for"
         print(f"Status: {status} {ref.familiar}", file=out)
         print(str(ref), file=out, flush=True)
     return image
+
+
+def _commit(store: Store, ref: Reference, fetched: Fetched, staged: list[Descriptor], staging: Path) -> Image:
+    """Every blob is verified: ingest them, then register the manifest. A failure here (a layer that does not
+    unpack to its diff_id) takes back the blobs this pull added."""
+    added: list[str] = []
+    try:
+        for blob in staged:
+            if store.blobs.has(blob.digest):
+                continue
+            with open(staging / blob.digest.partition(":")[2], "rb") as stream:
+                store.ingest_blob(stream, blob.digest, blob.size)
+            added.append(blob.digest)
+        tags = [ref.familiar] if ref.tag else []
+        return store.add_image_from_manifest(fetched.data, fetched.media_type, tags, repository=ref.name)
+    except BaseException:
+        for digest in added:
+            store.blobs.delete(digest)
+        raise
 
 
 def pull(ctx: Context, reference: str, *, out: TextIO | None = None, platform: str | None = None) -> Image:
@@ -167,9 +188,3 @@ def pull(ctx: Context, reference: str, *, out: TextIO | None = None, platform: s
     store = Store(ctx.paths)
     with client_for(ref.domain, ctx.config_dir) as client:
         return pull_image(store, client, ref, out=out, platform=platform)
-
-
-def staging_is_empty(store_root: Path) -> bool:
-    """True when no pull left anything in the scratch directory (tests use it)."""
-    scratch = store_root / "tmp"
-    return not scratch.exists() or not any(p.name.startswith("pull-") for p in os.scandir(scratch))

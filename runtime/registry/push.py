@@ -17,13 +17,13 @@ from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor
-from runtime.store import Store
-from runtime.store.errors import ImageNotFound
+from runtime.store.errors import ImageNotFound, InvalidReference
+from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
+from runtime.store.store import Store
 
 if TYPE_CHECKING:
     from runtime.cli import Context
-    from runtime.store import Image
 
 #: Blobs larger than this are sent in PATCH chunks of CHUNK_SIZE (a dropped connection costs one chunk).
 CHUNKED_THRESHOLD = 32 << 20
@@ -41,9 +41,7 @@ def mount_sources(image: Image, ref: Reference) -> list[str]:
         name = repo_digest.partition("@")[0]
         try:
             other = parse_reference(name)
-        except RegistryError:
-            continue
-        except Exception:  # noqa: BLE001 - a malformed old entry must not stop a push
+        except InvalidReference:
             continue
         if other.domain == ref.domain and other.path != ref.path and other.path not in sources:
             sources.append(other.path)
@@ -65,7 +63,7 @@ def push_blob(
     else:
         location = client.start_upload(ref.path, scopes)
     assert location is not None
-    with store.open_blob(blob.digest) as stream:
+    with store.blobs.open(blob.digest) as stream:
         if blob.size > CHUNKED_THRESHOLD:
             client.upload_chunked(location, ref.path, blob.digest, stream, blob.size, CHUNK_SIZE)
         else:
@@ -93,7 +91,7 @@ def push_image(
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     if answered and answered.startswith("sha256:") and answered != digest:
         raise DigestMismatchError(f"{what}: registry stored digest {answered}, sent {digest}")
-    store.add_repo_digest(image, f"{ref.familiar_name}@{digest}")
+    store.add_repo_digest(image, ref.name)
     if out:
         print(f"{tag}: digest: {digest} size: {len(data)}", file=out, flush=True)
     return digest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.registry.auth import DOCKER_HUB_KEY, CredentialStore, Credentials, parse_challenges
+from runtime.registry.auth import DOCKER_HUB_KEY, Credentials, CredentialStore, parse_challenges
 from runtime.registry.errors import RegistryError
 
 

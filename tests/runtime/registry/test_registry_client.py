@@ -111,7 +111,7 @@ class _Fails500(BaseHTTPRequestHandler):
 
 def test_server_error_is_one_clear_line(tiny_server: Factory) -> None:
     server = tiny_server(_Fails500)
-    with RegistryClient(server.host) as client, pytest.raises(ServerError, match="500.*disk on fire"):
+    with RegistryClient(server.host) as client, pytest.raises(ServerError, match=r"500.*disk on fire"):
         client.get_manifest("x", "y", manifests.ACCEPT, "manifest for x:y")
 
 

@@ -1,0 +1,294 @@
+"""A container's life: create, start, stop, kill, wait, remove - and reconcile after a crash.
+
+Every operation reads the state from disk and first reconciles it with the process table: a container whose
+monitor died (SIGKILL, OOM, host trouble) is finished off here - its processes killed, cgroup and network
+released, state set to exited - so ``ps -a`` tells the truth and ``rm`` can clean up.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import time
+from typing import Any
+
+from runtime.cgroups import driver_for_host
+from runtime.container import hooks, monitor
+from runtime.container.spec import ContainerSpec
+from runtime.container.state import Container, State, all_containers, new_id, now_iso
+from runtime.errors import ConflictError, RefrtError, UsageError
+from runtime.locking import locked
+from runtime.paths import Paths
+from runtime.spec import MountSpec
+
+DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nifty", "quirky", "sharp", "vivid")
+_NAMES = ("babbage", "curie", "dijkstra", "euler", "hopper", "knuth", "lamport", "lovelace", "noether", "turing")
+
+
+def _ctx_paths(ctx: Any) -> Paths:
+    paths: Paths = ctx.paths
+    return paths
+
+
+def resolve_image(ctx: Any, ref: str) -> tuple[str, dict[str, Any], list[str]]:
+    """(image id, OCI config's ``config`` part, lower dirs top first) from the store."""
+    from runtime.store.store import Store
+
+    store = Store(_ctx_paths(ctx))
+    image = store.resolve(ref)
+    lowers = [str(p) for p in store.lower_dirs(image)]
+    image_config: dict[str, Any] = dict(image.config.get("config") or {})
+    return image.id, image_config, lowers
+
+
+def command_line(spec: ContainerSpec, image_config: dict[str, Any]) -> list[str]:
+    """docker's rule: entrypoint (flag, else image's) + command (args, else image's Cmd unless entrypoint was set)."""
+    if spec.entrypoint is not None:
+        entrypoint = spec.entrypoint
+        cmd = spec.command
+    else:
+        entrypoint = list(image_config.get("Entrypoint") or [])
+        cmd = spec.command or list(image_config.get("Cmd") or [])
+    argv = [*entrypoint, *cmd]
+    if not argv or not argv[0]:
+        raise UsageError("no command specified")
+    return argv
+
+
+def environment(spec: ContainerSpec, image_config: dict[str, Any], hostname: str) -> list[str]:
+    """PATH default, HOSTNAME, the image's Env, then ``-e`` (later wins); TERM=xterm with ``-t``."""
+    merged: dict[str, str] = {}
+    for item in [DEFAULT_PATH_ENV, f"HOSTNAME={hostname}", *(image_config.get("Env") or [])]:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    if spec.tty:
+        merged["TERM"] = "xterm"
+    for item in spec.env:
+        key, sep, value = item.partition("=")
+        if not sep:  # -e NAME: take the value from the CLI's environment, or drop it
+            if key in os.environ:
+                merged[key] = os.environ[key]
+            continue
+        merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def _random_name(taken: set[str]) -> str:
+    for _ in range(100):
+        name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}{random.randint(0, 999)}"
+        if name not in taken:
+            return name
+    raise ConflictError("cannot find a free container name")
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
+        raise UsageError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+
+
+def create(ctx: Any, spec: ContainerSpec) -> Container:
+    """Resolve the image, reserve the name, lay out ``containers/<id>/`` and prepare volumes."""
+    paths = _ctx_paths(ctx)
+    hooks.check_network_mode(spec.network.mode)
+    image_id, image_config, lowers = resolve_image(ctx, spec.image)
+    argv = command_line(spec, image_config)
+    cid = new_id()
+    hostname = spec.hostname or (cid[:12] if spec.network.mode != "host" else os.uname().nodename)
+    if spec.network.mode == "host" and not spec.hostname:
+        spec.hostname = hostname
+    with locked(paths.locks, "containers"):
+        taken = {c.name for c in all_containers(paths)}
+        if spec.name:
+            _check_name(spec.name)
+            if spec.name in taken:
+                owner = next(c for c in all_containers(paths) if c.name == spec.name)
+                raise ConflictError(
+                    f'Conflict. The container name "/{spec.name}" is already in use by container "{owner.id}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+        name = spec.name or _random_name(taken)
+        directory = paths.containers / cid
+        directory.mkdir(parents=True)
+        container = Container(
+            id=cid,
+            name=name,
+            created=now_iso(),
+            spec=spec,
+            image_id=image_id,
+            image_config=image_config,
+            lower_dirs=lowers,
+            argv=argv,
+            env=environment(spec, image_config, hostname),
+            mounts=[],
+            cgroup_driver=driver_for_host().version,
+            directory=directory,
+        )
+        for sub in ("upper", "work", "merged"):
+            (directory / sub).mkdir()
+        container.save_state()
+        try:
+            prepared = hooks.prepare_mounts(ctx, cid, list(spec.mounts), image_config)
+            container.mounts = [vars(m).copy() for m in prepared]
+            container.save_config()
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+    return container
+
+
+def start(ctx: Any, container: Container, attach: monitor.Attach | None = None) -> monitor.StartHandle:
+    """Start the monitor; returns once the command runs. Raises the container's error (125/126/127) if not."""
+    reconcile(ctx, container)
+    if container.state.running:
+        return _no_handle()
+    if container.state.status == "exited":
+        container.state = State()
+        container.save_state()
+    handle = monitor.spawn(ctx, container, attach)
+    try:
+        event = handle.next_event()
+    except monitor.MonitorLost:
+        handle.close()
+        reconcile(ctx, container)
+        error = (container.directory / "monitor-error.txt")
+        detail = error.read_text().strip().splitlines()[-1] if error.exists() else "monitor crashed"
+        raise RefrtError(f"container {container.short_id} did not start: {detail}") from None
+    if event["event"] == "error":
+        handle.close()
+        err = RefrtError(event["message"])
+        err.exit_code = int(event["code"])
+        raise err
+    container.reload_state()
+    return handle
+
+
+def _no_handle() -> monitor.StartHandle:
+    r, w = os.pipe()
+    os.close(w)
+    return monitor.StartHandle(r)
+
+
+def kill(ctx: Any, container: Container, signum: int = signal.SIGKILL) -> None:
+    reconcile(ctx, container)
+    if not container.state.running:
+        raise ConflictError(f"Cannot kill container: {container.short_id}: container is not running")
+    try:
+        os.kill(container.state.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop(ctx: Any, container: Container, timeout: float = 10, signum: int = signal.SIGTERM) -> None:
+    """SIGTERM (or the given signal), then SIGKILL after ``timeout`` seconds, then wait for the monitor."""
+    reconcile(ctx, container)
+    if not container.state.running:
+        return
+    pid = container.state.pid
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    if not wait_until_stopped(ctx, container, timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_until_stopped(ctx, container, 30)
+
+
+def wait_until_stopped(ctx: Any, container: Container, timeout: float | None = None) -> bool:
+    """Poll until the monitor recorded the exit (True) or ``timeout`` passed (False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        if not (container.directory / "state.json").exists():
+            return True  # removed meanwhile (--rm)
+        container.reload_state()
+        if container.state.status in ("created", "running") and container.state.monitor_pid:
+            reconcile(ctx, container)
+        if container.state.status not in ("running",) and not _monitor_alive(container.state):
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def wait(ctx: Any, container: Container) -> int:
+    wait_until_stopped(ctx, container)
+    return container.state.exit_code
+
+
+def _monitor_alive(state: State) -> bool:
+    return monitor.is_alive(state.monitor_pid, state.monitor_start)
+
+
+def reconcile(ctx: Any, container: Container) -> None:
+    """A monitor that vanished leaves its container to us: kill what is left, release it, mark it exited."""
+    state = container.reload_state()
+    if state.status not in ("created", "running") or not state.monitor_pid:
+        return
+    if _monitor_alive(state):
+        return
+    state = container.reload_state()  # the monitor may have finished between the two reads
+    if state.status not in ("created", "running") or not state.monitor_pid:
+        return
+    killed = False
+    group = driver_for_host().open(container.id)
+    if group.exists():
+        killed = bool(group.procs())
+        group.kill_all()
+        group.remove()
+    if hooks.needs_network_hook(container.spec.network.mode):
+        try:
+            hooks.network_detach(ctx, container.id)
+        except Exception:  # noqa: BLE001 - rm tries again
+            pass
+    state.status = "exited"
+    state.exit_code = 137 if (killed or state.pid) else 125
+    state.error = "container monitor died"
+    state.pid = 0
+    state.monitor_pid = 0
+    state.finished_at = now_iso()
+    container.save_state()
+
+
+def remove(ctx: Any, container: Container, force: bool = False, volumes: bool = False) -> None:
+    """``rm``: refuse a running container unless ``force`` (then SIGKILL it first), then delete everything."""
+    reconcile(ctx, container)
+    if container.state.running or _monitor_alive(container.state):
+        if not force:
+            raise ConflictError(
+                f"You cannot remove a running container {container.id}. "
+                "Stop the container before attempting removal or force remove"
+            )
+        try:
+            os.kill(container.state.pid, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+        wait_until_stopped(ctx, container, 30)
+    if not container.directory.exists():
+        return  # an --rm container removed itself meanwhile
+    remove_files(ctx, container, remove_volumes=volumes)
+
+
+def remove_files(ctx: Any, container: Container, remove_volumes: bool) -> None:
+    """Release volumes, network and cgroup (idempotent) and delete the container's directory."""
+    group = driver_for_host().open(container.id)
+    if group.exists():
+        group.kill_all()
+        group.remove()
+    if hooks.needs_network_hook(container.spec.network.mode):
+        try:
+            hooks.network_detach(ctx, container.id)
+        except Exception:  # noqa: BLE001 - nothing left to attach it to
+            pass
+    mounts = [MountSpec(**m) for m in container.mounts]
+    hooks.release_mounts(ctx, container.id, mounts, remove_volumes)
+    container.state.status = "removing"
+    shutil.rmtree(container.directory, ignore_errors=True)

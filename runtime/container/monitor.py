@@ -1,0 +1,439 @@
+"""The per-container monitor (what conmon is to podman): the container's parent for its whole life.
+
+``spawn`` forks it off the CLI (double fork + setsid, so it outlives the CLI and no terminal signal reaches it).
+The monitor creates the cgroup, forks the container's init as PID 1 of a new PID namespace, lets the network
+package configure the netns while the init waits, and then stays: it copies the container's output to the log
+(and to the CLI's stdout/stderr when a foreground ``run`` is attached), reaps the init, records the exit code and
+the OOM flag, and tears down cgroup and network. Mounts need no teardown: they live in the container's mount
+namespace and die with it.
+
+The CLI learns what happened through a status pipe carrying JSON lines: ``started`` (with the pid) or ``error``
+(with docker's exit code), then ``exited`` (with the code).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import selectors
+import signal
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime import syscalls
+from runtime.cgroups import Cgroup, driver_for_host
+from runtime.container import hooks, init, namespaces, terminal
+from runtime.container.capabilities import resolve as resolve_caps
+from runtime.container.hostfiles import write_host_files
+from runtime.container.logs import LogWriter
+from runtime.container.rootfs import RootfsPlan
+from runtime.container.state import Container, now_iso
+from runtime.errors import RefrtError
+
+_READ_SIZE = 65536
+
+
+@dataclass
+class Attach:
+    """The CLI's descriptors a foreground container is connected to (None: not attached)."""
+
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+
+class MonitorLost(RefrtError):
+    """The monitor ended without reporting (it crashed or was killed)."""
+
+
+class StartHandle:
+    """The CLI's end of the status pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "rb", buffering=0)
+        self._buffer = b""
+
+    def next_event(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            chunk = self._file.read(4096)
+            if not chunk:
+                raise MonitorLost("container monitor exited without reporting")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def process_start_time(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat: tells a live process from a recycled pid. 0 when there is no such pid."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def is_alive(pid: int, start_time: int) -> bool:
+    if pid <= 0:
+        return False
+    start = process_start_time(pid)
+    if start == 0 or start != start_time:
+        return False
+    try:  # a zombie has a stat file but is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_bytes().split(b") ")[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def spawn(ctx: Any, container: Container, attach: Attach | None) -> StartHandle:
+    """Fork the monitor for ``container`` and return the status pipe (first event: started or error)."""
+    status_r, status_w = os.pipe()
+    attach = attach or Attach()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.close(status_r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            code = Monitor(ctx, container, attach, status_w).run()
+        except BaseException:  # noqa: BLE001 - the monitor must never return into the CLI's code
+            code = 125
+            try:
+                (container.directory / "monitor-error.txt").write_text(traceback.format_exc())
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(status_w)
+    os.waitpid(pid, 0)
+    return StartHandle(status_r)
+
+
+class Monitor:
+    def __init__(self, ctx: Any, container: Container, attach: Attach, status_w: int) -> None:
+        self.ctx = ctx
+        self.c = container
+        self.status_w: int | None = status_w
+        self.cgroup: Cgroup | None = None
+        self.pid = 0
+        self._keep_stdin_open: int | None = None  # -d -i: the write end nobody uses yet
+        self.attach = self._take_attach_fds(attach)
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+    def _take_attach_fds(self, attach: Attach) -> Attach:
+        """Private copies of the CLI's descriptors; our own 0/1/2 go to /dev/null (no terminal, no CLI pipes)."""
+
+        def dup(fd: int | None) -> int | None:
+            return None if fd is None else os.dup(fd)
+
+        mine = Attach(dup(attach.stdin), dup(attach.stdout), dup(attach.stderr))
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        return mine
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self.status_w is None:
+            return
+        try:
+            os.write(self.status_w, json.dumps(event).encode() + b"\n")
+        except OSError:  # the CLI is gone: nobody to tell, the state file says it all
+            pass
+
+    def run(self) -> int:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        try:
+            syscalls.set_process_name("refrt-monitor")
+        except OSError:
+            pass
+        c = self.c
+        c.state.monitor_pid = os.getpid()
+        c.state.monitor_start = process_start_time(os.getpid())
+        c.save_state()
+        try:
+            stdio, reader = self._open_stdio()
+            self._start_container(stdio)
+        except RefrtError as exc:
+            self._failed_start(exc.exit_code, str(exc))
+            return 0
+        except OSError as exc:
+            self._failed_start(125, str(exc))
+            return 0
+        self._send({"event": "started", "pid": self.pid})
+        status = reader.pump_until_exit(self.pid)
+        self._finish(status)
+        return 0
+
+    def _open_stdio(self) -> tuple[tuple[int, int, int], OutputPump]:
+        c = self.c
+        log = LogWriter(c.log_path)
+        spec = c.spec
+        if spec.tty:
+            master, slave = terminal.open_pty(self.attach.stdout)
+            feed = self.attach.stdin if spec.interactive else None
+            return (slave, slave, slave), OutputPump(log, self.attach, {master: "stdout"}, feed, master, [slave])
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        closers = [out_w, err_w]
+        if spec.interactive and self.attach.stdin is not None:
+            stdin = self.attach.stdin
+        elif spec.interactive:  # -d -i: stdin stays open (nobody writes yet), as docker keeps it for attach
+            stdin, keep_w = os.pipe()
+            closers.append(stdin)
+            self._keep_stdin_open = keep_w
+        else:
+            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            closers.append(stdin)
+        pump = OutputPump(log, self.attach, {out_r: "stdout", err_r: "stderr"}, None, None, closers)
+        return (stdin, out_w, err_w), pump
+
+    def _start_container(self, stdio: tuple[int, int, int]) -> None:
+        """Cgroup, fork into the new PID namespace, network, release the init, wait for its execve."""
+        c = self.c
+        driver = driver_for_host()
+        self.cgroup = driver.create(c.id, c.spec.resources)
+        plan = build_plan(c, self.ctx)
+        sync_r, sync_w = os.pipe()
+        go_r, go_w = os.pipe()
+        err_r, err_w = os.pipe()
+        with namespaces.children_in_new_pid_namespace():
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the container's init
+            for fd in (sync_r, go_w, err_r):
+                os.close(fd)
+            init.child_main(plan, stdio, sync_w, go_r, err_w)
+        self.pid = pid
+        for fd in (sync_w, go_r, err_w):
+            os.close(fd)
+        try:
+            self.cgroup.add(pid)
+            if os.read(sync_r, 16) == b"ns\n":
+                if hooks.needs_network_hook(c.spec.network.mode):
+                    c.state.network_settings = hooks.network_attach(
+                        self.ctx, c.id, c.name, pid, c.spec.network
+                    )
+                os.write(go_w, b"go")
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        finally:
+            os.close(sync_r)
+            os.close(go_w)
+        failure = _read_all(err_r)
+        os.close(err_r)
+        if failure:
+            os.waitpid(pid, 0)
+            report = json.loads(failure)
+            error = RefrtError(report["message"])
+            error.exit_code = report["code"]
+            raise error
+        c.state.status = "running"
+        c.state.pid = pid
+        c.state.pid_start = process_start_time(pid)
+        c.state.started_at = now_iso()
+        c.state.error = ""
+        c.save_state()
+
+    # -- tear-down ---------------------------------------------------------------------------------------------
+    def _failed_start(self, code: int, message: str) -> None:
+        c = self.c
+        self._teardown()
+        c.state.status = "exited"
+        c.state.exit_code = code
+        c.state.error = message
+        c.state.pid = 0
+        c.state.finished_at = now_iso()
+        c.save_state()
+        self._close_attach()
+        if c.spec.auto_remove:
+            self._auto_remove()
+        self._send({"event": "error", "code": code, "message": message})
+
+    def _finish(self, status: int) -> None:
+        c = self.c
+        code = os.waitstatus_to_exitcode(status)
+        exit_code = 128 - code if code < 0 else code
+        oom = self.cgroup.oom_killed() if self.cgroup is not None else False
+        self._close_attach()
+        self._teardown()
+        c.state.status = "exited"
+        c.state.exit_code = exit_code
+        c.state.oom_killed = oom
+        c.state.pid = 0
+        c.state.finished_at = now_iso()
+        c.save_state()
+        if c.spec.auto_remove:
+            self._auto_remove()
+        self._send({"event": "exited", "code": exit_code, "oom_killed": oom})
+
+    def _teardown(self) -> None:
+        if hooks.needs_network_hook(self.c.spec.network.mode):
+            try:
+                hooks.network_detach(self.ctx, self.c.id)
+            except Exception as exc:  # noqa: BLE001 - recorded; rm retries the detach
+                self.c.state.error = f"network detach: {exc}"
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            self.cgroup.remove()
+
+    def _auto_remove(self) -> None:
+        from runtime.container.lifecycle import remove_files
+
+        remove_files(self.ctx, self.c, remove_volumes=True)
+
+    def _close_attach(self) -> None:
+        for fd in (self.attach.stdin, self.attach.stdout, self.attach.stderr):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.attach = Attach()
+
+
+class OutputPump:
+    """Copies container output to the log and the attached CLI until the init exits and output is drained."""
+
+    def __init__(
+        self,
+        log: LogWriter,
+        attach: Attach,
+        sources: dict[int, str],
+        feed: int | None,
+        pty_master: int | None,
+        close_after_start: list[int],
+    ) -> None:
+        self.log = log
+        self.attach = attach
+        self.sources = sources
+        self.feed = feed
+        self.pty_master = pty_master
+        self.close_after_start = close_after_start
+
+    def pump_until_exit(self, pid: int) -> int:
+        for fd in self.close_after_start:
+            os.close(fd)
+        sel = selectors.DefaultSelector()
+        for fd in self.sources:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        if self.feed is not None:
+            sel.register(self.feed, selectors.EVENT_READ)
+        pidfd = os.pidfd_open(pid)
+        sel.register(pidfd, selectors.EVENT_READ)
+        status: int | None = None
+        open_sources = set(self.sources)
+        while open_sources:
+            timeout = None if status is None else 0.2
+            events = sel.select(timeout)
+            if not events and status is not None:
+                break  # init is gone and nothing more arrives (a pty may never report EOF)
+            for key, _ in events:
+                fd = int(key.fd)
+                if fd == pidfd:
+                    status = os.waitpid(pid, 0)[1]
+                    sel.unregister(pidfd)
+                    os.close(pidfd)
+                elif fd == self.feed:
+                    self._feed_stdin(sel)
+                elif not self._copy(fd):
+                    sel.unregister(fd)
+                    open_sources.discard(fd)
+                    os.close(fd)
+        if status is None:
+            status = os.waitpid(pid, 0)[1]
+            sel.unregister(pidfd)
+            os.close(pidfd)
+        sel.close()
+        self.log.close()
+        return status
+
+    def _copy(self, fd: int) -> bool:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # pty master: the last slave was closed
+                return False
+            raise
+        if not data:
+            return False
+        stream = self.sources[fd]
+        self.log.write(stream, data)
+        target = self.attach.stderr if stream == "stderr" else self.attach.stdout
+        if target is not None:
+            try:
+                _write_all(target, data)
+            except OSError:  # the CLI went away: keep logging, stop forwarding
+                self.attach.stdout = self.attach.stderr = None
+        return True
+
+    def _feed_stdin(self, sel: selectors.BaseSelector) -> None:
+        assert self.feed is not None and self.pty_master is not None
+        try:
+            data = os.read(self.feed, _READ_SIZE)
+        except OSError:
+            data = b""
+        if data:
+            _write_all(self.pty_master, data)
+            return
+        sel.unregister(self.feed)
+        self.feed = None
+        _write_all(self.pty_master, b"\x04")  # EOF on the input: end-of-file for the terminal's reader
+
+
+def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
+    """Resolve a stored container into what its init executes."""
+    from runtime.spec import MountSpec
+
+    spec = c.spec
+    host_files = write_host_files(c.directory, spec.hostname or c.short_id, spec.network.mode)
+    rootfs = RootfsPlan(
+        lower_dirs=[Path(p) for p in c.lower_dirs],
+        upper=c.upper,
+        work=c.work,
+        merged=c.merged,
+        read_only=spec.read_only,
+        host_files=host_files,
+        mounts=[MountSpec(**m) for m in c.mounts],
+    )
+    return init.LaunchPlan(
+        rootfs=rootfs,
+        argv=c.argv,
+        env=c.env,
+        workdir=spec.workdir or c.image_config.get("WorkingDir") or "/",
+        user=spec.user or c.image_config.get("User") or "",
+        hostname=spec.hostname or c.short_id,
+        network_mode=spec.network.mode,
+        capabilities=resolve_caps(spec.cap_add, spec.cap_drop, spec.privileged),
+        tty=spec.tty,
+    )
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

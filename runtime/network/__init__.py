@@ -1,0 +1,611 @@
+"""refrt networking: bridges, veth pairs, addresses, published ports and name resolution.
+
+Entry points for the container code (see docs/networking.md for the design):
+
+- :func:`netns_path_for` - before the container's child is made: the network namespace it must *join*
+  (``host``: the caller's own, ``container:NAME``: that container's), or ``None`` when it needs a new one
+  (``bridge``, ``none``, a user network).
+- :func:`attach` - in the parent, once the child has its namespace and before its command runs: veth pair,
+  ``eth0`` with address/MAC/default route, published ports, ``/etc/hosts`` and ``resolv.conf`` written in place.
+  Returns docker-shaped ``NetworkSettings``; :func:`settings` recomputes them later (after connect/disconnect).
+- :func:`detach` - on stop/removal/reconcile: undoes all of it; idempotent.
+
+Management (``refrt network ...``): :func:`create_network`, :func:`remove_network`, :func:`list_networks`,
+:func:`find_network`, :func:`inspect_network`, :func:`connect`, :func:`disconnect`, :func:`prune_networks`,
+:func:`container_ports`.
+
+Concurrency: every change holds the root's lock ``locks/network`` and then the host-wide lock
+``/run/refrt-net/locks/host`` (subnets, host ports and ``ip_forward`` are shared by all roots on a host), always in
+that order. Naming: the default network is ``bridge`` on interface ``refrt0`` for the default root and
+``rf0-<roottag>`` for any other root; user networks get ``rf-<id12>``; host veth ends ``rv<cid10><n>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtime.errors import ConflictError, RefrtError, UsageError
+from runtime.locking import locked
+from runtime.network import bridge, firewall, hosts, ipam, netns, ports
+from runtime.network.errors import (
+    ContainerNotAttached,
+    NetworkError,
+    NetworkInUse,
+    NetworkNotFound,
+)
+from runtime.network.store import (
+    DEFAULT_NETWORK_NAME,
+    ContainerNet,
+    Endpoint,
+    NetworkRecord,
+    NetworkStore,
+    PortBinding,
+    is_default_root,
+    root_tag,
+)
+from runtime.paths import Paths
+from runtime.spec import NetworkRequest
+
+__all__ = [
+    "attach", "connect", "container_ports", "create_network", "detach", "disconnect", "find_network",
+    "inspect_network", "leftovers", "list_networks", "net_stats", "netns_path_for", "prune_networks",
+    "remove_network", "settings",
+]
+
+HOST_LOCKS = firewall.HOST_STATE / "locks"
+PSEUDO_MODES = ("host", "none")
+RESERVED_NAMES = ("bridge", "host", "none", "default")
+
+
+class HasPaths(Protocol):
+    @property
+    def paths(self) -> Paths: ...
+
+
+@contextlib.contextmanager
+def _locked(paths: Paths) -> Iterator[NetworkStore]:
+    """Root lock, then host-wide lock: every change to networking state happens inside this."""
+    with locked(paths.locks, "network"), locked(HOST_LOCKS, "host"):
+        yield NetworkStore(paths)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# -- networks -----------------------------------------------------------------------------------------------
+
+def _default_bridge_name(paths: Paths, config: dict[str, Any]) -> str:
+    name = os.environ.get("REFRT_BRIDGE_NAME") or str((config.get("bridge") or {}).get("name") or "")
+    if name:
+        return name
+    return "refrt0" if is_default_root(paths) else f"rf0-{root_tag(paths)}"
+
+
+def _default_network(store: NetworkStore) -> NetworkRecord:
+    """The ``bridge`` network's record, made on first use. Its subnet is fixed by ``REFRT_BRIDGE_SUBNET`` or
+    ``networks/config.json`` (``{"bridge": {"subnet": ..., "gateway": ..., "name": ...}}``), else chosen from the
+    pool each time its bridge is brought up."""
+    for rec in store.networks():
+        if rec.default:
+            return rec
+    config = store.config()
+    bridge_cfg = config.get("bridge") or {}
+    subnet = os.environ.get("REFRT_BRIDGE_SUBNET") or str(bridge_cfg.get("subnet") or "")
+    gateway = str(bridge_cfg.get("gateway") or "")
+    if subnet:
+        net = ipaddress.IPv4Network(subnet, strict=False)
+        gateway = gateway or str(next(net.hosts()))
+        subnet = str(net)
+    rec = NetworkRecord(id=secrets.token_hex(32), name=DEFAULT_NETWORK_NAME, subnet=subnet, gateway=gateway,
+                        bridge=_default_bridge_name(store.paths, config), default=True, created=_now(),
+                        subnet_fixed=bool(subnet))
+    store.save_network(rec)
+    return rec
+
+
+def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
+    """Make sure the network's bridge, the root's chains and the network's rules exist (idempotent)."""
+    tag = root_tag(store.paths)
+    if not bridge.exists(rec.bridge):
+        if not rec.subnet_fixed or not rec.subnet:
+            subnet = ipam.choose_subnet(store, exclude=[])
+            rec.subnet, rec.gateway = str(subnet), str(next(subnet.hosts()))
+            store.save_network(rec)
+        prefix = ipaddress.IPv4Network(rec.subnet).prefixlen
+        bridge.create(rec.bridge, rec.gateway, prefix)
+    firewall.ensure_base(tag)
+    firewall.add_all(firewall.network_rules(tag, rec.id, rec.bridge, rec.subnet, rec.internal))
+    return rec
+
+
+def _tear_down(store: NetworkStore, rec: NetworkRecord) -> None:
+    """Remove the network's rules and bridge; the root's chains too once it has no bridge left."""
+    tag = root_tag(store.paths)
+    firewall.delete_tagged(firewall.tag_comment(tag, "net", rec.id))
+    bridge.delete(rec.bridge)
+    if rec.default and not rec.subnet_fixed:
+        rec.subnet, rec.gateway = "", ""
+        if store.network_dir(rec.id).is_dir():
+            store.save_network(rec)
+    _drop_base_if_unused(store)
+
+
+def _drop_base_if_unused(store: NetworkStore) -> None:
+    if not any(bridge.exists(n.bridge) for n in store.networks()):
+        firewall.remove_base(root_tag(store.paths))
+
+
+def find_network(ctx: HasPaths, ref: str) -> NetworkRecord:
+    """A network by name, full id or unique id prefix (``bridge`` is the default network)."""
+    store = NetworkStore(ctx.paths)
+    return _find(store, ref)
+
+
+def _find(store: NetworkStore, ref: str) -> NetworkRecord:
+    if ref == DEFAULT_NETWORK_NAME:
+        return _default_network(store)
+    nets = store.networks()
+    for rec in nets:
+        if ref in (rec.name, rec.id):
+            return rec
+    matches = [r for r in nets if len(ref) >= 3 and r.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    raise NetworkNotFound(f"network {ref} not found")
+
+
+def create_network(ctx: HasPaths, name: str, *, subnet: str = "", gateway: str = "", internal: bool = False,
+                   labels: dict[str, str] | None = None) -> NetworkRecord:
+    """``network create``: a record plus its own bridge ``rf-<id12>``, isolated from other networks."""
+    if name in RESERVED_NAMES:
+        raise NetworkInUse(f"network with name {name} already exists")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"invalid network name {name!r}")
+    net_subnet = None
+    if subnet:
+        try:
+            net_subnet = ipaddress.IPv4Network(subnet, strict=False)
+        except ValueError:
+            raise UsageError(f"invalid subnet {subnet!r}") from None
+        if net_subnet.prefixlen > 30:
+            raise UsageError(f"subnet {subnet} is too small")
+    if gateway:
+        if net_subnet is None:
+            raise UsageError("--gateway needs --subnet")
+        try:
+            if ipaddress.IPv4Address(gateway) not in net_subnet:
+                raise UsageError(f"gateway {gateway} is not in subnet {net_subnet}")
+        except ValueError:
+            raise UsageError(f"invalid gateway {gateway!r}") from None
+    with _locked(ctx.paths) as store:
+        if any(r.name == name for r in store.networks()):
+            raise NetworkInUse(f"network with name {name} already exists")
+        if net_subnet is not None:
+            ipam.check_subnet_free(store, net_subnet)
+        else:
+            net_subnet = ipam.choose_subnet(store)
+        net_id = secrets.token_hex(32)
+        rec = NetworkRecord(id=net_id, name=name, subnet=str(net_subnet),
+                            gateway=gateway or str(next(net_subnet.hosts())), bridge=f"rf-{net_id[:12]}",
+                            internal=internal, labels=dict(labels or {}), created=_now(), subnet_fixed=True)
+        store.save_network(rec)
+        try:
+            _bring_up(store, rec)
+        except RefrtError:
+            _tear_down(store, rec)
+            store.delete_network(rec.id)
+            raise
+        return rec
+
+
+def remove_network(ctx: HasPaths, ref: str) -> NetworkRecord:
+    """``network rm``: refused for the default network and for networks with endpoints."""
+    with _locked(ctx.paths) as store:
+        rec = _find(store, ref)
+        if rec.default:
+            raise ConflictError(f"{rec.name} is a pre-defined network and cannot be removed")
+        if store.endpoints(rec.id):
+            raise NetworkInUse(f"error while removing network: network {rec.name} id {rec.id} has active endpoints")
+        _tear_down(store, rec)
+        store.delete_network(rec.id)
+        _drop_base_if_unused(store)
+        return rec
+
+
+def prune_networks(ctx: HasPaths, labels: dict[str, str] | None = None) -> list[str]:
+    """``network prune``: remove user networks with no endpoints (matching all ``labels`` if given)."""
+    removed = []
+    with _locked(ctx.paths) as store:
+        for rec in store.networks():
+            if rec.default or store.endpoints(rec.id):
+                continue
+            if labels and any(rec.labels.get(k) != v for k, v in labels.items()):
+                continue
+            _tear_down(store, rec)
+            store.delete_network(rec.id)
+            removed.append(rec.name)
+        _drop_base_if_unused(store)
+    return removed
+
+
+def list_networks(ctx: HasPaths) -> list[dict[str, Any]]:
+    """``network ls`` rows: the default network, ``host``, ``none`` and the user networks."""
+    store = NetworkStore(ctx.paths)
+    recs = store.networks()
+    if not any(r.default for r in recs):
+        with locked(ctx.paths.locks, "network"):
+            recs = [_default_network(store), *recs]
+    tag = root_tag(ctx.paths)
+    rows = [{"ID": r.id, "Name": r.name, "Driver": "bridge", "Scope": "local", "Labels": r.labels,
+             "Internal": r.internal} for r in recs]
+    for mode in PSEUDO_MODES:
+        pseudo_id = (tag + mode.encode().hex() + "0" * 64)[:64]
+        rows.insert(1, {"ID": pseudo_id, "Name": mode, "Driver": "null" if mode == "none" else "host",
+                        "Scope": "local", "Labels": {}, "Internal": False})
+    return rows
+
+
+def inspect_network(ctx: HasPaths, ref: str) -> dict[str, Any]:
+    """``network inspect``, in docker's shape."""
+    store = NetworkStore(ctx.paths)
+    rec = _find(store, ref)
+    members = {
+        ep.container_id: {"Name": ep.container_name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
+                          "IPv4Address": f"{ep.ip}/{ep.prefix}", "IPv6Address": ""}
+        for ep in store.endpoints(rec.id)
+    }
+    config = [{"Subnet": rec.subnet, "Gateway": rec.gateway}] if rec.subnet else []
+    options = {"com.docker.network.bridge.name": rec.bridge}
+    if rec.default:
+        options["com.docker.network.bridge.default_bridge"] = "true"
+    return {
+        "Name": rec.name, "Id": rec.id, "Created": rec.created, "Scope": "local", "Driver": "bridge",
+        "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "Internal": rec.internal, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False, "Containers": members, "Options": options, "Labels": rec.labels,
+    }
+
+
+# -- containers ---------------------------------------------------------------------------------------------
+
+def _containers_dir(paths: Paths, container_id: str) -> Path:
+    return paths.containers / container_id
+
+
+def _find_container(store: NetworkStore, ref: str) -> ContainerNet:
+    recs = store.containers()
+    for rec in recs:
+        if ref in (rec.container_id, rec.name, rec.name.lstrip("/"), "/" + rec.name.lstrip("/")):
+            return rec
+    matches = [r for r in recs if r.container_id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    raise ContainerNotAttached(f"No such container: {ref}")
+
+
+def _alive(rec: ContainerNet) -> bool:
+    try:
+        return rec.pid > 0 and netns.netns_inode(rec.pid) == rec.netns_inode
+    except OSError:
+        return False
+
+
+def netns_path_for(ctx: HasPaths, request: NetworkRequest) -> str | None:
+    """The network namespace a new container must join instead of getting its own, or ``None``.
+
+    ``host``: the calling process's own namespace (``/proc/<caller pid>/ns/net``; joining it is the same as not
+    unsharing CLONE_NEWNET). ``container:NAME``: the running container's namespace, found through the record
+    :func:`attach` wrote for it (its pid, checked against the namespace inode recorded then, so a reused pid is
+    caught). Raises ``ConflictError`` when that container is not running, ``NotFoundError`` when unknown.
+    Every other mode (``bridge``, ``none``, a user network) returns ``None``: make a new namespace.
+    """
+    mode = request.mode or "bridge"
+    if mode == "host":
+        return f"/proc/{os.getpid()}/ns/net"
+    if mode.startswith("container:"):
+        target = _find_container(NetworkStore(ctx.paths), mode.partition(":")[2])
+        if not _alive(target):
+            raise ConflictError(f"cannot join network of a non running container: {target.name}")
+        return netns.netns_path(target.pid)
+    return None
+
+
+def _ifname_index(store: NetworkStore, rec: ContainerNet) -> int:
+    used = set()
+    for net_id in rec.networks:
+        ep = store.endpoint(net_id, rec.container_id)
+        if ep is not None:
+            used.add(int(ep.ifname[3:]))
+    index = 0
+    while index in used:
+        index += 1
+    return index
+
+
+def _add_endpoint(store: NetworkStore, net: NetworkRecord, rec: ContainerNet, aliases: list[str]) -> Endpoint:
+    """Address, veth pair and ``ethN`` for ``rec`` on ``net``; recorded before the kernel work so a failure
+    half-way is undone by :func:`detach`."""
+    index = _ifname_index(store, rec)
+    cid = rec.container_id
+    ip = ipam.allocate(store, net.id, net.subnet, net.gateway, cid)
+    prefix = ipaddress.IPv4Network(net.subnet).prefixlen
+    names = [n for n in (*aliases, rec.name.lstrip("/"), cid[:12], rec.hostname) if n]
+    ep = Endpoint(network_id=net.id, container_id=cid, container_name=rec.name.lstrip("/"), ip=ip, prefix=prefix,
+                  gateway=net.gateway, mac=ipam.mac_for(ip), host_veth=netns.host_veth_name(cid, index),
+                  ifname=f"eth{index}", endpoint_id=secrets.token_hex(32),
+                  aliases=list(dict.fromkeys(names)) if not net.default else list(aliases), hostname=rec.hostname)
+    store.save_endpoint(ep)
+    if net.id not in rec.networks:
+        rec.networks.append(net.id)
+    store.save_container(rec)
+    peer = f"rp{cid[:10]}{index}"
+    netns.create_veth(ep.host_veth, peer, net.bridge)
+    first = index == 0 and not net.internal
+    netns.move_into(peer, rec.pid, ep.ifname, ip, prefix, ep.mac, net.gateway if first else None)
+    return ep
+
+
+def _remove_endpoint(store: NetworkStore, net_id: str, container_id: str, pid: int = 0) -> None:
+    ep = store.endpoint(net_id, container_id)
+    if ep is not None:
+        if pid:
+            netns.remove_in_netns(pid, ep.ifname)
+        netns.delete_host_end(ep.host_veth)
+    ipam.release(store, net_id, container_id)
+    store.delete_endpoint(net_id, container_id)
+
+
+def _publish(store: NetworkStore, rec: ContainerNet, net: NetworkRecord, ep: Endpoint,
+             requests: list[ports.PortRequest]) -> None:
+    if not requests:
+        return
+    if net.internal:
+        raise ConflictError(f"cannot publish ports on internal network {net.name}")
+    bindings = ports.assign(requests, firewall.published_host_ports())
+    for b in bindings:
+        b.ip, b.network_id = ep.ip, net.id
+    rec.ports = bindings
+    store.save_container(rec)
+    tag = root_tag(store.paths)
+    for b in bindings:
+        firewall.add_all(firewall.port_rules(tag, rec.container_id, net.bridge, b.host_ip, b.host_port, b.proto,
+                                             ep.ip, b.container_port))
+
+
+def _user_network_ids(store: NetworkStore, rec: ContainerNet) -> list[str]:
+    by_id = {n.id: n for n in store.networks()}
+    return [i for i in rec.networks if i in by_id and not by_id[i].default]
+
+
+def _write_hosts(store: NetworkStore, rec: ContainerNet) -> None:
+    """Rewrite one container's hosts file from the current endpoints (in place)."""
+    own, peers = [], []
+    for net_id in rec.networks:
+        ep = store.endpoint(net_id, rec.container_id)
+        if ep is not None:
+            own.append((ep.ip, [rec.hostname or rec.container_id[:12]]))
+    for net_id in _user_network_ids(store, rec):
+        for ep in store.endpoints(net_id):
+            if ep.container_id != rec.container_id:
+                peers.append((ep.ip, [ep.container_name, *ep.aliases]))
+    text = hosts.render_hosts(own, peers, rec.extra_hosts)
+    hosts.write_in_place(_containers_dir(store.paths, rec.container_id) / "hosts", text)
+
+
+def _refresh_network_hosts(store: NetworkStore, net_ids: list[str]) -> None:
+    """Rewrite the hosts file of every container on these networks (names must follow joins and leaves)."""
+    seen = set()
+    for net_id in net_ids:
+        for ep in store.endpoints(net_id):
+            if ep.container_id in seen:
+                continue
+            seen.add(ep.container_id)
+            rec = store.container(ep.container_id)
+            if rec is not None:
+                _write_hosts(store, rec)
+
+
+def _copy_files_from(paths: Paths, source_dir: Path, container_id: str) -> None:
+    for name in ("hosts", "resolv.conf"):
+        try:
+            text = (source_dir / name).read_text()
+        except OSError:
+            continue
+        hosts.write_in_place(_containers_dir(paths, container_id) / name, text)
+
+
+def attach(ctx: HasPaths, container_id: str, name: str, pid: int, request: NetworkRequest) -> dict[str, Any]:
+    """Network the container whose child ``pid`` already has its own network namespace (see module doc).
+
+    Errors (unknown network, port in use, bad ``-p``) are raised before the command runs, and anything already
+    set up for the container is undone first.
+    """
+    mode = request.mode or "bridge"
+    requests = ports.requests_for(request.publish, request.publish_all, request.exposed)
+    hostname = request.hostname or container_id[:12]
+    cdir = _containers_dir(ctx.paths, container_id)
+    with _locked(ctx.paths) as store:
+        rec = ContainerNet(container_id=container_id, name=name.lstrip("/"), mode=mode, pid=pid,
+                           netns_inode=netns.netns_inode(pid), hostname=hostname, exposed=list(request.exposed),
+                           extra_hosts=list(request.extra_hosts), dns=list(request.dns))
+        if mode == "host" or mode.startswith("container:"):
+            if requests and mode == "host":
+                requests = []
+            store.save_container(rec)
+            if mode == "host":
+                _copy_files_from(ctx.paths, Path("/etc"), container_id)
+            else:
+                target = _find_container(store, mode.partition(":")[2])
+                _copy_files_from(ctx.paths, _containers_dir(ctx.paths, target.container_id), container_id)
+            return _settings(store, rec)
+        hosts.write_in_place(cdir / "resolv.conf", hosts.render_resolv(request.dns))
+        if mode == "none":
+            store.save_container(rec)
+            _write_hosts(store, rec)
+            return _settings(store, rec)
+        net = _find(store, "bridge" if mode == "bridge" else mode)
+        try:
+            _bring_up(store, net)
+            ep = _add_endpoint(store, net, rec, [] if net.default else list(request.aliases))
+            _publish(store, rec, net, ep, requests)
+            _refresh_network_hosts(store, [net.id])
+            _write_hosts(store, rec)
+        except (RefrtError, OSError) as exc:
+            _detach_locked(store, container_id)
+            if isinstance(exc, OSError):
+                raise NetworkError(f"attaching {name} to {net.name}: {exc}") from exc
+            raise
+        return _settings(store, rec)
+
+
+def _detach_locked(store: NetworkStore, container_id: str) -> None:
+    rec = store.container(container_id)
+    net_ids = list(rec.networks) if rec else []
+    for net in store.networks():
+        if net.id not in net_ids and (store.endpoint(net.id, container_id) or
+                                      container_id in store.allocations(net.id).values()):
+            net_ids.append(net.id)
+    firewall.delete_tagged(firewall.tag_comment(root_tag(store.paths), "ctr", container_id))
+    for net_id in net_ids:
+        _remove_endpoint(store, net_id, container_id)
+    store.delete_container(container_id)
+    _refresh_network_hosts(store, net_ids)
+    for net in store.networks():
+        if net.default and net.id in net_ids and not store.endpoints(net.id):
+            _tear_down(store, net)
+    _drop_base_if_unused(store)
+
+
+def detach(ctx: HasPaths, container_id: str) -> None:
+    """Undo :func:`attach`: veth (deleting the host end is enough), address, port rules, hosts entries on the
+    other containers. Idempotent: a second call, or one for a container never attached, does nothing."""
+    store = NetworkStore(ctx.paths)
+    if store.container(container_id) is None and not any(
+        store.endpoint(n.id, container_id) for n in store.networks()
+    ):
+        return
+    with _locked(ctx.paths) as store:
+        _detach_locked(store, container_id)
+
+
+def connect(ctx: HasPaths, network_ref: str, container_ref: str, aliases: list[str] | None = None) -> Endpoint:
+    """``network connect``: one more ``ethN`` in a running container."""
+    with _locked(ctx.paths) as store:
+        rec = _find_container(store, container_ref)
+        net = _find(store, network_ref)
+        if rec.mode in ("none", "host") or rec.mode.startswith("container:"):
+            raise ConflictError(f"container sharing network namespace or with --network {rec.mode} "
+                                "cannot be connected to networks")
+        if not _alive(rec):
+            raise ConflictError(f"container {rec.name} is not running")
+        if net.id in rec.networks:
+            raise ConflictError(f"endpoint with name {rec.name} already exists in network {net.name}")
+        _bring_up(store, net)
+        try:
+            ep = _add_endpoint(store, net, rec, [] if net.default else list(aliases or []))
+        except (RefrtError, OSError):
+            _remove_endpoint(store, net.id, rec.container_id, rec.pid)
+            rec.networks = [n for n in rec.networks if n != net.id]
+            store.save_container(rec)
+            raise
+        _refresh_network_hosts(store, rec.networks)
+        _write_hosts(store, rec)
+        return ep
+
+
+def disconnect(ctx: HasPaths, network_ref: str, container_ref: str) -> None:
+    """``network disconnect``: remove the container's interface on that network (and ports published on it)."""
+    with _locked(ctx.paths) as store:
+        rec = _find_container(store, container_ref)
+        net = _find(store, network_ref)
+        if net.id not in rec.networks:
+            raise ConflictError(f"container {rec.name} is not connected to network {net.name}")
+        _remove_endpoint(store, net.id, rec.container_id, rec.pid if _alive(rec) else 0)
+        rec.networks = [n for n in rec.networks if n != net.id]
+        kept = [b for b in rec.ports if b.network_id != net.id]
+        if len(kept) != len(rec.ports):
+            tag = root_tag(store.paths)
+            firewall.delete_tagged(firewall.tag_comment(tag, "ctr", rec.container_id))
+            by_id = {n.id: n for n in store.networks()}
+            for b in kept:
+                firewall.add_all(firewall.port_rules(tag, rec.container_id, by_id[b.network_id].bridge, b.host_ip,
+                                                     b.host_port, b.proto, b.ip, b.container_port))
+            rec.ports = kept
+        store.save_container(rec)
+        _refresh_network_hosts(store, [net.id, *rec.networks])
+        _write_hosts(store, rec)
+        if net.default and not store.endpoints(net.id):
+            _tear_down(store, net)
+
+
+def _settings(store: NetworkStore, rec: ContainerNet) -> dict[str, Any]:
+    networks: dict[str, Any] = {}
+    by_id = {n.id: n for n in store.networks()}
+    for net_id in rec.networks:
+        ep = store.endpoint(net_id, rec.container_id)
+        net = by_id.get(net_id)
+        if ep is None or net is None:
+            continue
+        networks[net.name] = {
+            "IPAMConfig": None, "Links": None, "Aliases": ep.aliases or None, "NetworkID": net.id,
+            "EndpointID": ep.endpoint_id, "Gateway": ep.gateway, "IPAddress": ep.ip, "IPPrefixLen": ep.prefix,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": ep.mac,
+            "DriverOpts": None,
+        }
+    if rec.mode in PSEUDO_MODES:
+        networks[rec.mode] = {"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+                              "IPPrefixLen": 0, "MacAddress": "", "Aliases": None}
+    first: dict[str, Any] = next(iter(networks.values()), {})
+    default_only = bool(networks) and DEFAULT_NETWORK_NAME in networks
+    return {
+        "Bridge": "", "SandboxID": rec.container_id, "HairpinMode": False,
+        "SandboxKey": "" if rec.mode == "host" else netns.netns_path(rec.pid),
+        "Ports": ports.docker_ports(rec.ports, rec.exposed),
+        "Gateway": first.get("Gateway", "") if default_only else "",
+        "IPAddress": first.get("IPAddress", "") if default_only else "",
+        "IPPrefixLen": first.get("IPPrefixLen", 0) if default_only else 0,
+        "MacAddress": first.get("MacAddress", "") if default_only else "",
+        "Networks": networks,
+    }
+
+
+def settings(ctx: HasPaths, container_id: str) -> dict[str, Any] | None:
+    """Current ``NetworkSettings`` of a container (reflects connect/disconnect), ``None`` if never attached."""
+    store = NetworkStore(ctx.paths)
+    rec = store.container(container_id)
+    return _settings(store, rec) if rec else None
+
+
+def container_ports(ctx: HasPaths, container_ref: str) -> list[PortBinding]:
+    """The published ports of a container (``refrt port``, ``ps``)."""
+    return list(_find_container(NetworkStore(ctx.paths), container_ref).ports)
+
+
+def net_stats(pid: int) -> dict[str, dict[str, int]]:
+    """Net I/O counters of the container whose process is ``pid`` (``stats``), ``lo`` excluded."""
+    return {k: v for k, v in netns.net_dev_stats(pid).items() if k != "lo"}
+
+
+def leftovers(ctx: HasPaths) -> list[str]:
+    """Everything of this root's networking still on the host: tagged rules, chains, bridges, veths.
+
+    User networks still existing keep their bridge and rules by design; they are listed too, so a test that
+    removed everything expects an empty list."""
+    store = NetworkStore(ctx.paths)
+    found = firewall.leftovers(root_tag(ctx.paths))
+    names = {n.bridge for n in store.networks()}
+    names.add(_default_bridge_name(ctx.paths, store.config()))
+    found += [f"bridge {b}" for b in sorted(names) if bridge.exists(b)]
+    ifaces = [p.name for p in Path("/sys/class/net").iterdir()]
+    for rec in store.containers():
+        found.append(f"record {rec.container_id}")
+        found += [f"veth {i}" for i in ifaces if i.startswith(f"rv{rec.container_id[:10]}")]
+    return found
