@@ -53,8 +53,7 @@ def target_features(target: Target) -> dict[str, Feature]:
     except ImportError:
         return quick_probe(target)
     manifest = check(target)
-    return {key: Feature(bool(probe["ok"]), str(probe.get("evidence", "")))
-            for key, probe in manifest.probes.items()}
+    return {key: Feature(bool(probe.ok), str(probe.evidence)) for key, probe in manifest.probes.items()}
 
 
 def missing(requires: list[str], features: dict[str, Feature]) -> str | None:

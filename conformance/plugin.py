@@ -57,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_session_key] = RunSession(config.getoption("target"), runtimes, run_id=run_id,
                                             destroy=config.getoption("destroy"))
     config.stash[_results_key] = {"cases": [], "collect_errors": [], "started": time.time()}
+    for level in ("must", "should", "may"):
+        config.addinivalue_line("markers", f"{level}: a suite case of level {level.upper()} (select with -m)")
     # SIGTERM unwinds like Ctrl-C, so sessionfinish still destroys VMs and removes containers.
     if worker is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -87,7 +89,8 @@ class SuiteFile(pytest.File):
             for runtime in (runtimes if case.uses_runtime else [None]):
                 name = f"{case.id}[{runtime}]" if runtime else case.id
                 item = CaseItem.from_parent(self, name=name, suite=self.suite, case=case, runtime=runtime)
-                item.extra_keyword_matches.update({self.suite.name, case.level.lower()})
+                item.add_marker(getattr(pytest.mark, case.level.lower()))
+                item.extra_keyword_matches.add(self.suite.name)
                 yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

@@ -134,13 +134,18 @@ def _reap_child(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-#: Backend-specific destroyers (vagrant registers one); the default kills the recorded process.
-DESTROYERS: dict[str, Callable[[VmRecord], None]] = {}
+def _backend_destroyer(backend: str) -> Callable[[VmRecord], None] | None:
+    """Backends whose VMs are not our child processes (vagrant's live in libvirt) destroy them their own way."""
+    if backend == "vagrant":
+        from vm.vagrant import destroy_leftover
+
+        return destroy_leftover
+    return None
 
 
 def destroy_record(record: VmRecord) -> None:
     """Kill the VM a record describes and remove its run directory."""
-    destroyer = DESTROYERS.get(record.backend)
+    destroyer = _backend_destroyer(record.backend)
     if destroyer is not None:
         destroyer(record)
     kill_process(record.pid, record.pid_start)

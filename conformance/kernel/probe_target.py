@@ -261,8 +261,8 @@ def probe_cgroups() -> dict[str, Probe]:
     )
     evidence = f"/proc/mounts: v1 controllers {v1_desc}; {v2_desc}"
     layout = "hybrid" if v1 and v2 else ("v1" if v1 else ("v2" if v2 else "none"))
-    out["cgroup.v1"] = {"ok": bool(v1), "evidence": evidence, "value": sorted(v1)}
-    out["cgroup.v2"] = {"ok": bool(v2), "evidence": evidence, "value": available}
+    out["cgroup.v1"] = {"ok": bool(v1), "evidence": f"/proc/mounts: v1 controllers {v1_desc}", "value": sorted(v1)}
+    out["cgroup.v2"] = {"ok": bool(v2), "evidence": f"/proc/mounts: {v2_desc}", "value": available}
     out["cgroup.hybrid"] = {"ok": layout == "hybrid", "evidence": evidence, "value": layout}
     enabled = {}
     for line in _read("/proc/cgroups").splitlines():

@@ -30,7 +30,8 @@ class Step:
         if self.action in ("run", "container"):
             text = self.body if isinstance(self.body, str) else " ".join(map(str, self.body))
             return f"{self.action}: {text}"
-        return f"{self.action} (line {self.line})"
+        detail = self.body.get("path") if self.action == "file" else self.body.get("value")
+        return f"{self.action} {detail}"
 
 
 @dataclass

@@ -33,6 +33,10 @@ from conformance.errors import CommandTimeout, TargetError
 from conformance.targets.base import CommandResult, Target, TargetSpec, register_target
 
 log = logging.getLogger(__name__)
+# While a VM's sshd comes up, paramiko's transport thread logs each refused banner with a traceback; without a
+# handler of its own those records reach stderr through logging's last resort. Applications that configure
+# logging still get them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: Errors that mean "the SSH transport is not (or no longer) usable".
 _TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)

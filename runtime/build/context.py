@@ -190,12 +190,9 @@ def parse_chown(spec: str, rootfs: Path) -> Owner:
     """``--chown=user[:group]`` with names looked up in the *destination* image's /etc/passwd and /etc/group."""
     user, _, group = spec.partition(":")
     uid, primary_gid = _lookup_user(user, rootfs)
-    if not group:
-        # docker: a user without a group uses the user's uid as gid when given by number, else its group
-        gid = uid if user.isdigit() else primary_gid
-    else:
-        gid = _lookup_group(group, rootfs)
-    return Owner(uid, gid)
+    # docker: a user given without a group gets the uid as gid when numeric, else the user's primary group
+    default_gid = uid if user.isdigit() else primary_gid
+    return Owner(uid, _lookup_group(group, rootfs) if group else default_gid)
 
 
 def _db(rootfs: Path, name: str) -> list[list[str]]:
@@ -316,8 +313,7 @@ def copy_entries(
     to_dir = dest.endswith("/") or writer.is_dir(dest)
     if len(entries) > 1 and not to_dir:
         raise ContextError(
-            f"When using {keyword} with more than one source file, the destination must be a directory and end "
-            "with a /"
+            f"When using {keyword} with more than one source file, the destination must be a directory and end with a /"
         )
     for entry in entries:
         st = entry.st

@@ -19,8 +19,26 @@ from runtime.build.errors import DockerfileError, ExpansionError
 from runtime.build.expand import Lexer
 
 KNOWN = frozenset(
-    "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD RUN SHELL STOPSIGNAL "
-    "USER VOLUME WORKDIR".split()
+    [
+        "ADD",
+        "ARG",
+        "CMD",
+        "COPY",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "FROM",
+        "HEALTHCHECK",
+        "LABEL",
+        "MAINTAINER",
+        "ONBUILD",
+        "RUN",
+        "SHELL",
+        "STOPSIGNAL",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
+    ]
 )
 HEREDOC_KEYWORDS = frozenset({"RUN", "COPY", "ADD"})
 #: Flags each instruction accepts; a flag with value ``bool`` takes no value.
@@ -221,7 +239,7 @@ def _split_flags(rest: str, esc: str) -> tuple[dict[str, str], list[str], str]:
             break
         end = pos
         quote = ""
-        word: list[str] = []
+        chars: list[str] = []
         while end < len(rest):
             ch = rest[end]
             if quote:
@@ -229,27 +247,27 @@ def _split_flags(rest: str, esc: str) -> tuple[dict[str, str], list[str], str]:
                     quote = ""
                 elif ch == esc and end + 1 < len(rest):
                     end += 1
-                    word.append(rest[end])
+                    chars.append(rest[end])
                 else:
-                    word.append(ch)
+                    chars.append(ch)
             elif ch.isspace():
                 break
             elif ch in "'\"":
                 quote = ch
             elif ch == esc and end + 1 < len(rest):
                 end += 1
-                word.append(rest[end])
+                chars.append(rest[end])
             else:
-                word.append(ch)
+                chars.append(ch)
             end += 1
         pos = end
-        text = "".join(word)
+        text = "".join(chars)
         if text == "--":
             break
         words.append(text)
     flags: dict[str, str] = {}
-    for word in words:
-        name, eq, value = word[2:].partition("=")
+    for flag_word in words:
+        name, eq, value = flag_word[2:].partition("=")
         flags[name] = value if eq else "\0"  # "\0": given without a value
     return flags, words, rest[pos:].strip()
 
@@ -459,8 +477,7 @@ def check_instruction(instr: Instruction) -> None:
     if kw in ("COPY", "ADD"):
         if len(args) < 2:
             raise instr.fail(
-                f"{kw} requires at least two arguments, but only one was provided. Destination could not be "
-                "determined"
+                f"{kw} requires at least two arguments, but only one was provided. Destination could not be determined"
             )
         if not instr.json and parse_heredoc_word(args[-1]) is not None:
             raise instr.fail(f"{kw} cannot accept a heredoc as a destination")

@@ -13,8 +13,6 @@ from typing import Any
 from runtime.cli import Context
 from runtime.errors import UsageError
 from runtime.registry.auth import Credentials, CredentialStore
-from runtime.registry.client import RegistryClient
-from runtime.registry.endpoints import endpoint_for
 from runtime.registry.errors import RegistryError
 from runtime.store.reference import DEFAULT_DOMAIN, parse_reference
 
@@ -62,6 +60,10 @@ def _read_credentials(args: argparse.Namespace) -> Credentials:
 def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
     domain = _server_domain(args.server)
     credentials = _read_credentials(args)
+    # Imported here: http.client and ssl are not needed by the other commands' start-up.
+    from runtime.registry.client import RegistryClient
+    from runtime.registry.endpoints import endpoint_for
+
     try:
         with RegistryClient(endpoint_for(domain), credentials=credentials) as client:
             client.login()

@@ -45,7 +45,17 @@ def check_network_mode(mode: str) -> None:
 
 
 def needs_network_hook(mode: str) -> bool:
-    return mode not in BUILTIN_NETWORK_MODES
+    """With the network package every mode goes through it (it also writes hosts/resolv.conf for none/host)."""
+    return network_module() is not None
+
+
+def netns_to_join(ctx: Any, request: NetworkRequest) -> str:
+    """The namespace to join instead of a new one (``container:NAME``), "" for a new one or the host's."""
+    module = network_module()
+    if module is None or request.mode == "host":
+        return ""
+    path: str | None = module.netns_path_for(ctx, request)
+    return path or ""
 
 
 def network_attach(ctx: Any, container_id: str, name: str, pid: int, request: NetworkRequest) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class LaunchPlan:
     user: str = ""
     hostname: str = ""
     network_mode: str = "none"
+    join_netns: str = ""  # --network container:NAME: that container's /proc/<pid>/ns/net
     capabilities: list[str] = field(default_factory=lambda: list(capabilities.DEFAULT))
     no_new_privs: bool = True
     tty: bool = False
@@ -47,7 +48,11 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
     """Never returns: execs the command or exits with docker's code after reporting why on ``err_w``."""
     try:
         become_session_leader(stdio, plan.tty)
-        syscalls.unshare(namespaces.unshare_flags(plan.network_mode))
+        flags = namespaces.unshare_flags(plan.network_mode)
+        if plan.join_netns:
+            namespaces.join_network(plan.join_netns)
+            flags &= ~syscalls.CLONE_NEWNET
+        syscalls.unshare(flags)
         os.write(sync_w, b"ns\n")
         os.close(sync_w)
         if os.read(go_r, 16) != b"go":
@@ -56,7 +61,7 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         setup_rootfs(plan.rootfs)
         if plan.hostname:
             syscalls.sethostname(plan.hostname)
-        if plan.network_mode != "host":
+        if plan.network_mode != "host" and not plan.join_netns:
             namespaces.bring_up_loopback()
         user = users.resolve(plan.user)
         env = _with_home(plan.env, user.home)

@@ -101,6 +101,7 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
     hostname = spec.hostname or (cid[:12] if spec.network.mode != "host" else os.uname().nodename)
     if spec.network.mode == "host" and not spec.hostname:
         spec.hostname = hostname
+    spec.network.hostname = hostname
     with locked(paths.locks, "containers"):
         taken = {c.name for c in all_containers(paths)}
         if spec.name:

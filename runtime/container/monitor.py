@@ -207,8 +207,7 @@ class Monitor:
         sync_r, sync_w = os.pipe()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe()
-        with namespaces.children_in_new_pid_namespace():
-            pid = os.fork()
+        pid = namespaces.fork_into_new_pid_namespace()
         if pid == 0:  # pragma: no cover - the container's init
             for fd in (sync_r, go_w, err_r):
                 os.close(fd)
@@ -418,6 +417,7 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         user=spec.user or c.image_config.get("User") or "",
         hostname=spec.hostname or c.short_id,
         network_mode=spec.network.mode,
+        join_netns=hooks.netns_to_join(ctx, spec.network),
         capabilities=resolve_caps(spec.cap_add, spec.cap_drop, spec.privileged),
         tty=spec.tty,
     )

@@ -10,8 +10,6 @@ import fcntl
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from runtime import syscalls
 
@@ -40,16 +38,22 @@ def unshare_flags(network_mode: str) -> int:
     return flags
 
 
-@contextmanager
-def children_in_new_pid_namespace() -> Iterator[None]:
-    """Inside the block, forked children start a new PID namespace; afterwards the caller's is restored."""
+def fork_into_new_pid_namespace() -> int:
+    """fork(), the child becoming PID 1 of a new PID namespace; the parent's own namespace is unchanged.
+
+    Returns like os.fork(): 0 in the child, the child's (host) pid in the parent.
+    """
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         syscalls.unshare(syscalls.CLONE_NEWPID)
         try:
-            yield
-        finally:
+            pid = os.fork()
+        except BaseException:
             syscalls.setns(own, syscalls.CLONE_NEWPID)
+            raise
+        if pid != 0:
+            syscalls.setns(own, syscalls.CLONE_NEWPID)  # later children (ip, iptables...) stay in ours
+        return pid
     finally:
         os.close(own)
 
@@ -83,3 +87,12 @@ def bring_up_loopback() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def join_network(path: str) -> None:
+    """setns into the network namespace at ``path`` (``--network container:NAME``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
+    finally:
+        os.close(fd)

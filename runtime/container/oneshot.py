@@ -78,8 +78,7 @@ def _fork_and_wait(plan: init.LaunchPlan, stdin: int | None, stdout: int, stderr
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()
     stdio = (stdin if stdin is not None else null, stdout, stderr)
-    with namespaces.children_in_new_pid_namespace():
-        pid = os.fork()
+    pid = namespaces.fork_into_new_pid_namespace()
     if pid == 0:  # pragma: no cover - the container's init
         for fd in (sync_r, go_w, err_r):
             os.close(fd)

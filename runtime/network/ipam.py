@@ -68,7 +68,9 @@ def choose_subnet(store: NetworkStore, exclude: Iterable[IPv4Net] = ()) -> IPv4N
 
 def check_subnet_free(store: NetworkStore, subnet: IPv4Net, own_id: str = "") -> None:
     """Refuse a ``--subnet`` that overlaps the host's networks or another refrt network (docker's message)."""
-    used = host_networks() + [ipaddress.IPv4Network(n.subnet) for n in store.networks() if n.id != own_id]
+    used = host_networks() + [
+        ipaddress.IPv4Network(n.subnet) for n in store.networks() if n.id != own_id and n.subnet
+    ]
     clash = overlapping(subnet, used)
     if clash is not None:
         raise NetworkInUse(f"invalid pool request: pool {subnet} overlaps with other one on this address space")

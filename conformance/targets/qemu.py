@@ -1,0 +1,215 @@
+"""The ``qemu`` target: a disposable VM booted (or restored from the golden snapshot) for this run.
+
+``qemu[?memory=MB&cpus=N&accel=auto|kvm|tcg&snapshot=true|false&boot_timeout=S&ssh_timeout=S&append=ARGS
+&destroy=always|passing|never]``
+
+- ``up()``: removes VMs that a killed harness left behind, builds the guest image when its recipe changed
+  (cached), picks KVM when it really works else TCG, then restores a clone of the golden snapshot (made once per
+  image) and waits for SSH. ``snapshot=false``, or extra kernel arguments in ``append``, boot cold instead.
+- ``run``/``put``/``host`` go through one SSH connection to ``127.0.0.1:<free port>`` (qemu's hostfwd).
+- ``down()``: disconnects and destroys the VM (process, overlay, serial log, port forward) according to
+  ``destroy``: ``always`` (default); ``passing`` keeps it unless :attr:`run_passed` was set True by the run
+  command; ``never`` keeps it. A kept VM is listed by ``conformance vm status`` and removed by ``conformance vm
+  down ID`` or ``conformance vm clean --all``.
+
+The VM is also destroyed on error, on SIGINT (KeyboardInterrupt unwinds through ``down()``), on SIGTERM (turned
+into SystemExit here) and at interpreter exit; after a SIGKILL, qemu gets SIGTERM from the kernel (parent-death
+signal) and the next ``up()`` or ``conformance vm clean`` removes the files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from conformance.errors import TargetError
+from conformance.targets.base import TargetSpec, register_target
+from conformance.targets.ssh import RemoteTarget, SshSession, parse_destroy
+from vm.image import BuiltImage, ensure_image
+from vm.qemu import Machine, MachineConfig, clock_fix_command, connect_ssh, detect_accel, ensure_golden
+from vm.state import reap_orphans
+
+log = logging.getLogger(__name__)
+
+_LIVE: set[QemuTarget] = set()
+_LIVE_LOCK = threading.Lock()
+_HOOKS_INSTALLED = False
+
+
+def _destroy_live() -> None:
+    """atexit: destroy what is still up (a run that ended without calling ``down()``)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for target in live:
+        try:
+            target.down()
+        except Exception as exc:  # noqa: BLE001 - best effort at exit, nothing may stop the others
+            log.warning("could not destroy VM %s at exit: %s", target.name, exc)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup_hooks() -> None:
+    """atexit + SIGTERM → SystemExit, so VMs are destroyed when the harness is asked to stop."""
+    global _HOOKS_INSTALLED
+    if _HOOKS_INSTALLED:
+        return
+    _HOOKS_INSTALLED = True
+    atexit.register(_destroy_live)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _float(options: dict[str, str], name: str, default: float) -> float:
+    try:
+        return float(options.get(name, default))
+    except ValueError:
+        raise TargetError(f"{name}={options[name]!r}: expected a number") from None
+
+
+def _bool(options: dict[str, str], name: str, default: bool) -> bool:
+    value = options.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise TargetError(f"{name}={value!r}: expected true or false")
+
+
+@register_target
+class QemuTarget(RemoteTarget):
+    """A disposable qemu VM of the project's guest image."""
+
+    scheme = "qemu"
+    disposable = True
+
+    def __init__(self, spec: TargetSpec, *, destroy: str | None = None) -> None:
+        super().__init__(spec)
+        options = spec.options
+        if destroy is not None:
+            self.destroy = parse_destroy({"destroy": destroy})
+        accel = options.get("accel", "auto")
+        if accel not in ("auto", "kvm", "tcg"):
+            raise TargetError(f"accel={accel!r}: expected auto, kvm or tcg")
+        self.accel = accel
+        self.config = MachineConfig(
+            memory_mb=int(_float(options, "memory", 2048)), cpus=int(_float(options, "cpus", 2))
+        )
+        self.append = options.get("append", "")
+        self.snapshot = _bool(options, "snapshot", True) and not self.append
+        self.boot_timeout = _float(options, "boot_timeout", 300)
+        self.ssh_timeout = _float(options, "ssh_timeout", 120)
+        self.machine: Machine | None = None
+        self.image: BuiltImage | None = None
+        #: Seconds spent in each phase of ``up()`` (image, golden, boot/restore), for reports and benchmarks.
+        self.timings: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return "qemu"
+
+    def up(self) -> None:
+        if self.session is not None:
+            return
+        install_cleanup_hooks()
+        for leftover in reap_orphans():
+            log.info("removed VM %s left behind by a killed run", leftover.vm_id)
+        start = time.monotonic()
+        image = self.image = ensure_image(progress=log.info)
+        accel = detect_accel(image) if self.accel == "auto" else self.accel
+        self.timings["image"] = time.monotonic() - start
+        machine = Machine(
+            image, self.config, accel, die_with_owner=self.destroy == "always", extra_cmdline=self.append
+        )
+        try:
+            if self.snapshot:
+                start = time.monotonic()
+                golden = ensure_golden(image, self.config, accel, self.boot_timeout)
+                self.timings["golden"] = time.monotonic() - start
+                start = time.monotonic()
+                self.machine = machine
+                machine.start(golden.disk, incoming=golden.state)
+                session = connect_ssh(machine, self.ssh_timeout)
+                session.run(clock_fix_command(), timeout=60)
+                self.timings["restore"] = time.monotonic() - start
+            else:
+                start = time.monotonic()
+                self.machine = machine
+                machine.start(image.disk)
+                session = connect_ssh(machine, self.boot_timeout)
+                self.timings["boot"] = time.monotonic() - start
+        except BaseException:
+            machine.destroy()
+            self.machine = None
+            raise
+        self.session = session
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+    def down(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        machine, self.machine = self.machine, None
+        if machine is None:
+            return
+        if self.should_destroy():
+            machine.destroy()
+            return
+        # Kept on purpose: no owner any more, so no later run reaps it; say how to reach and remove it.
+        if machine.record is not None:
+            machine.record.owner_pid = machine.record.owner_start = None
+            machine.record.extra["key"] = str(machine.image.ssh_key.private)
+            machine.record.save()
+        if machine.qmp is not None:
+            machine.qmp.close()
+        log.warning(
+            "kept VM %s: ssh -p %s -i %s root@127.0.0.1; remove with: conformance vm down %s",
+            machine.vm_id,
+            machine.port,
+            machine.image.ssh_key.private,
+            machine.vm_id,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What the VM is and where to reach it (``state`` is ``down`` before ``up()``/after ``down()``)."""
+        machine = self.machine
+        if machine is None:
+            return {"backend": "qemu", "state": "down"}
+        return {
+            "backend": "qemu",
+            "state": "running" if machine.alive() else "exited",
+            "vm_id": machine.vm_id,
+            "accel": machine.accel,
+            "pid": machine.proc.pid if machine.proc else None,
+            "ssh": f"root@127.0.0.1:{machine.port}",
+            "key": str(machine.image.ssh_key.private),
+            "serial_log": str(machine.serial_log),
+        }
+
+    def ssh_url(self) -> str:
+        """An ``ssh://`` target spec for this VM (the same VM, another connection)."""
+        if self.machine is None or self.image is None:
+            raise TargetError("qemu target is not up")
+        return f"ssh://root@127.0.0.1:{self.machine.port}?key={self.image.ssh_key.private}"
+
+    def _session(self) -> SshSession:
+        if self.session is None:
+            self.up()
+        assert self.session is not None
+        if self.machine is not None and not self.machine.alive():
+            raise TargetError(f"VM {self.machine.vm_id} is no longer running", evidence=self.machine.evidence())
+        return self.session

@@ -1,0 +1,73 @@
+"""``refrt build``: docker's ``build`` command line.
+
+    refrt build [-t NAME:TAG]... [-f FILE] [--build-arg K=V]... [--target STAGE] [--no-cache] [--label K=V]...
+                [-q] CONTEXT
+
+Progress goes to stderr in BuildKit's plain style (``#3 [build 2/5] RUN ...``, ``#3 CACHED``, ending with
+``writing image sha256:...``) and stdout stays empty, as with BuildKit; ``-q`` prints nothing but the image id,
+on stdout. As ``docker build``, any build failure (Dockerfile error, missing context
+file, a RUN that exits non-zero) exits 1; a malformed command line exits 125.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.build.builder import BuildOptions, build
+from runtime.cli import Context
+from runtime.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("build", help="build an image from a Dockerfile")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name and optionally a tag (name:tag)")
+    p.add_argument("-f", "--file", help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
+    p.add_argument("--build-arg", action="append", default=[], help="set a build-time variable (K=V, or K)")
+    p.add_argument("--target", help="build only up to this stage")
+    p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--label", action="append", default=[], help="set metadata on the image (K=V)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    p.set_defaults(func=run_build)
+
+
+def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, eq, val = value.partition("=")
+        if not key:
+            raise UsageError(f"invalid {flag} {value!r}: expected KEY=VALUE")
+        if not eq:
+            if not from_env:
+                raise UsageError(f"invalid {flag} {value!r}: expected KEY=VALUE")
+            if key not in os.environ:
+                continue  # docker: --build-arg K takes K from the environment, or is ignored
+            val = os.environ[key]
+        out[key] = val
+    return out
+
+
+def run_build(args: argparse.Namespace, ctx: Context) -> int:
+    if args.context == "-":
+        raise UsageError("refrt build: a context read from stdin is not supported; give a directory")
+    options = BuildOptions(
+        context=Path(args.context),
+        tags=list(args.tag),
+        build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
+        labels=_pairs(args.label, "--label", from_env=False),
+        target=args.target,
+        no_cache=args.no_cache,
+        out=None if args.quiet else sys.stderr,
+    )
+    if args.file == "-":
+        options.dockerfile_text = sys.stdin.read()
+    elif args.file:
+        options.dockerfile = Path(args.file)
+    image = build(ctx, options)
+    if args.quiet:
+        print(image.id, flush=True)
+    return 0

@@ -1,0 +1,551 @@
+"""Image commands: ``images``, ``rmi``, ``tag``, ``history``, ``import``, ``load``, ``save`` and the ``image`` group
+(``ls``, ``inspect``, ``prune``, ``rm``, ``tag``, ``history``, ``import``, ``load``, ``save``, ``bootstrap``).
+
+Output follows docker's: the same columns, ``--format`` Go-template subset (``{{.Field}}``, ``{{json .X}}``,
+``table``), human sizes in decimal units, "N days ago". ``inspect_image`` is the JSON the top-level ``inspect``
+falls back to when no container has the name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fnmatch
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from runtime.errors import RefrtError, UsageError
+from runtime.store import Image, Store
+from runtime.store.archive import import_tarball, load_archive, save_docker_archive
+from runtime.store.baseimage import bootstrap_busybox, bootstrap_debian
+from runtime.store.reference import parse_reference
+
+if False:  # typing only; importing the CLI package here would be circular at run time
+    from runtime.cli import Context
+
+NONE = "<none>"
+
+# --------------------------------------------------------------------------------------------------- formatting
+
+
+def human_size(size: float) -> str:
+    """docker's ``units.HumanSizeWithPrecision(size, 3)``: decimal units, three significant digits."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """docker's ``units.HumanDuration``."""
+    s = int(seconds)
+    minutes, hours = s // 60, s // 3600
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def parse_time(text: str) -> datetime.datetime | None:
+    if not text:
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", text)
+    if not match:
+        return None
+    base = datetime.datetime.fromisoformat(match.group(1))
+    micro = int((match.group(2) or "0")[:6].ljust(6, "0"))
+    zone = match.group(3) or "Z"
+    tz = datetime.timezone.utc if zone == "Z" else datetime.datetime.strptime(zone, "%z").tzinfo
+    return base.replace(microsecond=micro, tzinfo=tz)
+
+
+def since(text: str) -> str:
+    when = parse_time(text)
+    if when is None:
+        return "N/A"
+    delta = datetime.datetime.now(datetime.timezone.utc) - when
+    return human_duration(max(delta.total_seconds(), 0)) + " ago"
+
+
+def go_value(value: Any) -> str:
+    """How Go's text/template prints a value."""
+    if value is None:
+        return "<no value>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(go_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
+    return str(value)
+
+
+def _lookup(obj: Any, path: str) -> Any:
+    value = obj
+    for part in [p for p in path.split(".") if p]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def render(template: str, obj: dict[str, Any]) -> str:
+    """Render the subset of Go templates docker users write: ``{{.A.B}}``, ``{{json .A}}``, ``{{.A | json}}``,
+    ``{{join .List "sep"}}``, ``{{index .Map "key"}}``, ``{{lower .A}}``/``{{upper .A}}``."""
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+
+    def expr(match: re.Match[str]) -> str:
+        text = match.group(1).strip()
+        pipe = [p.strip() for p in text.split("|")]
+        words = re.findall(r'"[^"]*"|\S+', pipe[0])
+        func, rest = (words[0], words[1:]) if words and not words[0].startswith(".") else ("", words)
+        value = _lookup(obj, rest[0]) if rest else obj
+        args = [a.strip('"') for a in rest[1:]]
+        for stage in ([func] if func else []) + pipe[1:]:
+            if stage == "json":
+                return json.dumps(value)
+            if stage == "join":
+                return args[0].join(str(v) for v in value or []) if args else ""
+            if stage == "index":
+                value = value.get(args[0]) if isinstance(value, dict) and args else None
+            elif stage in ("lower", "upper"):
+                value = getattr(go_value(value), stage)()
+            elif stage in ("println", "print"):
+                pass
+            else:
+                raise UsageError(f"template: function {stage!r} not supported")
+        return go_value(value)
+
+    return re.sub(r"\{\{(.*?)\}\}", expr, template)
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    """Left-aligned columns three spaces apart, as docker's tabwriter prints them."""
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for row in table:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        print("   ".join(cells).rstrip())
+
+
+def print_formatted(fmt: str, objs: list[dict[str, Any]]) -> None:
+    if fmt.startswith("table"):
+        body = fmt[len("table") :].strip() or "\t".join("{{." + k + "}}" for k in objs[0]) if objs else ""
+        fields = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", body)
+        header = [re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", f).upper() for f in fields]
+        rows = [render(body, o).split("\t") for o in objs]
+        if len(header) == len(rows[0] if rows else header):
+            print_table(rows, header)
+        else:
+            for o in objs:
+                print(render(body, o))
+        return
+    for o in objs:
+        print(render(fmt, o))
+
+
+# -------------------------------------------------------------------------------------------------- inspection
+
+
+def inspect_image(store: Store, ref: str) -> dict[str, Any]:
+    """``docker image inspect`` JSON for one image (raises ``ImageNotFound``)."""
+    image = store.resolve(ref)
+    config = image.config
+    lowers = [str(p) for p in reversed([layer.path for layer in image.layers])]  # top first
+    data: dict[str, str] = {}
+    if lowers:
+        data["UpperDir"] = lowers[0]
+        if len(lowers) > 1:
+            data["LowerDir"] = ":".join(lowers[1:])
+    return {
+        "Id": image.id,
+        "RepoTags": image.repo_tags,
+        "RepoDigests": image.repo_digests,
+        "Parent": "",
+        "Comment": config.get("comment", ""),
+        "Created": image.created,
+        "DockerVersion": config.get("docker_version", ""),
+        "Author": config.get("author", ""),
+        "Config": config.get("config", {}),
+        "Architecture": config.get("architecture", ""),
+        **({"Variant": config["variant"]} if config.get("variant") else {}),
+        "Os": config.get("os", ""),
+        "Size": image.size,
+        "GraphDriver": {"Name": "overlay2", "Data": data},
+        "RootFS": {"Type": "layers", "Layers": image.diff_ids},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "ManifestDigest": image.manifest_digest,
+    }
+
+
+def _image_rows(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (image, repository:tag), as ``docker images`` lists them."""
+    filters = _parse_filters(getattr(args, "filter", None) or [])
+    wanted = getattr(args, "reference", None)
+    rows: list[dict[str, Any]] = []
+    for image in store.images():
+        dangling = not image.repo_tags
+        if "dangling" in filters and (filters["dangling"] in ("true", "1")) != dangling:
+            continue
+        pairs: list[tuple[str, str]] = [tuple(t.rsplit(":", 1)) for t in image.repo_tags]  # type: ignore[misc]
+        if not pairs:
+            pairs = [(d.split("@")[0], NONE) for d in image.repo_digests] or [(NONE, NONE)]
+        for repo, tag in pairs:
+            if wanted and not _matches(wanted, repo, tag):
+                continue
+            if "reference" in filters and not _matches(filters["reference"], repo, tag):
+                continue
+            digest = next((d.split("@")[1] for d in image.repo_digests if d.split("@")[0] == repo), NONE)
+            rows.append(
+                {
+                    "Repository": repo,
+                    "Tag": tag,
+                    "ID": image.id if args.no_trunc else image.short_id,
+                    "Digest": digest,
+                    "CreatedSince": since(image.created),
+                    "CreatedAt": image.created,
+                    "Size": human_size(image.size),
+                    "Containers": "N/A",
+                    "SharedSize": "N/A",
+                    "UniqueSize": "N/A",
+                    "VirtualSize": human_size(image.size),
+                }
+            )
+    return rows
+
+
+def _matches(pattern: str, repo: str, tag: str) -> bool:
+    pat_repo, _, pat_tag = pattern.partition(":") if "/" not in pattern.rpartition(":")[2] else (pattern, "", "")
+    if ":" in pattern and "/" in pattern.rpartition(":")[2]:
+        pat_repo, pat_tag = pattern, ""
+    return fnmatch.fnmatchcase(repo, pat_repo) and (not pat_tag or fnmatch.fnmatchcase(tag, pat_tag))
+
+
+def _parse_filters(values: list[str]) -> dict[str, str]:
+    filters: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or key not in ("dangling", "reference"):
+            raise UsageError(f"invalid filter {value!r} (supported: dangling=true|false, reference=PATTERN)")
+        filters[key] = val
+    return filters
+
+
+# ------------------------------------------------------------------------------------------------------ handlers
+
+
+def _store(ctx: Context) -> Store:
+    return Store(ctx.paths)
+
+
+def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
+    rows = _image_rows(_store(ctx), args)
+    if args.quiet:
+        seen: list[str] = []
+        for row in rows:
+            if row["ID"] not in seen:
+                seen.append(row["ID"])
+        print("\n".join(seen)) if seen else None
+        return 0
+    if args.format:
+        print_formatted(args.format, rows)
+        return 0
+    columns = ["Repository", "Tag", *(["Digest"] if args.digests else []), "ID", "CreatedSince", "Size"]
+    header = ["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID", "CREATED", "SIZE"]
+    print_table([[str(r[c]) for c in columns] for r in rows], header)
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace, ctx: Context) -> int:
+    store = _store(ctx)
+    status = 0
+    for ref in args.images:
+        try:
+            for line in store.remove(ref, force=args.force):
+                print(line)
+        except RefrtError as exc:
+            print(f"refrt: {exc}", file=sys.stderr)
+            status = max(status, exc.exit_code if exc.exit_code != 125 else 1)
+    return status
+
+
+def cmd_tag(args: argparse.Namespace, ctx: Context) -> int:
+    store = _store(ctx)
+    store.tag(store.resolve(args.source), args.target)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
+    image = _store(ctx).resolve(args.image)
+    rows = history_rows(image, no_trunc=args.no_trunc, human=args.human)
+    if args.quiet:
+        for row in rows:
+            print(row["ID"])
+        return 0
+    if args.format:
+        print_formatted(args.format, rows)
+        return 0
+    keys = ["ID", "CreatedSince" if args.human else "CreatedAt", "CreatedBy", "Size", "Comment"]
+    print_table([[str(r[k]) for k in keys] for r in rows], ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"])
+    return 0
+
+
+def history_rows(image: Image, *, no_trunc: bool = False, human: bool = True) -> list[dict[str, Any]]:
+    """Newest first: each history entry with the size of the layer it made (0 for ``empty_layer`` ones)."""
+    history = list(image.config.get("history") or [])
+    if not history:
+        history = [{"created": image.created, "created_by": ""} for _ in image.layers]
+    layer_sizes = [layer.size for layer in image.layers]
+    rows: list[dict[str, Any]] = []
+    index = 0
+    for entry in history:
+        size = 0
+        if not entry.get("empty_layer") and index < len(layer_sizes):
+            size = layer_sizes[index]
+            index += 1
+        created_by = str(entry.get("created_by", ""))
+        if not no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        rows.append(
+            {
+                "ID": NONE,
+                "CreatedSince": since(str(entry.get("created", ""))),
+                "CreatedAt": str(entry.get("created", "")),
+                "CreatedBy": created_by,
+                "Size": human_size(size) if human else str(size),
+                "Comment": str(entry.get("comment", "")),
+            }
+        )
+    rows.reverse()
+    for i, row in enumerate(rows):
+        row["ID"] = (image.id if no_trunc else image.short_id) if i == 0 else "<missing>"
+    return rows
+
+
+def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    store = _store(ctx)
+    found: list[dict[str, Any]] = []
+    status = 0
+    for ref in args.images:
+        try:
+            found.append(inspect_image(store, ref))
+        except RefrtError as exc:
+            print(f"refrt: {exc}", file=sys.stderr)
+            status = 1
+    if args.format:
+        for obj in found:
+            print(render(args.format, obj))
+    else:
+        print(json.dumps(found, indent=4))
+    return status
+
+
+def cmd_prune(args: argparse.Namespace, ctx: Context) -> int:
+    if not args.force:
+        what = "all images without at least one container associated to them" if args.all else "all dangling images"
+        print(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ", end="", flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    report, freed = _store(ctx).prune(all_images=args.all)
+    if report:
+        print("Deleted Images:")
+        print("\n".join(report))
+        print()
+    print(f"Total reclaimed space: {human_size(freed)}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, ctx: Context) -> int:
+    tags = [args.reference] if args.reference else []
+    store = _store(ctx)
+    if args.file == "-":
+        image = import_tarball(store, sys.stdin.buffer, tags, message=args.message or "", changes=args.change)
+    else:
+        try:
+            fh = open(args.file, "rb")  # noqa: SIM115 - closed below, after the import
+        except OSError as exc:
+            raise UsageError(f"import: cannot open {args.file}: {exc.strerror}") from None
+        with fh:
+            image = import_tarball(store, fh, tags, message=args.message or "", changes=args.change)
+    print(image.id)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, ctx: Context) -> int:
+    store = _store(ctx)
+    if args.input in (None, "-"):
+        if sys.stdin.isatty():
+            raise UsageError("requested load from stdin, but stdin is empty")
+        report = load_archive(store, sys.stdin.buffer)
+    else:
+        try:
+            fh = open(args.input, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"load: cannot open {args.input}: {exc.strerror}") from None
+        with fh:
+            report = load_archive(store, fh)
+    if not args.quiet:
+        print("\n".join(report))
+    return 0
+
+
+def cmd_save(args: argparse.Namespace, ctx: Context) -> int:
+    store = _store(ctx)
+    for ref in args.images:
+        store.resolve(ref)  # fail before creating the output file
+    if not args.output or args.output == "-":
+        if sys.stdout.isatty():
+            raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        sys.stdout.flush()
+        save_docker_archive(store, args.images, cast(BinaryIO, sys.stdout.buffer))
+        return 0
+    target = Path(args.output).absolute()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            save_docker_archive(store, args.images, out)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace, ctx: Context) -> int:
+    store = _store(ctx)
+    tags = args.tag or None
+    if args.name == "busybox":
+        image = bootstrap_busybox(store, tags)
+    else:
+        image = bootstrap_debian(store, args.suite, tags)
+    print(image.id)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ parsers
+
+
+def _add_images_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", nargs="?", help="show only REPOSITORY[:TAG] (glob patterns allowed)")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (refrt has no intermediate ones)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show image ids")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    p.add_argument("--format", help="Go-template subset, or 'table TEMPLATE'")
+    p.add_argument("-f", "--filter", action="append", help="dangling=true|false, reference=PATTERN")
+    p.set_defaults(func=cmd_images)
+
+
+def _add_rmi_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true", help="untag even if a container uses the image")
+    p.add_argument("--no-prune", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_rmi)
+
+
+def _add_tag_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    p.set_defaults(func=cmd_tag)
+
+
+def _add_history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-H", "--human", type=lambda v: v.lower() != "false", default=True, nargs="?", const=True)
+    p.add_argument("--format")
+    p.set_defaults(func=cmd_history)
+
+
+def _add_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--change", action="append", default=[], help="Dockerfile instruction to apply")
+    p.add_argument("-m", "--message", help="commit message for the imported image")
+    p.add_argument("--platform", help="accepted for docker compatibility (host platform only)")
+    p.add_argument("file", metavar="file|-")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    p.set_defaults(func=cmd_import)
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", help="read from this tar file (docker-archive or OCI layout), not stdin")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_load)
+
+
+def _add_save_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", help="write to this file, not stdout")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_save)
+
+
+def _add_inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--format")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_inspect)
+
+
+def _add_prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just dangling ones")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.set_defaults(func=cmd_prune)
+
+
+def _add_bootstrap_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=["busybox", "debian"], help="which base image to build")
+    p.add_argument("-t", "--tag", action="append", help="name it (default busybox:latest / debian:SUITE)")
+    p.add_argument("--suite", default="bookworm", help="Debian suite for 'debian' (default bookworm)")
+    p.set_defaults(func=cmd_bootstrap)
+
+
+def register(sub: Any) -> None:
+    """Add the image commands to the top-level parser's subparsers."""
+    _add_images_args(sub.add_parser("images", help="list images"))
+    _add_rmi_args(sub.add_parser("rmi", help="remove images"))
+    _add_tag_args(sub.add_parser("tag", help="give an image another name"))
+    _add_history_args(sub.add_parser("history", help="show an image's history"))
+    _add_import_args(sub.add_parser("import", help="create an image from a root file system tarball"))
+    _add_load_args(sub.add_parser("load", help="load images from a docker-archive or OCI-layout tar"))
+    _add_save_args(sub.add_parser("save", help="save images to a docker-archive tar"))
+
+    group = sub.add_parser("image", help="manage images")
+    image_sub = group.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=type(group))
+    _add_images_args(image_sub.add_parser("ls", aliases=["list"], help="list images"))
+    _add_inspect_args(image_sub.add_parser("inspect", help="show images as JSON"))
+    _add_prune_args(image_sub.add_parser("prune", help="remove unused images"))
+    _add_rmi_args(image_sub.add_parser("rm", aliases=["remove"], help="remove images"))
+    _add_tag_args(image_sub.add_parser("tag", help="give an image another name"))
+    _add_history_args(image_sub.add_parser("history", help="show an image's history"))
+    _add_import_args(image_sub.add_parser("import", help="create an image from a tarball"))
+    _add_load_args(image_sub.add_parser("load", help="load images from a tar"))
+    _add_save_args(image_sub.add_parser("save", help="save images to a tar"))
+    _add_bootstrap_args(image_sub.add_parser("bootstrap", help="build a base image offline (busybox, debian)"))
+
+
+__all__ = ["inspect_image", "register", "render"]
+
+_ = parse_reference

@@ -1,0 +1,191 @@
+"""``exec``: run another process inside a running container.
+
+The new process joins the container's cgroup and every one of its namespaces (setns; for the PID namespace
+only children land in it, hence one more fork), then gets the same reduced privileges as the container's init
+before its execve. Its parent is the CLI, which relays the exit code (or, with ``-d``, does not wait).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+from runtime import syscalls
+from runtime.cgroups import driver_for_host
+from runtime.container import capabilities, init, namespaces, terminal, users
+from runtime.container.lifecycle import reconcile
+from runtime.container.state import Container
+from runtime.errors import ConflictError, RefrtError
+
+
+class NotRunning(ConflictError):
+    """``exec`` into a container that is not running (docker's CLI exits 1 here)."""
+
+    exit_code = 1
+
+
+def exec_in(
+    ctx: Any,
+    c: Container,
+    argv: list[str],
+    *,
+    env: list[str],
+    workdir: str = "",
+    user: str = "",
+    tty: bool = False,
+    interactive: bool = False,
+    detach: bool = False,
+) -> int:
+    reconcile(ctx, c)
+    if not c.state.running:
+        raise NotRunning(f"container {c.id} is not running")
+    spec = c.spec
+    full_env = _merge_env(c.env, env, tty)
+    caps = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
+    master = slave = -1
+    if tty:
+        master, slave = terminal.open_pty(1)
+    stdin = (slave if tty else 0) if interactive else os.open(os.devnull, os.O_RDONLY)
+    stdio = (stdin, slave if tty else 1, slave if tty else 2)
+    if detach:
+        null = os.open(os.devnull, os.O_RDWR)
+        stdio = (null, null, null)
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the intermediate process
+        os.close(err_r)
+        if master >= 0:
+            os.close(master)
+        _enter_and_run(c, argv, full_env, workdir or spec.workdir or c.image_config.get("WorkingDir") or "/",
+                       user or spec.user or c.image_config.get("User") or "", caps, stdio, tty, detach, err_w)
+    os.close(err_w)
+    if slave >= 0:
+        os.close(slave)
+    failure = _read_all(err_r)
+    if failure:
+        os.waitpid(pid, 0)
+        report = json.loads(failure)
+        error = RefrtError(report["message"])
+        error.exit_code = int(report["code"])
+        raise error
+    if detach:
+        os.waitpid(pid, 0)
+        return 0
+    if tty:
+        return _pump_tty(pid, master, interactive)
+    return _wait_forwarding_signals(pid)
+
+
+def _enter_and_run(
+    c: Container,
+    argv: list[str],
+    env: list[str],
+    workdir: str,
+    user_spec: str,
+    caps: list[str],
+    stdio: tuple[int, int, int],
+    tty: bool,
+    detach: bool,
+    err_w: int,
+) -> None:
+    try:
+        driver_for_host().open(c.id).add(os.getpid())
+        namespaces.join(c.state.pid)
+        child = os.fork()
+        if child != 0:
+            if detach:
+                os._exit(0)
+            status = os.waitpid(child, 0)[1]
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+        if detach:
+            os.setsid()
+        init.become_session_leader(stdio, tty)
+        user = users.resolve(user_spec)
+        full_env = init._with_home(env, user.home)
+        executable = init.find_executable(argv[0], full_env)
+        capabilities.drop_bounding_set(caps)
+        syscalls.set_no_new_privs()
+        os.setgroups(user.groups)
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+        capabilities.apply_process_sets(caps, user.uid)
+        os.chdir(workdir)
+        init._reset_signals()
+        init._close_other_fds(err_w)
+        try:
+            os.execve(executable, argv, init._env_dict(full_env))
+        except OSError as exc:
+            init._report(err_w, init.exec_error(argv[0], exc))
+    except RefrtError as exc:
+        init._report(err_w, exc)
+    except OSError as exc:
+        init._report(err_w, RefrtError(f"exec: {exc}"))
+    os._exit(126)
+
+
+def _merge_env(base: list[str], extra: list[str], tty: bool) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in base + (["TERM=xterm"] if tty else []):
+        key, _, value = item.partition("=")
+        merged[key] = value
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if key in os.environ:
+                merged[key] = os.environ[key]
+            continue
+        merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def _wait_forwarding_signals(pid: int) -> int:
+    status = os.waitpid(pid, 0)[1]
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _pump_tty(pid: int, master: int, interactive: bool) -> int:
+    """Copy our terminal to the pty master and back until the process ends."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(master, selectors.EVENT_READ)
+    if interactive:
+        sel.register(0, selectors.EVENT_READ)
+    out = sys.stdout.buffer
+    with terminal.raw_mode(0) if interactive else contextlib.nullcontext():
+        while True:
+            for key, _ in sel.select(0.2):
+                if key.fd == master:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        sel.unregister(master)
+                        os.close(master)
+                        return _wait_forwarding_signals(pid)
+                    out.write(data)
+                    out.flush()
+                else:
+                    data = os.read(0, 65536)
+                    if not data:
+                        sel.unregister(0)
+                        os.write(master, b"\x04")
+                    else:
+                        os.write(master, data)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            os.close(fd)
+            return b"".join(chunks)
+        chunks.append(chunk)
+

@@ -1,0 +1,191 @@
+"""``inspect``, ``ps`` rows and human-readable times, in docker's shapes and words."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from typing import Any
+
+from runtime.container.state import Container
+
+
+def parse_time(stamp: str) -> float:
+    """Our RFC 3339 stamps (nanoseconds, ``Z``) to a Unix time; 0 for ""."""
+    if not stamp:
+        return 0.0
+    main, _, frac = stamp.rstrip("Z").partition(".")
+    base = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return base + (float("0." + frac) if frac else 0.0)
+
+
+def human_duration(seconds: float) -> str:
+    """docker's units.HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def status_text(c: Container) -> str:
+    state = c.state
+    now = time.time()
+    if state.status == "running":
+        return f"Up {human_duration(now - parse_time(state.started_at))}"
+    if state.status == "exited":
+        return f"Exited ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
+    return state.status.capitalize()
+
+
+def _docker_status(c: Container) -> str:
+    return {"removing": "removing"}.get(c.state.status, c.state.status)
+
+
+def inspect(c: Container) -> dict[str, Any]:
+    spec = c.spec
+    res = spec.resources
+    cfg = c.image_config
+    entrypoint = spec.entrypoint if spec.entrypoint is not None else cfg.get("Entrypoint")
+    cmd = spec.command or (cfg.get("Cmd") if spec.entrypoint is None else [])
+    binds = [
+        f"{m['source']}:{m['target']}{':ro' if m.get('read_only') else ''}" for m in c.mounts if m["type"] == "bind"
+    ]
+    mounts = [
+        {
+            "Type": m["type"],
+            "Name": m["source"] if m["type"] == "volume" else "",
+            "Source": m.get("host_path") or m["source"],
+            "Destination": m["target"],
+            "Driver": "local" if m["type"] == "volume" else "",
+            "Mode": "ro" if m.get("read_only") else "",
+            "RW": not m.get("read_only"),
+            "Propagation": "rprivate" if m["type"] == "bind" else "",
+        }
+        for m in c.mounts
+    ]
+    state = c.state
+    return {
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.argv[0],
+        "Args": c.argv[1:],
+        "State": {
+            "Status": _docker_status(c),
+            "Running": state.running,
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": state.oom_killed,
+            "Dead": False,
+            "Pid": state.pid if state.running else 0,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at or "0001-01-01T00:00:00Z",
+            "FinishedAt": state.finished_at or "0001-01-01T00:00:00Z",
+        },
+        "Image": c.image_id,
+        "ResolvConfPath": str(c.directory / "resolv.conf"),
+        "HostnamePath": str(c.directory / "hostname"),
+        "HostsPath": str(c.directory / "hosts"),
+        "LogPath": str(c.log_path),
+        "Name": "/" + c.name,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "Binds": binds or None,
+            "NetworkMode": spec.network.mode,
+            "PortBindings": {},
+            "AutoRemove": spec.auto_remove,
+            "CapAdd": spec.cap_add or None,
+            "CapDrop": spec.cap_drop or None,
+            "Privileged": spec.privileged,
+            "ReadonlyRootfs": spec.read_only,
+            "UsernsMode": "" if spec.userns == "host" else spec.userns,
+            "Memory": res.memory,
+            "MemorySwap": res.memory_swap,
+            "NanoCpus": res.nano_cpus,
+            "CpuShares": res.cpu_shares,
+            "CpusetCpus": res.cpuset_cpus,
+            "PidsLimit": res.pids_limit or None,
+            "BlkioWeight": res.blkio_weight,
+            "VolumesFrom": spec.volumes_from or None,
+            "Tmpfs": {m["target"]: "" for m in c.mounts if m["type"] == "tmpfs"} or None,
+            "ExtraHosts": spec.network.extra_hosts or None,
+            "Dns": spec.network.dns,
+        },
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "LowerDir": ":".join(c.lower_dirs),
+                "UpperDir": str(c.upper),
+                "WorkDir": str(c.work),
+                "MergedDir": str(c.merged),
+            },
+        },
+        "Mounts": mounts,
+        "Config": {
+            "Hostname": spec.hostname or c.short_id,
+            "User": spec.user or cfg.get("User", ""),
+            "AttachStdin": spec.interactive,
+            "Tty": spec.tty,
+            "OpenStdin": spec.interactive,
+            "Env": c.env,
+            "Cmd": cmd or None,
+            "Image": spec.image,
+            "Volumes": cfg.get("Volumes"),
+            "WorkingDir": spec.workdir or cfg.get("WorkingDir", ""),
+            "Entrypoint": entrypoint or None,
+            "Labels": {**(cfg.get("Labels") or {}), **spec.labels},
+            "ExposedPorts": cfg.get("ExposedPorts"),
+        },
+        "NetworkSettings": state.network_settings or {"Networks": {}, "Ports": {}},
+    }
+
+
+def ps_row(c: Container, no_trunc: bool = False) -> dict[str, Any]:
+    """The fields ``ps --format`` knows (docker's names)."""
+    command = " ".join(c.argv)
+    if not no_trunc and len(command) > 20:
+        command = command[:19] + "…"
+    labels = {**(c.image_config.get("Labels") or {}), **c.spec.labels}
+    ports = ""
+    settings = c.state.network_settings or {}
+    if c.state.running and settings.get("Ports"):
+        parts = []
+        for cport, bindings in sorted(settings["Ports"].items()):
+            for b in bindings or []:
+                parts.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{cport}")
+        ports = ", ".join(parts)
+    return {
+        "ID": c.id if no_trunc else c.short_id,
+        "Image": c.spec.image,
+        "Command": f'"{command}"',
+        "CreatedAt": c.created,
+        "RunningFor": human_duration(time.time() - parse_time(c.created)) + " ago",
+        "Ports": ports,
+        "State": c.state.status,
+        "Status": status_text(c),
+        "Size": "",
+        "Names": c.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
+        "Mounts": ",".join(m["target"] for m in c.mounts),
+        "Networks": c.spec.network.mode,
+    }
