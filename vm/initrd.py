@@ -5,7 +5,7 @@ as a gzip'ed cpio (newc) archive by Python itself, so building it needs neither 
 come from the guest's own ``/lib/modules/<release>`` (with their dependencies from ``modules.dep``), busybox from
 the guest's ``/bin/busybox`` (package busybox-static), so the initrd always matches the guest kernel.
 
-The ``/init`` script understands ``root=``, ``rootfstype=``, ``ro``/``rw`` and two switches of its own:
+The ``/init`` script understands ``root=``, ``rootfstype=``, ``init=``, ``ro``/``rw`` and two switches of its own:
 ``conformance.rootwait=SECONDS`` (how long to wait for the root device, default 10) and ``conformance.probe``
 (print ``conformance-probe-ok`` and power off at once: the KVM probe uses it to see that a guest kernel really
 runs). When the root device never appears it says so on the console and powers the VM off, so a broken kernel
@@ -36,11 +36,12 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "conformance-initrd: started"
 for m in $(cat /modules.order); do insmod "/lib/modules/$m" || echo "conformance-initrd: insmod $m failed"; done
-root=; fstype=ext4; mode=rw; wait=10
+root=; fstype=ext4; mode=rw; wait=10; init=/sbin/init
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         root=*) root="${{arg#root=}}" ;;
         rootfstype=*) fstype="${{arg#rootfstype=}}" ;;
+        init=*) init="${{arg#init=}}" ;;
         ro) mode=ro ;;
         rw) mode=rw ;;
         conformance.rootwait=*) wait="${{arg#conformance.rootwait=}}" ;;
@@ -56,7 +57,7 @@ if [ ! -b "$root" ] || ! mount -t "$fstype" -o "$mode" "$root" /newroot; then
 fi
 umount /proc /sys
 mount --move /dev /newroot/dev || umount /dev
-exec switch_root /newroot /sbin/init
+exec switch_root /newroot "$init"
 """
 
 

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 # --- KVM detection --------------------------------------------------------------------------------------------
 
 
@@ -125,18 +130,28 @@ def detect_accel(image: BuiltImage) -> str:
 
 def probe_kvm(image: BuiltImage, deadline: float = KVM_PROBE_DEADLINE) -> bool:
     """Boot the guest kernel under KVM up to the initrd's probe marker; False on any failure or slowness."""
+    return probe_accel(image, "kvm", deadline)
+
+
+def probe_accel(image: BuiltImage, accel: str, deadline: float) -> bool:
+    """True when the guest kernel reaches the initrd's probe marker under ``accel`` within ``deadline``."""
     probe_dir = paths.run_root() / f"kvm-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     probe_dir.mkdir(parents=True, exist_ok=True)
     serial = probe_dir / "serial.log"
     argv = [
         qemu_binary(),
-        *accel_args("kvm"),
+        *accel_args(accel),
         "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
         "-append", "console=ttyS0 conformance.probe panic=1",
         "-serial", f"file:{serial}",
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if _in_main_thread() else None,
+    )
     try:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
@@ -220,6 +235,7 @@ class Machine:
         self.record = new_record(self.vm_id, "qemu", self.run_dir)
         if not self.die_with_owner:
             self.record.owner_pid = self.record.owner_start = None
+        self.record.extra["key"] = str(self.image.ssh_key.private)
         self.record.save()
         if disk is not None:
             self.disk = disk
@@ -258,7 +274,9 @@ class Machine:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's ^C goes to the harness, which then destroys the VM
-                preexec_fn=_die_with_parent if self.die_with_owner else None,
+                # The parent-death signal fires when the *thread* that forked exits: only the main thread
+                # lives as long as the process. VMs started from other threads rely on the reaper alone.
+                preexec_fn=_die_with_parent if self.die_with_owner and _in_main_thread() else None,
             )
 
     def _wait_qmp(self, timeout: float = 30.0) -> bool:
@@ -426,5 +444,6 @@ def ensure_golden(image: BuiltImage, config: MachineConfig, accel: str, boot_tim
 
 
 def clock_fix_command() -> str:
-    """Shell that sets a restored guest's clock to now (its clock stopped when the snapshot was saved)."""
-    return f"date -u -s @{time.time():.3f} >/dev/null && head -c 64 /dev/urandom >/dev/null"
+    """Shell run first in a restored clone: set its clock to now (it stopped when the snapshot was saved) and
+    stir host randomness into its pool (every clone starts from the same RNG state)."""
+    return f"date -u -s @{time.time():.3f} >/dev/null && echo {os.urandom(32).hex()} > /dev/urandom"

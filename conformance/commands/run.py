@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     report_dir = Path(args.report_dir) if args.report_dir else default_report_dir(args.target)
     pytest_args = [str(f) for f in files]
     pytest_args += ["--target", args.target, "--report-dir", str(report_dir), "--destroy", args.destroy,
-                    "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=", "-rfEs"]
+                    "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=", "-rfEs",
+                    # `python -m conformance` imported the plugin before pytest could rewrite it: harmless.
+                    "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     for runtime in args.runtime or ["refrt"]:
         pytest_args += ["--runtime", runtime]
     if args.keyword:

@@ -72,11 +72,11 @@ def in_child(work: Callable[[], Probe]) -> Probe:
     if pid == 0:  # child
         os.close(read_fd)
         try:
-            result = work()
+            report = work()
         except Exception as exc:  # report any failure as the probe's evidence
-            result = {"ok": False, "evidence": f"{type(exc).__name__}: {exc}"}
+            report = {"ok": False, "evidence": f"{type(exc).__name__}: {exc}"}
         with os.fdopen(write_fd, "w") as out:
-            out.write(json.dumps(result))
+            out.write(json.dumps(report))
         os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd) as inp:
@@ -287,7 +287,9 @@ def probe_cgroups() -> dict[str, Probe]:
     return out
 
 
-def enforce_probe(controller: str, v1: dict[str, str], v2_root: str, available: list[str], delegated: list[str]) -> Probe:
+def enforce_probe(
+    controller: str, v1: dict[str, str], v2_root: str, available: list[str], delegated: list[str]
+) -> Probe:
     """Make a scratch cgroup with a tight limit, run a child that exceeds it, see it stopped, remove the cgroup."""
     if controller in available:
         note = ""
@@ -303,10 +305,7 @@ def enforce_probe(controller: str, v1: dict[str, str], v2_root: str, available: 
     path = os.path.join(parent, f"conformance-probe-{os.getpid()}-{controller}")
     os.mkdir(path)
     try:
-        if controller == "memory":
-            result = _memory_limit_probe(path, version)
-        else:
-            result = _pids_limit_probe(path, version)
+        result = _memory_limit_probe(path, version) if controller == "memory" else _pids_limit_probe(path, version)
     finally:
         _remove_cgroup(path)
     result["evidence"] = f"{version} scratch cgroup {path}: {result['evidence']}{note}; removed"
@@ -457,7 +456,8 @@ def probe_network() -> dict[str, Probe]:
 
 
 def probe_seccomp() -> Probe:
-    status_line = next((l for l in _read("/proc/self/status").splitlines() if l.startswith("Seccomp:")), "")
+    lines = _read("/proc/self/status").splitlines()
+    status_line = next((line for line in lines if line.startswith("Seccomp:")), "")
     if not status_line:
         return {"ok": False, "evidence": "/proc/self/status has no Seccomp: line (CONFIG_SECCOMP off)"}
     mode = int(status_line.split()[1])
@@ -471,9 +471,8 @@ def probe_seccomp() -> Probe:
 
     result = in_child(work)
     names = {0: "disabled", 1: "strict", 2: "filter"}
-    result["evidence"] = f"/proc/self/status {status_line.split(None, 1)[1]} (probe's mode: {names.get(mode)}); " + result[
-        "evidence"
-    ]
+    shown = f"/proc/self/status Seccomp: {mode} (probe's mode: {names.get(mode)})"
+    result["evidence"] = f"{shown}; {result['evidence']}"
     result["value"] = names.get(mode, str(mode))
     return result
 

@@ -4,6 +4,10 @@ Docker Hub is out of reach, so every registry test and suite talks to one of the
 free port, filesystem storage in a temporary directory, optionally behind htpasswd (bcrypt) Basic auth, and
 stopped by its pid - nothing it creates outlives ``stop()``. Tests use it through ``tests/fixtures/registry.py``;
 the harness starts one as the ``service.registry`` feature and hands suites ``env()``.
+
+Two kinds of auth: ``htpasswd`` (Basic, bcrypt file made by apache2-utils' ``htpasswd``) and ``token`` (Bearer,
+as Docker Hub: the registry sends clients to a token server - :mod:`conformance.services.token_server` - and
+checks the signed tokens they bring back).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -20,11 +25,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from conformance.services import ServiceError
+from conformance.services.token_server import TokenServer
 
 BINARY = "docker-registry"
 HTPASSWD = "htpasswd"
+SERVICE_NAME = "conformance-registry"
+AuthMode = Literal["htpasswd", "token"]
 #: A port can be taken by someone else between probing and binding (8 people share this machine): retry.
 START_ATTEMPTS = 3
 
@@ -65,11 +74,16 @@ class Registry:
         self,
         *,
         auth: Credentials | None = None,
+        auth_mode: AuthMode = "htpasswd",
+        tls: bool = False,
         bind: str = "127.0.0.1",
         workdir: Path | None = None,
         startup_timeout: float = 20.0,
     ) -> None:
         self.auth = auth
+        self.auth_mode = auth_mode
+        self.tls = tls
+        self.token_server: TokenServer | None = None
         self.bind = bind
         self.startup_timeout = startup_timeout
         self._given_workdir = workdir
@@ -86,8 +100,20 @@ class Registry:
         return f"{self.bind}:{self.port}"
 
     @property
+    def address(self) -> str:
+        """``host:port``, the name the harness session gives suites (``{{ registry }}``)."""
+        return self.host
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def certificate(self) -> Path:
+        """The self-signed certificate of a ``tls=True`` registry (what a client would have to trust)."""
+        if self.workdir is None:
+            raise ServiceError("registry is not running")
+        return self.workdir / "tls.crt"
 
     @property
     def storage(self) -> Path:
@@ -123,6 +149,8 @@ class Registry:
         self._make_workdir()
         last_error = ""
         try:
+            self._start_token_server()
+            self._make_certificate()
             for _ in range(START_ATTEMPTS):
                 try:
                     self.port = free_port(self.bind)
@@ -145,6 +173,9 @@ class Registry:
     def stop(self) -> None:
         """Stop the process (TERM, then KILL) and remove the working directory. Idempotent."""
         self._terminate()
+        if self.token_server is not None:
+            self.token_server.stop()
+            self.token_server = None
         if self.workdir is not None and self._given_workdir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir = None
@@ -168,6 +199,29 @@ class Registry:
             self.workdir = Path(tempfile.mkdtemp(prefix="conformance-registry-"))
         (self.workdir / "storage").mkdir(exist_ok=True)
 
+    def _start_token_server(self) -> None:
+        if self.auth is None or self.auth_mode != "token":
+            return
+        assert self.workdir is not None
+        self.token_server = TokenServer(self.workdir, self.auth.username, self.auth.password, SERVICE_NAME)
+        self.token_server.start()
+
+    def _make_certificate(self) -> None:
+        """A self-signed certificate for the bind address (subjectAltName IP), for ``tls=True``."""
+        if not self.tls:
+            return
+        assert self.workdir is not None
+        proc = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=conformance",
+             "-addext", f"subjectAltName=IP:{self.bind}", "-keyout", str(self.workdir / "tls.key"),
+             "-out", str(self.certificate)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ServiceError(f"openssl could not make the TLS certificate: {proc.stderr.strip()[-300:]}")
+
     def _write_config(self) -> None:
         assert self.workdir is not None
         lines = [
@@ -185,7 +239,18 @@ class Registry:
             f"  addr: {self.bind}:{self.port}",
             f"  secret: conformance-{os.getpid()}-{self.port}",
         ]
-        if self.auth is not None:
+        if self.tls:
+            lines += ["  tls:", f"    certificate: {self.certificate}", f"    key: {self.workdir / 'tls.key'}"]
+        if self.token_server is not None:
+            lines += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token_server.realm}",
+                f"    service: {SERVICE_NAME}",
+                f"    issuer: {self.token_server.issuer}",
+                f"    rootcertbundle: {self.token_server.cert}",
+            ]
+        elif self.auth is not None:
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text(htpasswd_line(self.auth) + "\n")
             htpasswd.chmod(0o600)
@@ -211,7 +276,7 @@ class Registry:
             if self._proc.poll() is not None:
                 raise ServiceError(f"exited with status {self._proc.returncode}: {self._log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=self._client_context()) as resp:
                     if resp.status == 200:
                         return
             except urllib.error.HTTPError as exc:
@@ -221,6 +286,11 @@ class Registry:
                 pass
             time.sleep(0.05)
         raise ServiceError(f"no answer on {self.url}/v2/ within {self.startup_timeout:.0f}s: {self._log_tail()}")
+
+    def _client_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.certificate))
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None

@@ -8,8 +8,9 @@
   image) and waits for SSH. ``snapshot=false``, or extra kernel arguments in ``append``, boot cold instead.
 - ``run``/``put``/``host`` go through one SSH connection to ``127.0.0.1:<free port>`` (qemu's hostfwd).
 - ``down()``: disconnects and destroys the VM (process, overlay, serial log, port forward) according to
-  ``destroy``: ``always`` (default); ``passing`` keeps it unless :attr:`run_passed` was set True by the run
-  command; ``never`` keeps it. A kept VM is listed by ``conformance vm status`` and removed by ``conformance vm
+  ``destroy`` (also settable as ``destroy_policy`` or the constructor's ``destroy=``): ``always`` (default);
+  ``never`` keeps it; ``passing`` destroys it unless :attr:`run_passed` was set False (a run session that keeps
+  a failed run's VM may also simply not call ``down()``: at exit only ``always`` destroys). A kept VM is listed by ``conformance vm status`` and removed by ``conformance vm
   down ID`` or ``conformance vm clean --all``.
 
 The VM is also destroyed on error, on SIGINT (KeyboardInterrupt unwinds through ``down()``), on SIGTERM (turned
@@ -46,8 +47,8 @@ def _destroy_live() -> None:
         live = list(_LIVE)
     for target in live:
         try:
-            target.down()
-        except Exception as exc:  # noqa: BLE001 - best effort at exit, nothing may stop the others
+            target.down(at_exit=True)
+        except Exception as exc:
             log.warning("could not destroy VM %s at exit: %s", target.name, exc)
 
 
@@ -157,7 +158,7 @@ class QemuTarget(RemoteTarget):
         with _LIVE_LOCK:
             _LIVE.add(self)
 
-    def down(self) -> None:
+    def down(self, *, at_exit: bool = False) -> None:
         with _LIVE_LOCK:
             _LIVE.discard(self)
         if self.session is not None:
@@ -166,13 +167,12 @@ class QemuTarget(RemoteTarget):
         machine, self.machine = self.machine, None
         if machine is None:
             return
-        if self.should_destroy():
+        if self.should_destroy(at_exit=at_exit):
             machine.destroy()
             return
         # Kept on purpose: no owner any more, so no later run reaps it; say how to reach and remove it.
         if machine.record is not None:
             machine.record.owner_pid = machine.record.owner_start = None
-            machine.record.extra["key"] = str(machine.image.ssh_key.private)
             machine.record.save()
         if machine.qmp is not None:
             machine.qmp.close()

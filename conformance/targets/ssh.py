@@ -161,8 +161,13 @@ class SshSession:
     # --- commands -----------------------------------------------------------------------------------------
 
     def _wrap(self, command: str) -> str:
-        """Print the shell's pid first (so a timed-out command can be killed), then run ``command``."""
-        inner = f"echo $$; exec /bin/sh -c {shlex.quote(command)}"
+        """Print the shell's pid first (so a timed-out command's tree can be killed), then run ``command``.
+
+        The outer shell stays (no ``exec``, and ``exit $?`` stops dash from exec'ing the last command), so a
+        command killed by a signal reports 128+N as shells do, and a missing exit status means the connection
+        or the session itself died.
+        """
+        inner = f"echo $$; /bin/sh -c {shlex.quote(command)}; exit $?"
         if self.sudo:
             return f"sudo -n /bin/sh -c {shlex.quote(inner)}"
         return inner
@@ -224,11 +229,13 @@ class SshSession:
                         out += channel.recv(65536)
                     while channel.recv_stderr_ready():
                         err += channel.recv_stderr(65536)
-                    return channel.recv_exit_status(), bytes(out), bytes(err)
+                    if channel.exit_status != -1:  # -1: closed without an exit status (see below)
+                        return channel.recv_exit_status(), bytes(out), bytes(err)
                 transport = channel.get_transport()
                 if channel.closed or transport is None or not transport.is_active():
-                    if channel.exit_status_ready():
+                    if channel.exit_status_ready() and channel.exit_status != -1:
                         return channel.recv_exit_status(), bytes(out), bytes(err)
+                    self.close()
                     raise TargetError(
                         f"SSH connection to {self.address} dropped while running {command!r}",
                         evidence=(bytes(out) + bytes(err)).decode(errors="replace")[-2000:],
@@ -355,7 +362,7 @@ class RemoteTarget(Target):
         self.session: SshSession | None = None
         #: ``always`` | ``passing`` | ``never``; the run command may set it (``--destroy``) before ``down()``.
         self.destroy = parse_destroy(spec.options)
-        #: Set by the run command before ``down()`` when ``destroy == "passing"``: did every check pass?
+        #: May be set by the run command before ``down()`` when ``destroy == "passing"``: did every check pass?
         self.run_passed: bool | None = None
 
     def _session(self) -> SshSession:
@@ -375,13 +382,27 @@ class RemoteTarget(Target):
     def host(self) -> Any:
         return testinfra_host(self._session())
 
-    def should_destroy(self) -> bool:
-        """Apply the destroy policy: ``passing`` keeps the machine unless the run is known to have passed."""
+    @property
+    def destroy_policy(self) -> str:
+        """Alias of :attr:`destroy` (the name the run session sets)."""
+        return self.destroy
+
+    @destroy_policy.setter
+    def destroy_policy(self, value: str) -> None:
+        self.destroy = parse_destroy({"destroy": value})
+
+    def should_destroy(self, *, at_exit: bool = False) -> bool:
+        """Apply the destroy policy to a ``down()``.
+
+        ``always`` destroys; ``never`` keeps; ``passing`` destroys unless :attr:`run_passed` is False. At
+        interpreter exit (a run that never called ``down()``, as the run session does when it keeps a failed
+        run's VM) only ``always`` destroys.
+        """
         if self.destroy == "always":
             return True
-        if self.destroy == "never":
+        if self.destroy == "never" or at_exit:
             return False
-        return self.run_passed is True
+        return self.run_passed is not False
 
 
 @register_target

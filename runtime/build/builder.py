@@ -6,6 +6,12 @@ next layer; every other instruction only edits the config and adds a history ent
 as Docker does. Only the stages the target needs (through ``FROM <stage>`` and ``COPY --from``) are built, as
 BuildKit does. Progress goes to ``out`` in BuildKit's plain style (``#3 [build 2/5] RUN ...`` / ``#3 CACHED`` /
 ``#3 DONE 0.4s``); the RUN commands' own output goes there too.
+
+Choices where Docker leaves room, documented: every build failure raises a :class:`BuildError` (exit 1, as
+``docker build``); ``ADD`` of a URL is refused (builds have no network to fetch with); the cache ignores file
+mtimes (as BuildKit: a ``touch`` alone keeps a COPY cached, a content, mode or owner change does not); ``RUN
+--mount/--network/--security`` are refused rather than ignored; ``FROM --platform`` is accepted and the host's
+platform is used (BuildKit's ``BUILDPLATFORM``/``TARGETARCH``... args hold the host's values).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from runtime.build.parser import (
     parse_heredoc_word,
     parse_instructions,
 )
-from runtime.errors import RefrtError
+from runtime.errors import RefrtError, UsageError
 from runtime.spec import MountSpec
 
 if TYPE_CHECKING:
@@ -206,7 +212,7 @@ class Builder:
 
     def _meta_args(self, df: Dockerfile) -> dict[str, str]:
         """Global ARGs (before the first FROM): usable in FROM lines, and as defaults for re-declared ARGs."""
-        env: dict[str, str] = {}
+        env = _platform_args()
         lexer = Lexer(df.escape)
         for instr in df.meta_args:
             for word in instr.args:
@@ -278,8 +284,15 @@ class Builder:
         total = len(stage.instructions) + 1
         lexer = Lexer(df.escape)
         base = self._expand(lexer, stage.base, self.meta_env, None)
+        if not base.strip():
+            raise DockerfileError(f"base name ({stage.base}) should not be blank", stage.line)
         step = self.begin(f"[{stage.label} 1/{total}] FROM {base}")
-        state, cached = self._from(df, stage, base)
+        try:
+            state, cached = self._from(df, stage, base)
+        except BuildError as exc:
+            if isinstance(exc, DockerfileError):
+                raise
+            raise BuildError(f"{exc} (Dockerfile line {stage.line})") from None
         self.done(step, cached=cached)
         triggers = list(state.cfg.get("OnBuild") or [])
         if "OnBuild" in state.cfg:
@@ -320,7 +333,16 @@ class Builder:
             from runtime.registry.pull import pull
         except ImportError:
             raise BuildError(f"image {ref!r} is not in the store and refrt has no registry client") from None
-        return pull(self.ctx, ref, out=self.out), True
+        try:
+            if self.out is not None:
+                return pull(self.ctx, ref, out=self.out), True
+            with open(os.devnull, "w") as quiet:  # -q: stdout carries the image id only
+                return pull(self.ctx, ref, out=quiet), True
+        except BuildError:
+            raise
+        except RefrtError as exc:
+            # docker build exits 1 for any failure, a base image that cannot be pulled included
+            raise BuildError(f"failed to resolve source image {ref}: {exc}") from None
 
     def _run_trigger(self, stage: Stage, state: State, text: str) -> None:
         """An ONBUILD trigger of the base image, run right after FROM as Docker does."""
@@ -334,6 +356,7 @@ class Builder:
         for instr in instrs:
             new = self._step(self.df, stage, state, instr, f"[{stage.label} ONBUILD]", Lexer())
             state.layers, state.config, state.key = new.layers, new.config, new.key
+            state.args, state.cmd_set = new.args, new.cmd_set
 
     # --------------------------------------------------------------------------------------------- steps
 
@@ -355,7 +378,7 @@ class Builder:
             raise type(exc)(f"{exc} (Dockerfile line {instr.line})") from None
         return new
 
-    def _meta_step(self, new: State, label: str, created_by: str, mutate: Any = None) -> None:
+    def _meta_step(self, new: State, label: str, created_by: str) -> None:
         """A config-only step: no layer, a history entry with ``empty_layer``; CACHED when seen before."""
         step = self.begin(self._title)
         key = step_key(new.key, created_by, self._args_in_effect(new))
@@ -682,7 +705,9 @@ class Builder:
         if not new.layers and path == "/":
             self._meta_step(new, label, created_by)
             return
-        exists = self._exists(new.layers, path)
+        seen = None if self.opts.no_cache else self.cache.get(step_key(new.key, created_by, self._args_in_effect(new)))
+        # the parent's files decide whether the directory must be made; a cached answer spares a mount
+        exists = seen.diff_id is None if seen is not None else self._exists(new.layers, path)
         if exists:
             self._meta_step(new, label, created_by)
             return
@@ -727,7 +752,15 @@ class Builder:
                 host.write_text(script)
                 host.chmod(0o755)
                 mounts.append(MountSpec(type="bind", source=str(host), target=argv[0], read_only=True))
-            status = self._run_container(new, scratch, argv, run_env, mounts)
+            try:
+                status = self._run_container(new, scratch, argv, run_env, mounts)
+            except BuildError:
+                raise
+            except RefrtError as exc:
+                raise StepFailed(
+                    f'process "{" ".join(argv)}" could not be started: {exc} (Dockerfile line {instr.line})',
+                    exc.exit_code,
+                ) from None
             if status != 0:
                 raise StepFailed(
                     f'process "{" ".join(argv)}" did not complete successfully: exit code: {status}'
@@ -844,7 +877,7 @@ class Builder:
                 doc = docs[marker[0]]
                 data = doc.text()
                 if doc.expand:
-                    data = Lexer(df.escape).word(data, env) if data else data
+                    data = Lexer(skip_quotes=True).word(data, env)
                 contents.append((doc.name, data.encode()))
             else:
                 sources.append(lexer.word(raw, env))
@@ -852,7 +885,7 @@ class Builder:
             if _URL.match(src):
                 raise BuildError(f"{kw} from a URL is not supported by refrt (builds have no network): {src}")
         from_ref = lexer.word(instr.flags["from"], env) if "from" in instr.flags else None
-        flags = " ".join(f"--{k}={v}" for k, v in sorted(instr.flags.items()) if k != "link")
+        flags = " ".join(f"--{k}={v}" for k, v in instr.flags.items() if k != "link")
         created_by = f"{kw} {flags + ' ' if flags else ''}{' '.join(sources + [n for n, _ in contents])} {dest}"
 
         src_layers: list[Layer] | None = None
@@ -914,6 +947,23 @@ class Builder:
             self.say(f"#{step.number} naming to {tag} done")
         self.done(step)
         return image
+
+
+def _platform_args() -> dict[str, str]:
+    """BuildKit's automatic platform ARGs (``FROM --platform=$BUILDPLATFORM``, ``ARG TARGETARCH``): the host's."""
+    from runtime.store.store import host_architecture
+
+    arch = host_architecture()
+    return {
+        "BUILDPLATFORM": f"linux/{arch}",
+        "BUILDOS": "linux",
+        "BUILDARCH": arch,
+        "BUILDVARIANT": "",
+        "TARGETPLATFORM": f"linux/{arch}",
+        "TARGETOS": "linux",
+        "TARGETARCH": arch,
+        "TARGETVARIANT": "",
+    }
 
 
 def _display(instr: Instruction) -> str:
@@ -988,7 +1038,10 @@ def build(ctx: Context, options: BuildOptions) -> Image:
     """Build ``options`` into an image of the store of ``ctx``; errors are :class:`RefrtError`."""
     try:
         return Builder(ctx, options).build()
-    except RefrtError:
+    except (BuildError, UsageError):
         raise
+    except RefrtError as exc:
+        # a store, mount or container error during a build is a failed build: exit 1, as docker build
+        raise BuildError(str(exc)) from None
     except OSError as exc:
         raise BuildError(f"build failed: {exc}") from None

@@ -105,11 +105,16 @@ class SourceTree:
                 raise ContextError(f"{keyword} failed: no source files were specified (no match for {pattern})")
             return found
         path = resolve_in_root(self.root, rel)
-        if not self._visible(rel) or not os.path.lexists(path):
+        hidden = not self._visible(rel) and not self._reincluded_inside(rel, path)
+        if hidden or not os.path.lexists(path):
             where = "in build context or excluded by .dockerignore" if self.is_context else "in source image"
             raise ContextError(f"{keyword} failed: file not found {where}: stat {pattern}: file does not exist")
         self._inside(path, pattern, keyword)
         return [Entry(rel, path, path.stat())]
+
+    def _reincluded_inside(self, rel: str, path: Path) -> bool:
+        """An ignored directory still counts when a ``!`` pattern re-includes something below it."""
+        return self.ignore.has_exclusions and path.is_dir() and any(True for _ in self.walk(rel, path))
 
     def walk(self, rel: str, base: Path | None = None) -> Iterator[Entry]:
         """Every visible entry below ``rel`` (not ``rel`` itself), parents before children, sorted.

@@ -88,11 +88,11 @@ class _Scan:
                 tmp = self.dollar()
                 result.append(tmp)
                 words.add_string(tmp)
-            elif ch == "'":
+            elif ch == "'" and not self.lx.skip_quotes:
                 tmp = self.single_quote()
                 result.append(tmp)
                 words.add_raw(tmp)
-            elif ch == '"':
+            elif ch == '"' and not self.lx.skip_quotes:
                 tmp = self.double_quote(raw_esc)
                 result.append(tmp)
                 words.add_raw(tmp)
@@ -259,7 +259,8 @@ class Lexer:
     """Dockerfile word processing for one escape character (``\\`` or the ``# escape=`` directive's `````).
 
     ``raw_quotes``/``raw_escapes`` keep quotes and escape characters in the output (used to find heredocs),
-    ``skip_unset`` leaves ``$UNSET`` as written instead of expanding it to "".
+    ``skip_unset`` leaves ``$UNSET`` as written instead of expanding it to "", ``skip_quotes`` takes quotes
+    literally (a COPY heredoc's body is expanded that way).
     """
 
     escape: str = "\\"
@@ -267,6 +268,7 @@ class Lexer:
     raw_escapes: bool = False
     skip_unset: bool = False
     heredoc_words: bool = False
+    skip_quotes: bool = False
 
     def word(self, text: str, env: Mapping[str, str]) -> str:
         """Expand ``text`` as one word: quotes removed, blanks kept (ENV values, WORKDIR, COPY paths...)."""

@@ -20,6 +20,7 @@ from typing import Any
 from runtime.build.builder import BuildOptions, build
 from runtime.cli import Context
 from runtime.errors import UsageError
+from runtime.store.reference import parse_reference
 
 
 def register(sub: Any) -> None:
@@ -54,6 +55,8 @@ def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
 def run_build(args: argparse.Namespace, ctx: Context) -> int:
     if args.context == "-":
         raise UsageError("refrt build: a context read from stdin is not supported; give a directory")
+    for tag in args.tag:
+        parse_reference(tag)  # a bad -t fails before any work, as docker's
     options = BuildOptions(
         context=Path(args.context),
         tags=list(args.tag),

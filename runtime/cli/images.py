@@ -80,7 +80,7 @@ def parse_time(text: str) -> datetime.datetime | None:
     base = datetime.datetime.fromisoformat(match.group(1))
     micro = int((match.group(2) or "0")[:6].ljust(6, "0"))
     zone = match.group(3) or "Z"
-    tz = datetime.timezone.utc if zone == "Z" else datetime.datetime.strptime(zone, "%z").tzinfo
+    tz = datetime.UTC if zone == "Z" else datetime.datetime.strptime(zone, "%z").tzinfo
     return base.replace(microsecond=micro, tzinfo=tz)
 
 
@@ -88,7 +88,7 @@ def since(text: str) -> str:
     when = parse_time(text)
     if when is None:
         return "N/A"
-    delta = datetime.datetime.now(datetime.timezone.utc) - when
+    delta = datetime.datetime.now(datetime.UTC) - when
     return human_duration(max(delta.total_seconds(), 0)) + " ago"
 
 
@@ -151,20 +151,34 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
         print("   ".join(cells).rstrip())
 
 
-def print_formatted(fmt: str, objs: list[dict[str, Any]]) -> None:
-    if fmt.startswith("table"):
-        body = fmt[len("table") :].strip() or "\t".join("{{." + k + "}}" for k in objs[0]) if objs else ""
-        fields = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", body)
-        header = [re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", f).upper() for f in fields]
-        rows = [render(body, o).split("\t") for o in objs]
-        if len(header) == len(rows[0] if rows else header):
-            print_table(rows, header)
-        else:
-            for o in objs:
-                print(render(body, o))
+HEADERS = {
+    "ID": "IMAGE ID",
+    "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT",
+    "CreatedBy": "CREATED BY",
+    "VirtualSize": "VIRTUAL SIZE",
+    "SharedSize": "SHARED SIZE",
+    "UniqueSize": "UNIQUE SIZE",
+}
+
+
+def print_formatted(
+    fmt: str, objs: list[dict[str, Any]], default_table: str = "", headers: dict[str, str] | None = None
+) -> None:
+    """``--format``: a template per object, or ``table TEMPLATE`` (columns with docker's headers)."""
+    if not fmt.startswith("table"):
+        for obj in objs:
+            print(render(fmt, obj))
         return
-    for o in objs:
-        print(render(fmt, o))
+    body = fmt[len("table") :].strip() or default_table
+    cells = body.replace("\\t", "\t").split("\t")
+    header = []
+    for cell in cells:
+        field = re.fullmatch(r"\{\{\s*\.(\w+)\s*\}\}", cell.strip())
+        names = {**HEADERS, **(headers or {})}
+        header.append(names.get(field.group(1), field.group(1).upper()) if field else cell.strip().upper())
+    rows = [[render(cell, obj) for cell in cells] for obj in objs]
+    print_table(rows, header)
 
 
 # -------------------------------------------------------------------------------------------------- inspection
@@ -271,7 +285,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
         print("\n".join(seen)) if seen else None
         return 0
     if args.format:
-        print_formatted(args.format, rows)
+        print_formatted(args.format, rows, "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}")
         return 0
     columns = ["Repository", "Tag", *(["Digest"] if args.digests else []), "ID", "CreatedSince", "Size"]
     header = ["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID", "CREATED", "SIZE"]
@@ -306,7 +320,8 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
             print(row["ID"])
         return 0
     if args.format:
-        print_formatted(args.format, rows)
+        default = "{{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+        print_formatted(args.format, rows, default, {"ID": "IMAGE"})
         return 0
     keys = ["ID", "CreatedSince" if args.human else "CreatedAt", "CreatedBy", "Size", "Comment"]
     print_table([[str(r[k]) for k in keys] for r in rows], ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"])
@@ -438,10 +453,8 @@ def cmd_save(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_bootstrap(args: argparse.Namespace, ctx: Context) -> int:
     store = _store(ctx)
     tags = args.tag or None
-    if args.name == "busybox":
-        image = bootstrap_busybox(store, tags)
-    else:
-        image = bootstrap_debian(store, args.suite, tags)
+    build = bootstrap_busybox if args.name == "busybox" else None
+    image = build(store, tags) if build else bootstrap_debian(store, args.suite, tags)
     print(image.id)
     return 0
 

@@ -93,7 +93,7 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
             print(ref)
         except RefrtError as exc:
             print(f"Error response from daemon: {exc}", file=sys.stderr)
-            status = exc.exit_code if status == 0 else status
+            status = 1
     return status
 
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.cli import Context
 from runtime.errors import UsageError
-from runtime.registry.auth import Credentials, CredentialStore
-from runtime.registry.errors import RegistryError
 from runtime.store.reference import DEFAULT_DOMAIN, parse_reference
+
+if TYPE_CHECKING:
+    from runtime.registry.auth import Credentials
+
+# runtime.registry is imported inside the handlers: http.client and ssl would slow every other command's start.
 
 #: Exit status of a registry command the registry refused (docker's client exits 1).
 REGISTRY_FAILURE = 1
@@ -34,6 +37,8 @@ def _server_domain(server: str | None) -> str:
 
 
 def _read_credentials(args: argparse.Namespace) -> Credentials:
+    from runtime.registry.auth import Credentials
+
     username: str | None = args.username
     password: str | None = args.password
     if args.password_stdin:
@@ -59,23 +64,33 @@ def _read_credentials(args: argparse.Namespace) -> Credentials:
 
 def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
     domain = _server_domain(args.server)
-    credentials = _read_credentials(args)
-    # Imported here: http.client and ssl are not needed by the other commands' start-up.
+    from runtime.registry.auth import CredentialStore
     from runtime.registry.client import RegistryClient
     from runtime.registry.endpoints import endpoint_for
+    from runtime.registry.errors import RegistryError
 
+    store = CredentialStore(ctx.config_dir)
+    stored = store.get(domain)
+    if stored is not None and not (args.username or args.password or args.password_stdin):
+        print("Authenticating with existing credentials...")
+        credentials = stored
+    else:
+        credentials = _read_credentials(args)
     try:
         with RegistryClient(endpoint_for(domain), credentials=credentials) as client:
             client.login()
     except RegistryError as exc:
         print(f"refrt: login to {domain} failed: {exc}", file=sys.stderr)
         return REGISTRY_FAILURE
-    CredentialStore(ctx.config_dir).store(domain, credentials)
+    if credentials != stored:
+        store.store(domain, credentials)
     print("Login Succeeded")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.registry.auth import CredentialStore
+
     domain = _server_domain(args.server)
     if CredentialStore(ctx.config_dir).erase(domain):
         print(f"Removing login credentials for {domain}")
@@ -85,6 +100,7 @@ def cmd_logout(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_push(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.registry.errors import RegistryError
     from runtime.registry.push import push
 
     try:
@@ -96,12 +112,14 @@ def cmd_push(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.registry.errors import RegistryError
     from runtime.registry.pull import pull
+    from runtime.store.errors import StoreError
 
     ref = parse_reference(args.name)
     try:
         pull(ctx, args.name, out=None if args.quiet else sys.stdout, platform=args.platform)
-    except RegistryError as exc:
+    except (RegistryError, StoreError) as exc:  # a registry that served a bad image: exit 1 as docker pull
         print(f"refrt: {exc}", file=sys.stderr)
         return REGISTRY_FAILURE
     if args.quiet:

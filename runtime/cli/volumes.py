@@ -102,7 +102,7 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
             print(name)
         except RefrtError as exc:
             print(f"Error response from daemon: {exc}", file=sys.stderr)
-            status = status or exc.exit_code
+            status = 1  # docker exits 1 for whatever the daemon refused
     return status
 
 

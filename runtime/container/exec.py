@@ -8,9 +8,12 @@ before its execve. Its parent is the CLI, which relays the exit code (or, with `
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import socket
 import sys
+import termios
 from typing import Any
 
 from runtime import syscalls
@@ -45,25 +48,31 @@ def exec_in(
     spec = c.spec
     full_env = _merge_env(c.env, env, tty)
     caps = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
-    master = slave = -1
-    if tty:
-        master, slave = terminal.open_pty(1)
-    stdin = (slave if tty else 0) if interactive else os.open(os.devnull, os.O_RDONLY)
-    stdio = (stdin, slave if tty else 1, slave if tty else 2)
+    stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
+    stdio = (stdin, 1, 2)
     if detach:
         null = os.open(os.devnull, os.O_RDWR)
         stdio = (null, null, null)
+    console: socket.socket | None = None
+    console_child: socket.socket | None = None
+    if tty and not detach:
+        console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the intermediate process
         os.close(err_r)
-        if master >= 0:
-            os.close(master)
+        if console is not None:
+            console.close()
         _enter_and_run(c, argv, full_env, workdir or spec.workdir or c.image_config.get("WorkingDir") or "/",
-                       user or spec.user or c.image_config.get("User") or "", caps, stdio, tty, detach, err_w)
+                       user or spec.user or c.image_config.get("User") or "", caps, stdio, console_child,
+                       detach, err_w)
     os.close(err_w)
-    if slave >= 0:
-        os.close(slave)
+    master = -1
+    if console is not None and console_child is not None:
+        console_child.close()
+        received = terminal.receive_fd(console)
+        console.close()
+        master = received if received is not None else -1
     failure = _read_all(err_r)
     if failure:
         os.waitpid(pid, 0)
@@ -74,7 +83,7 @@ def exec_in(
     if detach:
         os.waitpid(pid, 0)
         return 0
-    if tty:
+    if master >= 0:
         return _pump_tty(pid, master, interactive)
     return _wait_forwarding_signals(pid)
 
@@ -87,7 +96,7 @@ def _enter_and_run(
     user_spec: str,
     caps: list[str],
     stdio: tuple[int, int, int],
-    tty: bool,
+    console: socket.socket | None,
     detach: bool,
     err_w: int,
 ) -> None:
@@ -103,7 +112,16 @@ def _enter_and_run(
             os._exit(128 - code if code < 0 else code)
         if detach:
             os.setsid()
-        init.become_session_leader(stdio, tty)
+        init.become_session_leader(stdio)
+        if console is not None:
+            master, slave = terminal.open_pty_in_container(terminal.window_size(1))
+            terminal.send_fd(console, master)
+            console.close()
+            os.close(master)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd, inheritable=True)
+            os.close(slave)
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         user = users.resolve(user_spec)
         full_env = init._with_home(env, user.home)
         executable = init.find_executable(argv[0], full_env)
@@ -124,6 +142,8 @@ def _enter_and_run(
         init._report(err_w, exc)
     except OSError as exc:
         init._report(err_w, RefrtError(f"exec: {exc}"))
+    except BaseException as exc:  # noqa: BLE001 - a forked child must never return into the CLI
+        init._report(err_w, RefrtError(f"exec: {type(exc).__name__}: {exc}"))
     os._exit(126)
 
 
@@ -152,7 +172,7 @@ def _pump_tty(pid: int, master: int, interactive: bool) -> int:
     """Copy our terminal to the pty master and back until the process ends."""
     import selectors
 
-    sel = selectors.DefaultSelector()
+    sel = selectors.PollSelector()  # poll, unlike epoll, takes regular files and /dev/null
     sel.register(master, selectors.EVENT_READ)
     if interactive:
         sel.register(0, selectors.EVENT_READ)

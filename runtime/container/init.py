@@ -14,13 +14,14 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 import termios
 from dataclasses import dataclass, field
 
 from runtime import syscalls
-from runtime.container import capabilities, namespaces, users
+from runtime.container import capabilities, namespaces, terminal, users
 from runtime.container.rootfs import RootfsPlan, setup_rootfs
 from runtime.errors import CannotInvokeError, CommandNotFoundError, RefrtError
 
@@ -42,12 +43,14 @@ class LaunchPlan:
     capabilities: list[str] = field(default_factory=lambda: list(capabilities.DEFAULT))
     no_new_privs: bool = True
     tty: bool = False
+    console_fd: int = -1  # with -t: unix socket on which the pty master is sent to the parent
+    window: tuple[int, int] = (0, 0)
 
 
 def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r: int, err_w: int) -> None:
     """Never returns: execs the command or exits with docker's code after reporting why on ``err_w``."""
     try:
-        become_session_leader(stdio, plan.tty)
+        become_session_leader(stdio)
         flags = namespaces.unshare_flags(plan.network_mode)
         if plan.join_netns:
             namespaces.join_network(plan.join_netns)
@@ -59,6 +62,8 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
             os._exit(125)  # the parent gave up (cgroup or network failed) and reports it
         os.close(go_r)
         setup_rootfs(plan.rootfs)
+        if plan.tty:
+            attach_console(plan)
         if plan.hostname:
             syscalls.sethostname(plan.hostname)
         if plan.network_mode != "host" and not plan.join_netns:
@@ -66,8 +71,9 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         user = users.resolve(plan.user)
         env = _with_home(plan.env, user.home)
         executable = find_executable(plan.argv[0], env)
+        ensure_workdir(plan.workdir)
         drop_privileges(plan, user)
-        change_directory(plan.workdir, user)
+        os.chdir(plan.workdir or "/")
         syscalls.set_parent_death_signal(signal.SIGKILL)  # the monitor's death ends the container
         _reset_signals()
         _close_other_fds(err_w)
@@ -84,14 +90,24 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
     os._exit(125)
 
 
-def become_session_leader(stdio: tuple[int, int, int], tty: bool) -> None:
-    """Own session; with -t the pty slave becomes the controlling terminal (job control, ^C work inside)."""
+def become_session_leader(stdio: tuple[int, int, int]) -> None:
+    """Own session (with -t the pty becomes its controlling terminal later), and the given stdio."""
     os.setsid()
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target, inheritable=True)
-    if tty:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def attach_console(plan: LaunchPlan) -> None:
+    """-t: a pty of the container's own devpts becomes stdin/out/err and the controlling terminal."""
+    master, slave = terminal.open_pty_in_container(plan.window)
+    with socket.socket(fileno=plan.console_fd) as sock:
+        terminal.send_fd(sock, master)
+    os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd, inheritable=True)
+    os.close(slave)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def find_executable(name: str, env: list[str]) -> str:
@@ -132,16 +148,10 @@ def drop_privileges(plan: LaunchPlan, user: users.User) -> None:
     capabilities.apply_process_sets(plan.capabilities, user.uid)
 
 
-def change_directory(workdir: str, user: users.User) -> None:
-    """``-w``: docker creates a missing working directory (owned by root) rather than failing."""
-    path = workdir or "/"
-    try:
-        os.chdir(path)
-    except FileNotFoundError:
-        if os.getuid() != 0:
-            raise
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        os.chdir(path)
+def ensure_workdir(workdir: str) -> None:
+    """``-w``: docker creates a missing working directory (as root, before the user switch) rather than failing."""
+    if workdir and not os.path.isdir(workdir):
+        os.makedirs(workdir, mode=0o755, exist_ok=True)
 
 
 def _with_home(env: list[str], home: str) -> list[str]:

@@ -18,7 +18,7 @@ from runtime.cgroups import driver_for_host
 from runtime.container import hooks, monitor
 from runtime.container.spec import ContainerSpec
 from runtime.container.state import Container, State, all_containers, new_id, now_iso
-from runtime.errors import ConflictError, RefrtError, UsageError
+from runtime.errors import ConflictError, NotFoundError, RefrtError, UsageError
 from runtime.locking import locked
 from runtime.paths import Paths
 from runtime.spec import MountSpec
@@ -38,7 +38,10 @@ def resolve_image(ctx: Any, ref: str) -> tuple[str, dict[str, Any], list[str]]:
     from runtime.store.store import Store
 
     store = Store(_ctx_paths(ctx))
-    image = store.resolve(ref)
+    try:
+        image = store.resolve(ref)
+    except NotFoundError as exc:  # docker run/create: "Unable to find image" is a refrt failure, 125
+        raise RefrtError(f"Unable to find image '{ref}' locally: {exc}") from None
     lowers = [str(p) for p in store.lower_dirs(image)]
     image_config: dict[str, Any] = dict(image.config.get("config") or {})
     return image.id, image_config, lowers

@@ -18,6 +18,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,9 @@ class Monitor:
         self.cgroup: Cgroup | None = None
         self.pid = 0
         self._keep_stdin_open: int | None = None  # -d -i: the write end nobody uses yet
+        self.console: socket.socket | None = None  # -t: where the init sends its pty master
+        self.console_child: socket.socket | None = None
+        self.pty_master: int | None = None
         self.attach = self._take_attach_fds(attach)
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -171,18 +175,23 @@ class Monitor:
             self._failed_start(125, str(exc))
             return 0
         self._send({"event": "started", "pid": self.pid})
+        if self.pty_master is not None:
+            reader.use_pty(self.pty_master)
         status = reader.pump_until_exit(self.pid)
         self._finish(status)
         return 0
 
     def _open_stdio(self) -> tuple[tuple[int, int, int], OutputPump]:
+        """The init's stdin/stdout/stderr and the pump that serves them. With -t the init makes its own pty
+        (in the container's devpts) and sends us the master over ``self.console``."""
         c = self.c
         log = LogWriter(c.log_path)
         spec = c.spec
         if spec.tty:
-            master, slave = terminal.open_pty(self.attach.stdout)
+            self.console, self.console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             feed = self.attach.stdin if spec.interactive else None
-            return (slave, slave, slave), OutputPump(log, self.attach, {master: "stdout"}, feed, master, [slave])
+            return (null, null, null), OutputPump(log, self.attach, {}, feed, None, [null])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         closers = [out_w, err_w]
@@ -204,6 +213,9 @@ class Monitor:
         driver = driver_for_host()
         self.cgroup = driver.create(c.id, c.spec.resources)
         plan = build_plan(c, self.ctx)
+        if self.console_child is not None:
+            plan.console_fd = self.console_child.fileno()
+            plan.window = terminal.window_size(self.attach.stdout)
         sync_r, sync_w = os.pipe()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -215,6 +227,8 @@ class Monitor:
         self.pid = pid
         for fd in (sync_w, go_r, err_w):
             os.close(fd)
+        if self.console_child is not None:
+            self.console_child.close()
         try:
             self.cgroup.add(pid)
             if os.read(sync_r, 16) == b"ns\n":
@@ -230,6 +244,9 @@ class Monitor:
         finally:
             os.close(sync_r)
             os.close(go_w)
+        if self.console is not None:
+            self.pty_master = terminal.receive_fd(self.console)  # None: the init failed before its pty
+            self.console.close()
         failure = _read_all(err_r)
         os.close(err_r)
         if failure:
@@ -321,10 +338,14 @@ class OutputPump:
         self.pty_master = pty_master
         self.close_after_start = close_after_start
 
+    def use_pty(self, master: int) -> None:
+        self.sources = {master: "stdout"}
+        self.pty_master = master
+
     def pump_until_exit(self, pid: int) -> int:
         for fd in self.close_after_start:
             os.close(fd)
-        sel = selectors.DefaultSelector()
+        sel = selectors.PollSelector()  # poll, unlike epoll, takes regular files and /dev/null
         for fd in self.sources:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)

@@ -69,7 +69,6 @@ class RootfsPlan:
     read_only: bool = False
     host_files: dict[str, Path] = field(default_factory=dict)  # /etc/hosts -> containers/<id>/hosts
     mounts: list[MountSpec] = field(default_factory=list)
-    console: str = ""  # pty slave to bind on /dev/console when -t
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
 
@@ -87,7 +86,6 @@ def setup_rootfs(plan: RootfsPlan) -> None:
     mount_devpts(root)
     mount_dev_shm(root)
     mount_mqueue(root)
-    bind_console(root, plan.console)
     bind_host_files(root, plan.host_files)
     mount_user_mounts(root, plan.mounts)
     pivot_into(root)
@@ -165,14 +163,6 @@ def mount_mqueue(root: Path) -> None:
     """POSIX message queues of the container's own IPC namespace."""
     target = _mkdir_in(root, "dev/mqueue")
     syscalls.mount("mqueue", target, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-def bind_console(root: Path, console: str) -> None:
-    if not console:
-        return
-    target = root / "dev/console"
-    target.touch(mode=0o600)
-    syscalls.mount(console, target, None, MS_BIND)
 
 
 def bind_host_files(root: Path, host_files: dict[str, Path]) -> None:

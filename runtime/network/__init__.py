@@ -374,10 +374,19 @@ def _publish(store: NetworkStore, rec: ContainerNet, net: NetworkRecord, ep: End
         b.ip, b.network_id = ep.ip, net.id
     rec.ports = bindings
     store.save_container(rec)
+    _install_port_rules(store, rec)
+
+
+def _install_port_rules(store: NetworkStore, rec: ContainerNet) -> None:
+    """All of a container's DNAT/forward rules, as one group (one comment) in one batch."""
     tag = root_tag(store.paths)
-    for b in bindings:
-        firewall.add_all(firewall.port_rules(tag, rec.container_id, net.bridge, b.host_ip, b.host_port, b.proto,
-                                             ep.ip, b.container_port))
+    by_id = {n.id: n for n in store.networks()}
+    rules = []
+    for b in rec.ports:
+        rules += firewall.port_rules(tag, rec.container_id, by_id[b.network_id].bridge, b.host_ip, b.host_port,
+                                     b.proto, b.ip, b.container_port)
+    firewall.delete_tagged(firewall.tag_comment(tag, "ctr", rec.container_id))
+    firewall.add_all(rules)
 
 
 def _user_network_ids(store: NetworkStore, rec: ContainerNet) -> list[str]:
@@ -532,13 +541,8 @@ def disconnect(ctx: HasPaths, network_ref: str, container_ref: str) -> None:
         rec.networks = [n for n in rec.networks if n != net.id]
         kept = [b for b in rec.ports if b.network_id != net.id]
         if len(kept) != len(rec.ports):
-            tag = root_tag(store.paths)
-            firewall.delete_tagged(firewall.tag_comment(tag, "ctr", rec.container_id))
-            by_id = {n.id: n for n in store.networks()}
-            for b in kept:
-                firewall.add_all(firewall.port_rules(tag, rec.container_id, by_id[b.network_id].bridge, b.host_ip,
-                                                     b.host_port, b.proto, b.ip, b.container_port))
             rec.ports = kept
+            _install_port_rules(store, rec)
         store.save_container(rec)
         _refresh_network_hosts(store, [net.id, *rec.networks])
         _write_hosts(store, rec)

@@ -45,6 +45,16 @@ class Rule:
         cut = self.args.index("-j") if "-j" in self.args else len(self.args)
         return [*self.args[:cut], "-m", "comment", "--comment", self.comment, *self.args[cut:]]
 
+    def line(self) -> str:
+        """The rule as an ``iptables-restore`` line."""
+        verb = ["-I", self.chain, "1"] if self.insert else ["-A", self.chain]
+        return _join([*verb, *self.spec()])
+
+
+def _join(words: list[str]) -> str:
+    """Words as an ``iptables-restore`` line (it knows double quotes only, and ``!`` must stay bare)."""
+    return " ".join(f'"{w}"' if (not w or any(c.isspace() for c in w)) else w for w in words)
+
 
 @cache
 def tool() -> str:
@@ -59,6 +69,17 @@ def ipt(*args: str, check: bool = True) -> str:
     return commands.run([tool(), "-w", *args], check=check)
 
 
+def restore(script: dict[str, list[str]]) -> None:
+    """Apply rule lines per table in one ``iptables-restore --noflush`` run (one atomic commit per table).
+
+    Batching matters: one process instead of two per rule keeps ``network create`` and ``run -p`` fast on a
+    loaded host, and a table's lines land all or none."""
+    text = "".join(f"*{table}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+                   for table, lines in script.items() if lines)
+    if text:
+        commands.run([f"{tool()}-restore", "-w", "-n"], input_text=text)
+
+
 def chain(tag: str, suffix: str) -> str:
     return f"RF{tag}-{suffix}"
 
@@ -67,42 +88,45 @@ def tag_comment(tag: str, kind: str = "", ident: str = "") -> str:
     return f"refrt:{tag}" + (f":{kind}:{ident[:12]}" if kind else "")
 
 
-def _chain_exists(table: str, name: str) -> bool:
-    return commands.succeeds([tool(), "-w", "-t", table, "-S", name])
+def dump(table: str) -> list[list[str]]:
+    """The table's rules and chains as ``iptables -S`` prints them, split into words."""
+    return [shlex.split(line) for line in ipt("-t", table, "-S").splitlines() if line.strip()]
 
 
-def _has_rule(rule: Rule) -> bool:
-    return commands.succeeds([tool(), "-w", "-t", rule.table, "-C", rule.chain, *rule.spec()])
-
-
-def add(rule: Rule) -> None:
-    """Add ``rule`` unless an identical one is there (so re-running a setup never duplicates)."""
-    if _has_rule(rule):
-        return
-    verb = ["-I", rule.chain, "1"] if rule.insert else ["-A", rule.chain]
-    ipt("-t", rule.table, *verb, *rule.spec())
+def _comment_of(words: list[str]) -> str:
+    return words[words.index("--comment") + 1] if "--comment" in words else ""
 
 
 def ensure_base(tag: str) -> None:
-    """Create this root's chains and the jumps into them; switch ``ip_forward`` on."""
-    for table, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
-        if not _chain_exists(table, chain(tag, suffix)):
-            ipt("-t", table, "-N", chain(tag, suffix))
+    """Create this root's chains and the jumps into them (only what is missing); switch ``ip_forward`` on."""
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
     comment = tag_comment(tag)
-    for table, builtin, suffix in BUILTIN_JUMPS:
-        match = ("-m", "addrtype", "--dst-type", "LOCAL") if suffix == "DNAT" else ()
-        add(Rule(table, builtin, (*match, "-j", chain(tag, suffix)), comment, insert=(table == "filter")))
+    for table in script:
+        words = dump(table)
+        chains = {w[1] for w in words if w[:1] == ["-N"]}
+        jumps = {(w[1], w[-1]) for w in words if w[:1] == ["-A"] and _comment_of(w) == comment}
+        for t, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
+            if t == table and chain(tag, suffix) not in chains:
+                script[table].append(f":{chain(tag, suffix)} - [0:0]")
+        for t, builtin, suffix in BUILTIN_JUMPS:
+            if t == table and (builtin, chain(tag, suffix)) not in jumps:
+                rule = Rule(t, builtin, ("-m", "addrtype", "--dst-type", "LOCAL") * (suffix == "DNAT")
+                            + ("-j", chain(tag, suffix)), comment, insert=(t == "filter"))
+                script[table].append(rule.line())
+    restore(script)
     enable_forwarding(tag)
 
 
 def remove_base(tag: str) -> None:
     """Remove every rule tagged for this root, then its chains; restore ``ip_forward`` if last user."""
     delete_tagged(tag_comment(tag), prefix=True)
-    for table, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
-        name = chain(tag, suffix)
-        if _chain_exists(table, name):
-            ipt("-t", table, "-F", name, check=False)
-            ipt("-t", table, "-X", name, check=False)
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
+    for table in script:
+        chains = {w[1] for w in dump(table) if w[:1] == ["-N"]}
+        for t, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
+            if t == table and chain(tag, suffix) in chains:
+                script[table] += [f"-F {chain(tag, suffix)}", f"-X {chain(tag, suffix)}"]
+    restore(script)
     disable_forwarding(tag)
 
 
@@ -110,24 +134,21 @@ def rules_tagged(comment: str, *, prefix: bool = False) -> list[tuple[str, list[
     """``(table, ["-A", chain, ...])`` of every rule whose comment is ``comment`` (or starts with it)."""
     found = []
     for table in ("nat", "filter"):
-        for line in ipt("-t", table, "-S").splitlines():
-            if "--comment" not in line:
-                continue
-            words = shlex.split(line)
-            value = words[words.index("--comment") + 1]
-            if value == comment or (prefix and value.startswith(comment + ":")):
+        for words in dump(table):
+            value = _comment_of(words)
+            if value and (value == comment or (prefix and value.startswith(comment + ":"))):
                 found.append((table, words))
     return found
 
 
 def delete_tagged(comment: str, *, prefix: bool = False) -> int:
-    """Delete every rule with that comment (and, with ``prefix``, every sub-tag). Returns how many."""
-    count = 0
+    """Delete every rule with that comment (and, with ``prefix``, every sub-tag) in one batch. Returns how many."""
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
     for table, words in rules_tagged(comment, prefix=prefix):
-        if words and words[0] == "-A":
-            ipt("-t", table, "-D", *words[1:], check=False)
-            count += 1
-    return count
+        if words[:1] == ["-A"]:
+            script[table].append(_join(["-D", *words[1:]]))
+    restore(script)
+    return sum(len(v) for v in script.values())
 
 
 def network_rules(tag: str, net_id: str, bridge_name: str, subnet: str, internal: bool) -> list[Rule]:
@@ -167,8 +188,20 @@ def port_rules(tag: str, container_id: str, bridge_name: str, host_ip: str, host
 
 
 def add_all(rules: list[Rule]) -> None:
+    """Install ``rules`` unless already there. Rules sharing a comment are one group (a network's, a
+    container's): a group found complete is kept, a partial one is replaced, all in one batch."""
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
+    groups: dict[tuple[str, str], list[Rule]] = {}
     for rule in rules:
-        add(rule)
+        groups.setdefault((rule.table, rule.comment), []).append(rule)
+    dumps = {table: dump(table) for table in {r.table for r in rules}}
+    for (table, comment), group in groups.items():
+        present = [w for w in dumps[table] if w[:1] == ["-A"] and _comment_of(w) == comment]
+        if len(present) == len(group):
+            continue
+        script[table] += [_join(["-D", *w[1:]]) for w in present]
+        script[table] += [r.line() for r in group]
+    restore(script)
 
 
 def published_host_ports() -> set[tuple[str, str, int]]:
@@ -208,7 +241,6 @@ def disable_forwarding(tag: str) -> None:
 def leftovers(tag: str) -> list[str]:
     """Rules and chains of this root still installed (empty after a clean teardown; tests assert it)."""
     found = [" ".join(w) for _, w in rules_tagged(tag_comment(tag), prefix=True)]
-    for table, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
-        if _chain_exists(table, chain(tag, suffix)):
-            found.append(f"chain {table}/{chain(tag, suffix)}")
+    for table in ("nat", "filter"):
+        found += [f"chain {table}/{w[1]}" for w in dump(table) if w[:1] == ["-N"] and w[1].startswith(f"RF{tag}-")]
     return found

@@ -208,6 +208,12 @@ class RegistryClient:
             self.scheme = "https"
             resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
         data = resp.read()
+        if resp.status == 400 and self.scheme == "http" and self.insecure and b"HTTPS" in data:
+            # A TLS-only registry answering plain HTTP ("Client sent an HTTP request to an HTTPS server").
+            self._drop_connection("http", self.endpoint)
+            self.scheme = "https"
+            resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
+            data = resp.read()
         if resp.status == 401:
             challenges = parse_challenges(resp.header("WWW-Authenticate") or "")
             preferred = [c for c in challenges if c.scheme == "bearer"] + [c for c in challenges if c.scheme == "basic"]
@@ -297,6 +303,7 @@ class RegistryClient:
 
         The caller reads (or drains) the body of the answer before the next request.
         """
+        self.ping()  # settles the scheme before the URL is made
         url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
         scope_list = list(scopes)
         for attempt in range(2):

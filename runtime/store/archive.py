@@ -54,7 +54,7 @@ def parse_changes(changes: list[str]) -> dict[str, Any]:
         keyword, _, rest = change.strip().partition(" ")
         keyword, rest = keyword.upper(), rest.strip()
 
-        def words(text: str = rest) -> list[str]:
+        def words(text: str = rest, change: str = change) -> list[str]:
             if text.startswith("["):
                 try:
                     value = json.loads(text)
@@ -218,7 +218,7 @@ class _Archive:
 
     def __init__(self, fileobj: IO[bytes]) -> None:
         try:
-            self.tf = tarfile.open(fileobj=fileobj, mode="r:*")
+            self.tf = tarfile.open(fileobj=fileobj, mode="r:*")  # noqa: SIM115 - lives as long as the archive
             self.members = {posixpath.normpath(m.name.lstrip("/")): m for m in self.tf.getmembers()}
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ArchiveError(f"not a readable tar archive: {exc}") from None

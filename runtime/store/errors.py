@@ -33,6 +33,10 @@ class UnsafeLayer(StoreError):
     """A layer tar tries to write outside its directory (``..``, absolute path, link escape, device node)."""
 
 
+class BadLayer(StoreError):
+    """A layer is not a readable (gzip-compressed) tar, or unpacking it failed; the store was left unchanged."""
+
+
 class UnsupportedLayer(StoreError):
     """A layer's media type or compression is not one refrt understands (zstd, foreign layers)."""
 

@@ -29,7 +29,8 @@ DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzi
 
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
-LAYER_TYPES = (OCI_LAYER_GZIP, OCI_LAYER_TAR, DOCKER_LAYER_GZIP, "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+OCI_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+LAYER_TYPES = (OCI_LAYER_GZIP, OCI_LAYER_TAR, DOCKER_LAYER_GZIP, OCI_LAYER_NONDIST)
 
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_ID = "io.refrt.image.id"
@@ -107,6 +108,32 @@ def parse_config(raw: bytes) -> dict[str, Any]:
         raise StoreError(f"malformed image config: {exc}") from None
 
 
-def canonical_json(doc: dict[str, Any]) -> bytes:
-    """How refrt serialises the documents it creates: compact and stable, so equal input gives equal digests."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+_GO_ORDER: dict[str, list[str]] = {
+    "": ["created", "author", "architecture", "variant", "os", "os.version", "os.features", "config", "rootfs",
+         "history"],
+    "config": ["User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal",
+               "ArgsEscaped"],
+    "rootfs": ["type", "diff_ids"],
+    "history": ["created", "created_by", "author", "comment", "empty_layer"],
+}
+
+
+def _go_ordered(doc: Any, where: str = "") -> Any:
+    if isinstance(doc, list):
+        return [_go_ordered(item, where) for item in doc]
+    if not isinstance(doc, dict) or where not in _GO_ORDER:
+        return doc
+    order = _GO_ORDER[where]
+    keys = [k for k in order if k in doc] + [k for k in doc if k not in order]
+    return {k: _go_ordered(doc[k], k if where == "" else "-") for k in keys}
+
+
+def canonical_json(doc: dict[str, Any], *, image_config: bool = True) -> bytes:
+    """How refrt serialises the configs and manifests it creates: compact, and in the field order and escaping of
+    Go's ``encoding/json`` on the OCI structs. Tools that decode and re-encode a config (skopeo converting
+    docker-archive to OCI) then produce the same bytes, so the image id survives the trip."""
+    text = json.dumps(_go_ordered(doc) if image_config else doc, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                          ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text.encode()

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import os
 import posixpath
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO
 
-from runtime.store.errors import UnsafeLayer
+from runtime.store.errors import BadLayer, UnsafeLayer
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -100,7 +102,12 @@ class _Unpacker:
 
     def unpack(self, tf: tarfile.TarFile) -> None:
         for member in tf:
-            self.member(tf, member)
+            try:
+                self.member(tf, member)
+            except OSError as exc:
+                if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+                    raise
+                raise BadLayer(f"cannot unpack layer member {member.name!r}: {exc.strerror or exc}") from None
         for path, mtime in reversed(self.dir_times):
             os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
 
@@ -183,6 +190,8 @@ class _Unpacker:
             raise UnsafeLayer(f"layer hard link {m.name!r} -> {m.linkname!r} points outside the layer")
         if not os.path.lexists(src):
             raise UnsafeLayer(f"layer hard link {m.name!r} -> {m.linkname!r}: target not in this layer")
+        if os.path.isdir(src) and not os.path.islink(src):
+            raise UnsafeLayer(f"layer hard link {m.name!r} -> {m.linkname!r} points to a directory")
         os.link(src, path, follow_symlinks=False)
 
     def attributes(self, path: str, m: tarfile.TarInfo) -> None:
@@ -210,7 +219,11 @@ def unpack_stream(fileobj: IO[bytes], dest: Path) -> None:
         with tarfile.open(fileobj=fileobj, mode="r|") as tf:
             _Unpacker(dest).unpack(tf)
     except tarfile.TarError as exc:
-        raise UnsafeLayer(f"layer is not a valid tar archive: {exc}") from None
+        raise BadLayer(f"layer is not a valid tar archive: {exc}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise BadLayer(f"layer data is corrupt or truncated: {exc}") from None
+    except OSError as exc:
+        raise BadLayer(f"cannot unpack layer: {exc}") from None
 
 
 def _rmtree(path: str) -> None:
@@ -279,7 +292,7 @@ def _empty_file(name: str, mtime: float, mode: int = 0o600) -> tarfile.TarInfo:
     return info
 
 
-def write_dir_as_layer(upperdir: Path, out: BinaryIO) -> bool:
+def write_dir_as_layer(upperdir: Path, out: IO[bytes]) -> bool:
     """Write ``upperdir`` as an OCI layer tar to ``out``; False (nothing written) when it holds nothing."""
     root = str(upperdir)
     if not os.listdir(root):
@@ -292,8 +305,9 @@ def write_dir_as_layer(upperdir: Path, out: BinaryIO) -> bool:
                 continue
             info = tf.gettarinfo(path, arcname=rel)
             info.uname = info.gname = ""
-            for name, value in _xattrs(path).items():
-                info.pax_headers[PAX_XATTR_PREFIX + name] = value.decode("utf-8", "surrogateescape")
+            xattrs = {PAX_XATTR_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in _xattrs(path).items()}
+            if xattrs:
+                info.pax_headers = {**info.pax_headers, **xattrs}
             if info.isreg():
                 with open(path, "rb") as src:
                     tf.addfile(info, src)

@@ -196,7 +196,7 @@ def _image_volumes(image_config: dict[str, Any]) -> list[str]:
 def _prepare_bind(spec: MountSpec) -> None:
     source = Path(spec.source)
     if not source.exists():
-        if spec.options.get("create_host_path") == "true":
+        if spec.options.get("create_host_path") != "false":
             source.mkdir(parents=True, exist_ok=True)
         else:
             raise BindSourceMissing(
@@ -212,7 +212,8 @@ def prepare_mounts(ctx: HasPaths, container_id: str, mounts: list[MountSpec], im
 
     Named volumes are created when missing; a volume whose ``_data`` is empty is filled from the image's content
     at the target (``rootfs_lower_dirs``, top first, or the ``populate`` callable) unless ``nocopy``. Binds: a
-    ``-v`` source is created when missing, a ``--mount`` source must exist. On error nothing new is left behind.
+    ``-v`` source is created when missing, a ``--mount`` source must exist (``options["create_host_path"]`` is
+    "false" for ``--mount``; absent counts as ``-v``). On error nothing new is left behind.
     """
     specs = [MountSpec(**asdict(m)) for m in mounts]
     targets = {os.path.normpath(m.target) for m in specs}

@@ -2,7 +2,7 @@
 
 Options kept in ``MountSpec.options`` (what the container code may use): ``propagation`` (``rprivate``...),
 ``nocopy`` ("true": do not populate a new volume from the image), ``create_host_path`` ("true" for ``-v``
-binds: a missing host directory is created, unlike ``--mount``), ``selinux`` (``z``/``Z``, accepted and
+binds: a missing host directory is created; "false" for ``--mount``: it must exist), ``selinux`` (``z``/``Z``, accepted and
 ignored), and for tmpfs ``size`` (bytes or with k/m/g suffix, as given), ``mode`` (octal) and bare flags such as
 ``noexec`` (value "").
 """
@@ -118,6 +118,7 @@ def parse_mount_flag(value: str) -> MountSpec:
         if not source:
             raise BadMountSpec(f"invalid mount config for type \"bind\": field Source must not be empty: {value!r}")
         spec.source = os.path.normpath(os.path.abspath(source))
+        spec.options["create_host_path"] = "false"
         if "bind-propagation" in fields:
             prop = fields.pop("bind-propagation")
             if prop not in PROPAGATIONS:

@@ -20,7 +20,7 @@ def snapshot() -> dict[str, object]:
                           + glob.glob("/sys/fs/cgroup/conformance-probe-*")),
         "tmp": sorted(glob.glob("/tmp/conformance-overlay-*")),
         "mounts": [line for line in Path("/proc/self/mounts").read_text().splitlines()
-                   if "conformance-overlay" in line or line.startswith("overlay ") and "lowerdir=00" in line],
+                   if "conformance-overlay" in line or (line.startswith("overlay ") and "lowerdir=00" in line)],
         "links": [line.split(":")[1].strip() for line in subprocess.run(
             ["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines()
             if "cfprobe" in line],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import urllib.error
 import urllib.request
@@ -34,6 +35,7 @@ def test_open_registry_answers_and_stops_cleanly() -> None:
     assert reg.host.startswith("127.0.0.1:")
     assert _status(f"{url}/v2/") == 200
     assert reg.env() == {"REGISTRY": reg.host}
+    assert reg.address == reg.host
     reg.stop()
     reg.stop()  # idempotent
     assert not os.path.exists(f"/proc/{pid}")
@@ -94,3 +96,28 @@ def test_registry_that_exits_reports_its_log(monkeypatch: pytest.MonkeyPatch) ->
         reg.start()
     assert "no-such-driver" in str(info.value)
     assert reg.pid is None and reg.workdir is None
+
+
+def test_token_registry_sends_clients_to_its_token_server() -> None:
+    creds = Credentials("bob", "builder")
+    reg = Registry(auth=creds, auth_mode="token")
+    with reg:
+        assert reg.token_server is not None
+        token_server = reg.token_server
+        request = urllib.request.Request(f"{reg.url}/v2/")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        assert info.value.code == 401
+        challenge = info.value.headers["WWW-Authenticate"]
+        assert challenge.startswith(f'Bearer realm="{token_server.realm}"')
+        # Wrong password: the token server refuses; right one: a token the registry accepts.
+        assert _status(f"{token_server.realm}?service=conformance-registry", Credentials("bob", "x")) == 401
+        token_request = urllib.request.Request(f"{token_server.realm}?service=conformance-registry")
+        basic = base64.b64encode(b"bob:builder").decode()
+        token_request.add_header("Authorization", f"Basic {basic}")
+        with urllib.request.urlopen(token_request, timeout=5) as resp:
+            token = json.loads(resp.read())["token"]
+        authed = urllib.request.Request(f"{reg.url}/v2/", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(authed, timeout=5) as resp:
+            assert resp.status == 200
+    assert not token_server.running

@@ -19,7 +19,12 @@ from runtime.errors import NotFoundError
 from runtime.registry import manifests
 from runtime.registry.auth import Credentials
 from runtime.registry.client import RegistryClient, is_insecure
-from runtime.registry.errors import AuthenticationError, ManifestNotFoundError, ServerError
+from runtime.registry.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    ManifestNotFoundError,
+    ServerError,
+)
 from tests.fixtures.registry import TinyServer
 
 Factory = Callable[..., TinyServer]
@@ -218,3 +223,15 @@ def test_insecure_registries(monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_insecure("registry.example:5000") and is_insecure("10.1.2.3:443")
     assert not is_insecure("registry.example:5001")
     assert RegistryClient("registry.example:5001").scheme == "https"
+
+
+def test_tls_registry_insecure_falls_back_to_https_and_secure_verifies() -> None:
+    with Registry(tls=True) as reg:
+        with RegistryClient(reg.host) as client:  # loopback: insecure, so an unverified HTTPS is accepted
+            digest = _push_raw(client, "tls/x", b"over tls")
+            assert client.scheme == "https"
+            assert client.open_blob("tls/x", digest).read() == b"over tls"
+        with RegistryClient(reg.host, insecure=False) as strict, pytest.raises(
+            ConnectionFailedError, match="certificate verify failed"
+        ):
+            strict.ping()

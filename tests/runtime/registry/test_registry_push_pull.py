@@ -8,180 +8,107 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
+import io
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 
 from conformance.services.registry import Registry
-from runtime.cli import Context
-from runtime.paths import Paths
-from runtime.registry import manifests, push
+from runtime.registry import manifests
 from runtime.registry.errors import ConnectionFailedError, UnsupportedManifestError
 from runtime.registry.pull import pull
+from runtime.registry.push import push
 from runtime.store.images import Image
-from runtime.store.store import Store
-from tests.fixtures.registry import TinyServer
-
-REPO = Path(__file__).resolve().parents[3]
-BUSYBOX = Path("/bin/busybox")
-DIGEST_LINE = re.compile(r"^(?P<tag>\S+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: (?P<size>\d+)$", re.M)
-
-
-@dataclass
-class World:
-    """A temporary refrt root and client config dir."""
-
-    root: Path
-    config: Path
-
-    @property
-    def paths(self) -> Paths:
-        return Paths.resolve(str(self.root))
-
-    @property
-    def store(self) -> Store:
-        return Store(self.paths)
-
-    @property
-    def ctx(self) -> Context:
-        return Context(paths=self.paths, config_dir=str(self.config), debug=False)
-
-    def refrt(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REFRT_")}
-        return subprocess.run(
-            [sys.executable, "-m", "runtime", "--root", str(self.root), "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            input=stdin,
-            cwd=REPO,
-            env=env,
-            timeout=120,
-        )
-
-    def make_image(self, tag: str, payload: int = 50_000) -> Image:
-        """A runnable image: busybox plus ``payload`` random bytes, so every image has its own layer."""
-        tree = self.root.parent / f"tree-{os.urandom(4).hex()}"
-        (tree / "bin").mkdir(parents=True)
-        shutil.copy(BUSYBOX, tree / "bin" / "busybox")
-        (tree / "bin" / "true").symlink_to("busybox")
-        (tree / "payload").write_bytes(os.urandom(payload))
-        layer = self.store.add_layer_from_dir(tree)
-        shutil.rmtree(tree)
-        assert layer is not None
-        return self.store.commit_image({"config": {"Cmd": ["/bin/busybox", "true"]}}, [layer], [tag])
-
-    def rmi(self, image: Image) -> None:
-        """Remove the image and its content for real (no gc grace), so a pull must download everything."""
-        self.store.remove(self.store.resolve(image.id), force=True)
-        self.store.gc(grace_seconds=0)
-
-    def listing(self) -> dict[str, str]:
-        """Every file of the store with a hash of its content: what "the store is unchanged" compares."""
-        out: dict[str, str] = {}
-        for path in sorted(self.paths.store.rglob("*")):
-            rel = str(path.relative_to(self.paths.store))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_file() and "layers" not in rel.split(os.sep)[:1]:
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-            else:
-                out[rel] = "dir" if path.is_dir() else "other"
-        return out
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(root=tmp_path / "root", config=tmp_path / "config")
-
-
-def _login(world: World, reg: Registry) -> None:
-    if reg.auth is not None:
-        res = world.refrt("login", "-u", reg.auth.username, "--password-stdin", reg.host, stdin=reg.auth.password)
-        assert res.returncode == 0, res.stderr
-        assert "Login Succeeded" in res.stdout
+from tests.fixtures.registry import DIGEST_LINE, TinyServer, World, login_cli
 
 
 def _layer_digest(image: Image) -> str:
     return image.layers[-1].digest
 
 
-def test_login_wrong_then_right_password(auth_registry: Registry, world: World) -> None:
+def test_login_wrong_then_right_password(auth_registry: Registry, registry_world: World) -> None:
     assert auth_registry.auth is not None
     user, password = auth_registry.auth.username, auth_registry.auth.password
-    bad = world.refrt("login", "-u", user, "-p", "not-the-password", auth_registry.host)
+    bad = registry_world.refrt("login", "-u", user, "-p", "not-the-password", auth_registry.host)
     assert bad.returncode == 1
     assert "incorrect username or password" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 2  # the -p warning, then one error line
-    assert not (world.config / "config.json").exists()
+    assert not (registry_world.config / "config.json").exists()
 
-    good = world.refrt("login", "-u", user, "--password-stdin", auth_registry.host, stdin=password + "\n")
+    good = registry_world.refrt("login", "-u", user, "--password-stdin", auth_registry.host, stdin=password + "\n")
     assert good.returncode == 0, good.stderr
     assert good.stdout.strip() == "Login Succeeded"
-    config = world.config / "config.json"
+    config = registry_world.config / "config.json"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     auth = json.loads(config.read_text())["auths"][auth_registry.host]["auth"]
     assert base64.b64decode(auth).decode() == f"{user}:{password}"
 
-    out = world.refrt("logout", auth_registry.host)
+    again = registry_world.cli("login", auth_registry.host)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["Authenticating with existing credentials...", "Login Succeeded"]
+
+    out = registry_world.refrt("logout", auth_registry.host)
     assert out.returncode == 0 and f"Removing login credentials for {auth_registry.host}" in out.stdout
     assert auth_registry.host not in json.loads(config.read_text())["auths"]
 
 
-def test_push_without_login_is_refused(auth_registry: Registry, world: World) -> None:
-    world.make_image(f"{auth_registry.host}/locked:1")
-    res = world.refrt("push", f"{auth_registry.host}/locked:1")
+def test_push_without_login_is_refused(auth_registry: Registry, registry_world: World) -> None:
+    registry_world.make_image(f"{auth_registry.host}/locked:1")
+    res = registry_world.cli("push", f"{auth_registry.host}/locked:1")
     assert res.returncode == 1
     assert "authentication required" in res.stderr.splitlines()[-1]
 
 
-def test_push_rmi_pull_round_trips_the_digest(any_registry: Registry, world: World) -> None:
-    _login(world, any_registry)
+def test_push_rmi_pull_round_trips_the_digest(any_registry: Registry, registry_world: World) -> None:
+    login_cli(registry_world, any_registry)
     ref = f"{any_registry.host}/conformance/app:v1"
-    image = world.make_image(ref)
-    pushed = world.refrt("push", ref)
+    image = registry_world.make_image(ref)
+    pushed = registry_world.refrt("push", ref)
     assert pushed.returncode == 0, pushed.stderr
     match = DIGEST_LINE.search(pushed.stdout)
     assert match and match["tag"] == "v1", pushed.stdout
     digest = match["digest"]
     assert digest == image.manifest_digest
-    assert int(match["size"]) == len(world.store.manifest_bytes(image))
+    assert int(match["size"]) == len(registry_world.store.manifest_bytes(image))
     assert f"{_layer_digest(image)[7:19]}: Pushed" in pushed.stdout
-    assert f"{any_registry.host}/conformance/app@{digest}" in world.store.resolve(ref).repo_digests
+    assert f"{any_registry.host}/conformance/app@{digest}" in registry_world.store.resolve(ref).repo_digests
 
-    again = world.refrt("push", ref)
+    again = registry_world.cli("push", ref)
     assert again.returncode == 0 and "Layer already exists" in again.stdout
 
-    world.rmi(image)
-    assert not world.store.blobs.has(_layer_digest(image))
-    pulled = world.refrt("pull", ref)
+    registry_world.rmi(image)
+    assert not registry_world.store.blobs.has(_layer_digest(image))
+    pulled = registry_world.refrt("pull", ref)
     assert pulled.returncode == 0, pulled.stderr
     assert f"Digest: {digest}" in pulled.stdout
     assert pulled.stdout.strip().splitlines()[-1] == ref
-    back = world.store.resolve(ref)
+    back = registry_world.store.resolve(ref)
     assert back.manifest_digest == digest and back.id == image.id
     assert back.repo_digests == [f"{any_registry.host}/conformance/app@{digest}"]
-    assert all(path.is_dir() for path in world.store.lower_dirs(back))
+    assert all(path.is_dir() for path in registry_world.store.lower_dirs(back))
+    listed = registry_world.cli("images", "--digests")
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(rf"{re.escape(any_registry.host)}/conformance/app\s+v1\s+{digest}\s", listed.stdout), listed.stdout
+    inspected = registry_world.cli("inspect", ref)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)[0]["RepoDigests"] == [f"{any_registry.host}/conformance/app@{digest}"]
 
-    by_digest = world.refrt("pull", f"{any_registry.host}/conformance/app@{digest}")
+    by_digest = registry_world.cli("pull", f"{any_registry.host}/conformance/app@{digest}")
     assert by_digest.returncode == 0 and "Image is up to date" in by_digest.stdout
 
 
-def test_cross_repository_mount(any_registry: Registry, world: World) -> None:
-    _login(world, any_registry)
-    image = world.make_image(f"{any_registry.host}/first:1")
-    assert world.refrt("push", f"{any_registry.host}/first:1").returncode == 0
-    world.store.tag(image, f"{any_registry.host}/second:1")
-    res = world.refrt("push", f"{any_registry.host}/second:1")
+def test_cross_repository_mount(any_registry: Registry, registry_world: World) -> None:
+    login_cli(registry_world, any_registry)
+    image = registry_world.make_image(f"{any_registry.host}/first:1")
+    assert registry_world.cli("push", f"{any_registry.host}/first:1").returncode == 0
+    registry_world.store.tag(image, f"{any_registry.host}/second:1")
+    res = registry_world.cli("push", f"{any_registry.host}/second:1")
     assert res.returncode == 0, res.stderr
     assert f"{_layer_digest(image)[7:19]}: Mounted from first" in res.stdout
     layer_link = any_registry.storage / "docker/registry/v2/repositories/second/_layers/sha256"
@@ -189,40 +116,41 @@ def test_cross_repository_mount(any_registry: Registry, world: World) -> None:
 
 
 def test_chunked_upload_of_a_big_layer(
-    registry: Registry, world: World, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, registry_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(push, "CHUNKED_THRESHOLD", 64 << 10)
-    monkeypatch.setattr(push, "CHUNK_SIZE", 100 << 10)
+    push_module = importlib.import_module("runtime.registry.push")
+    monkeypatch.setattr(push_module, "CHUNKED_THRESHOLD", 64 << 10)
+    monkeypatch.setattr(push_module, "CHUNK_SIZE", 100 << 10)
     ref = f"{registry.host}/chunky:1"
-    image = world.make_image(ref, payload=600_000)
-    assert push.push(world.ctx, ref) == image.manifest_digest
-    world.rmi(image)
-    assert pull(world.ctx, ref).manifest_digest == image.manifest_digest
+    image = registry_world.make_image(ref, payload=600_000)
+    assert push(registry_world.ctx, ref) == image.manifest_digest
+    registry_world.rmi(image)
+    assert pull(registry_world.ctx, ref).manifest_digest == image.manifest_digest
 
 
-def test_unknown_image_is_not_found(registry: Registry, world: World) -> None:
-    res = world.refrt("pull", f"{registry.host}/nothing/here:1")
+def test_unknown_image_is_not_found(registry: Registry, registry_world: World) -> None:
+    res = registry_world.cli("pull", f"{registry.host}/nothing/here:1")
     assert res.returncode == 1
     assert res.stderr.strip() == f"refrt: manifest for {registry.host}/nothing/here:1 not found: manifest unknown"
 
 
-def test_corrupted_blob_is_rejected_and_nothing_stored(any_registry: Registry, world: World) -> None:
-    _login(world, any_registry)
+def test_corrupted_blob_is_rejected_and_nothing_stored(any_registry: Registry, registry_world: World) -> None:
+    login_cli(registry_world, any_registry)
     ref = f"{any_registry.host}/tampered:1"
-    keep = world.make_image("keep:1")
-    image = world.make_image(ref)
-    assert world.refrt("push", ref).returncode == 0
-    world.rmi(image)
+    keep = registry_world.make_image("keep:1")
+    image = registry_world.make_image(ref)
+    assert registry_world.cli("push", ref).returncode == 0
+    registry_world.rmi(image)
     data = any_registry.blob_data_path(_layer_digest(image))
     original = data.read_bytes()
     data.write_bytes(bytes(b ^ 0xFF for b in original[:64]) + original[64:])
-    before = world.listing()
-    res = world.refrt("pull", ref)
+    before = registry_world.listing()
+    res = registry_world.refrt("pull", ref)
     assert res.returncode == 1
     assert f"blob {_layer_digest(image)}: digest mismatch" in res.stderr
-    assert world.listing() == before
-    assert [i.repo_tags for i in world.store.images()] == [["keep:1"]]
-    assert world.store.resolve("keep:1").id == keep.id
+    assert registry_world.listing() == before
+    assert [i.repo_tags for i in registry_world.store.images()] == [["keep:1"]]
+    assert registry_world.store.resolve("keep:1").id == keep.id
 
 
 def _cutting_handler(
@@ -257,69 +185,155 @@ def _cutting_handler(
 
 
 def test_dropped_connection_mid_blob_leaves_the_store_unchanged(
-    tiny_server: Callable[..., TinyServer], world: World
+    tiny_server: Callable[..., TinyServer], registry_world: World
 ) -> None:
-    image = world.make_image("source:1", payload=200_000)
-    manifest = world.store.manifest_bytes(image)
-    config = world.store.config_bytes(image)
-    layer = world.store.blobs.size(_layer_digest(image))
-    world.rmi(image)
-    world.make_image("keep:1")
+    image = registry_world.make_image("source:1", payload=200_000)
+    manifest = registry_world.store.manifest_bytes(image)
+    config = registry_world.store.config_bytes(image)
+    layer = registry_world.store.blobs.size(_layer_digest(image))
+    registry_world.rmi(image)
+    registry_world.make_image("keep:1")
     server = tiny_server(_cutting_handler(manifest, config, image.id, _layer_digest(image), layer))
-    before = world.listing()
+    before = registry_world.listing()
     with pytest.raises(ConnectionFailedError, match=f"connection dropped after {layer // 2} of {layer} bytes"):
-        pull(world.ctx, f"{server.host}/cut:1")
-    assert world.listing() == before
-    res = world.refrt("pull", f"{server.host}/cut:1")
+        pull(registry_world.ctx, f"{server.host}/cut:1")
+    assert registry_world.listing() == before
+    res = registry_world.cli("pull", f"{server.host}/cut:1")
     assert res.returncode == 1 and "connection dropped" in res.stderr
-    assert world.listing() == before
+    assert registry_world.listing() == before
 
 
-def _put_index(reg: Registry, world: World, repo: str, tag: str, entries: list[dict[str, object]]) -> str:
+def _put_index(reg: Registry, registry_world: World, repo: str, tag: str, entries: list[dict[str, object]]) -> str:
     from runtime.registry.endpoints import client_for
 
     index = json.dumps({"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "manifests": entries}).encode()
-    with client_for(reg.host, world.config) as client:
+    with client_for(reg.host, registry_world.config) as client:
         client.put_manifest(repo, tag, index, manifests.OCI_INDEX, "index")
     return "sha256:" + hashlib.sha256(index).hexdigest()
 
 
-def test_pull_through_an_index_picks_the_platform(any_registry: Registry, world: World) -> None:
-    _login(world, any_registry)
+def test_pull_through_an_index_picks_the_platform(any_registry: Registry, registry_world: World) -> None:
+    login_cli(registry_world, any_registry)
     ref = f"{any_registry.host}/multi:1"
-    image = world.make_image(ref)
-    assert world.refrt("push", ref).returncode == 0
-    size = len(world.store.manifest_bytes(image))
-    other = world.make_image(f"{any_registry.host}/multi:other", payload=1000)
-    assert world.refrt("push", f"{any_registry.host}/multi:other").returncode == 0
+    image = registry_world.make_image(ref)
+    assert registry_world.cli("push", ref).returncode == 0
+    size = len(registry_world.store.manifest_bytes(image))
+    other = registry_world.make_image(f"{any_registry.host}/multi:other", payload=1000)
+    assert registry_world.cli("push", f"{any_registry.host}/multi:other").returncode == 0
     decoy = other.manifest_digest
     host = manifests.Platform.host()
     entries: list[dict[str, object]] = [
-        {"mediaType": manifests.OCI_MANIFEST, "digest": decoy, "size": len(world.store.manifest_bytes(other)),
+        {"mediaType": manifests.OCI_MANIFEST, "digest": decoy, "size": len(registry_world.store.manifest_bytes(other)),
          "platform": {"os": "linux", "architecture": "s390x" if host.architecture != "s390x" else "riscv64"}},
         {"mediaType": manifests.OCI_MANIFEST, "digest": image.manifest_digest, "size": size,
          "platform": {"os": "linux", "architecture": host.architecture}},
     ]
-    index_digest = _put_index(any_registry, world, "multi", "all", entries)
-    world.rmi(image)
-    res = world.refrt("pull", f"{any_registry.host}/multi:all")
+    index_digest = _put_index(any_registry, registry_world, "multi", "all", entries)
+    registry_world.rmi(image)
+    res = registry_world.cli("pull", f"{any_registry.host}/multi:all")
     assert res.returncode == 0, res.stderr
     assert f"Digest: {index_digest}" in res.stdout
-    assert world.store.resolve(f"{any_registry.host}/multi:all").manifest_digest == image.manifest_digest
+    assert registry_world.store.resolve(f"{any_registry.host}/multi:all").manifest_digest == image.manifest_digest
 
     with pytest.raises(UnsupportedManifestError, match="no matching manifest for linux/mips64"):
-        pull(world.ctx, f"{any_registry.host}/multi:all", platform="linux/mips64")
+        pull(registry_world.ctx, f"{any_registry.host}/multi:all", platform="linux/mips64")
 
 
-def test_pull_verifies_a_digest_reference(registry: Registry, world: World) -> None:
+def test_pull_verifies_a_digest_reference(registry: Registry, registry_world: World) -> None:
     ref = f"{registry.host}/bydigest:1"
-    image = world.make_image(ref)
-    assert world.refrt("push", ref).returncode == 0
+    image = registry_world.make_image(ref)
+    assert registry_world.cli("push", ref).returncode == 0
     # The manifest's stored bytes are what the registry serves under the digest; a different digest is unknown.
-    res = world.refrt("pull", f"{registry.host}/bydigest@sha256:{'1' * 64}")
+    res = registry_world.cli("pull", f"{registry.host}/bydigest@sha256:{'1' * 64}")
     assert res.returncode == 1 and "not found" in res.stderr
-    world.rmi(image)
-    res = world.refrt("pull", f"{registry.host}/bydigest@{image.manifest_digest}")
+    registry_world.rmi(image)
+    res = registry_world.cli("pull", f"{registry.host}/bydigest@{image.manifest_digest}")
     assert res.returncode == 0, res.stderr
-    pulled = world.store.resolve(f"{registry.host}/bydigest@{image.manifest_digest}")
+    pulled = registry_world.store.resolve(f"{registry.host}/bydigest@{image.manifest_digest}")
     assert pulled.id == image.id and pulled.repo_tags == []
+
+
+def test_bearer_token_registry_login_push_pull(token_registry: Registry, registry_world: World) -> None:
+    assert token_registry.auth is not None and token_registry.token_server is not None
+    bad = registry_world.cli(
+        "login", "-u", token_registry.auth.username, "--password-stdin", token_registry.host, stdin="nope"
+    )
+    assert bad.returncode == 1 and "incorrect username or password" in bad.stderr
+    ref = f"{token_registry.host}/tokens/app:1"
+    image = registry_world.make_image(ref)
+    refused = registry_world.cli("push", ref)
+    assert refused.returncode == 1 and "authentication required" in refused.stderr
+    login_cli(registry_world, token_registry)
+    pushed = registry_world.cli("push", ref)
+    assert pushed.returncode == 0, pushed.stderr
+    registry_world.rmi(image)
+    pulled = registry_world.cli("pull", ref)
+    assert pulled.returncode == 0, pulled.stderr
+    assert registry_world.store.resolve(ref).manifest_digest == image.manifest_digest
+    granted = [a for claims in token_registry.token_server.issued for a in claims["access"]]
+    assert {"type": "repository", "name": "tokens/app", "actions": ["pull", "push"]} in granted
+
+
+def test_layer_that_does_not_match_its_diff_id_is_taken_back(registry: Registry, registry_world: World) -> None:
+    from runtime.registry.endpoints import client_for
+
+    source = registry_world.make_image("source:1")
+    layer_blob = registry_world.store.blobs.read(_layer_digest(source))
+    config = json.loads(registry_world.store.config_bytes(source))
+    config["rootfs"]["diff_ids"] = ["sha256:" + "d" * 64]
+    config_bytes = json.dumps(config).encode()
+    registry_world.rmi(source)
+    registry_world.make_image("keep:1")
+    with client_for(registry.host, registry_world.config) as client:
+        for blob in (layer_blob, config_bytes):
+            location = client.start_upload("liar", ["repository:liar:pull,push"])
+            assert location is not None
+            client.upload_monolithic(
+                location, "liar", "sha256:" + hashlib.sha256(blob).hexdigest(), io.BytesIO(blob), len(blob)
+            )
+        manifest = json.dumps({
+            "schemaVersion": 2,
+            "mediaType": manifests.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(), "size": len(config_bytes)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": _layer_digest(source), "size": len(layer_blob)}],
+        }).encode()
+        client.put_manifest("liar", "1", manifest, manifests.OCI_MANIFEST, "manifest")
+    before = registry_world.listing()
+    res = registry_world.cli("pull", f"{registry.host}/liar:1")
+    assert res.returncode == 1
+    assert "unpacks to" in res.stderr and "d" * 64 in res.stderr
+    assert registry_world.listing() == before
+
+
+def test_failed_first_pull_leaves_no_store_behind(registry: Registry, registry_world: World) -> None:
+    image = registry_world.make_image(f"{registry.host}/first-pull:1")
+    assert registry_world.cli("push", f"{registry.host}/first-pull:1").returncode == 0
+    layer = _layer_digest(image)
+    data = registry.blob_data_path(layer)
+    original = data.read_bytes()
+    data.write_bytes(b"x" * len(original))
+    fresh = World(root=registry_world.root.parent / "fresh-root", config=registry_world.config)
+    res = fresh.cli("pull", f"{registry.host}/first-pull:1")
+    assert res.returncode == 1 and "digest mismatch" in res.stderr
+    assert not fresh.paths.store.exists()
+    # Once the registry serves the right bytes again, the same pull into the still-empty root works.
+    data.write_bytes(original)
+    res = fresh.cli("pull", f"{registry.host}/first-pull:1")
+    assert res.returncode == 0, res.stderr
+    assert fresh.store.resolve(f"{registry.host}/first-pull:1").id == image.id
+
+
+def test_cli_refuses_bad_input_with_one_line(registry: Registry, registry_world: World) -> None:
+    bad_ref = registry_world.cli("pull", f"{registry.host}/UPPER:1")
+    assert bad_ref.returncode == 125 and "repository name must be lowercase" in bad_ref.stderr
+    missing = registry_world.cli("push", f"{registry.host}/absent:1")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"refrt: An image does not exist locally with the tag: {registry.host}/absent"
+    by_digest = registry_world.cli("push", f"{registry.host}/x@sha256:{'a' * 64}")
+    assert by_digest.returncode == 1 and "cannot push a digest reference" in by_digest.stderr
+    no_user = registry_world.cli("login", "--password-stdin", registry.host, stdin="pw")
+    assert no_user.returncode == 125 and "--username" in no_user.stderr
+    for result in (bad_ref, missing, by_digest, no_user):
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -34,9 +34,9 @@ def build_tar(entries: list[TarEntry], *, gzip_it: bool = False) -> bytes:
             if kind == "dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
             elif kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, payload
+                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
             elif kind == "hardlink":
-                info.type, info.linkname = tarfile.LNKTYPE, payload
+                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
             elif kind == "chr":
                 info.type, info.devmajor, info.devminor, info.mode = tarfile.CHRTYPE, 1, 3, 0o666
             tf.addfile(info)

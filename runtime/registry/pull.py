@@ -2,7 +2,7 @@
 
 All or nothing: every blob missing from the store is first downloaded into a staging directory in the store's
 scratch space, its digest and size checked while it streams; only when every blob is staged and verified are they
-ingested (``store.ingest_blob``, which checks again) and the image committed. A wrong digest, a short body or a
+moved into the store (``store.blobs.adopt``, a rename) and the image committed. A wrong digest, a short body or a
 dropped connection therefore leaves the store exactly as it was.
 """
 
@@ -121,6 +121,26 @@ def _current_manifest(store: Store, ref: Reference) -> str | None:
         return None
 
 
+def _make_scratch(scratch: Path) -> list[Path]:
+    """Create the store's scratch dir (and missing parents); returns what was created, deepest first."""
+    created = []
+    path = scratch
+    while not path.exists():
+        created.append(path)
+        path = path.parent
+    scratch.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_if_empty(dirs: list[Path]) -> None:
+    """Undo ``_make_scratch`` after a failed pull into a store that did not exist: only empty dirs go."""
+    for path in dirs:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
 def _short(digest: str) -> str:
     return digest.partition(":")[2][:12]
 
@@ -142,16 +162,20 @@ def pull_image(
     config, layers = manifests.image_parts(fetched.data)
     blobs = [config, *layers]
     missing = [b for b in blobs if not store.blobs.has(b.digest)]
-    store.ensure()
+    created = _make_scratch(store.tmp)
     staging = Path(tempfile.mkdtemp(dir=store.tmp, prefix="pull-"))
+    committed = False
     try:
         for blob in missing:
             _stage_blob(client, ref, blob, staging / blob.digest.partition(":")[2])
             if out and blob is not config:
                 print(f"{_short(blob.digest)}: Download complete", file=out, flush=True)
         image = _commit(store, ref, fetched, missing, staging)
+        committed = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not committed:
+            _remove_if_empty(created)
     if out:
         for layer in layers:
             if layer in missing:
@@ -167,14 +191,16 @@ def _commit(store: Store, ref: Reference, fetched: Fetched, staged: list[Descrip
     """Every blob is verified: ingest them, then register the manifest. A failure here (a layer that does not
     unpack to its diff_id) takes back the blobs this pull added."""
     added: list[str] = []
+    store.ensure()
     try:
         for blob in staged:
             if store.blobs.has(blob.digest):
                 continue
-            with open(staging / blob.digest.partition(":")[2], "rb") as stream:
-                store.ingest_blob(stream, blob.digest, blob.size)
+            # Verified while it streamed (``_stage_blob``) and already in the store's scratch space on the same file
+            # system: a rename, not a second copy and hash as ``store.ingest_blob`` would make.
+            store.blobs.adopt(staging / blob.digest.partition(":")[2], blob.digest)
             added.append(blob.digest)
-        tags = [ref.familiar] if ref.tag else []
+        tags = [ref.familiar] if ref.tag and not ref.digest else []
         return store.add_image_from_manifest(fetched.data, fetched.media_type, tags, repository=ref.name)
     except BaseException:
         for digest in added:

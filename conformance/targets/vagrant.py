@@ -1,0 +1,131 @@
+"""The ``vagrant`` target: a disposable VM brought up by ``vagrant up`` (libvirt provider) from the project's
+``Vagrantfile``, with the box built locally from the harness's own guest image.
+
+``vagrant[?memory=MB&cpus=N&driver=qemu|kvm&boot_timeout=S&destroy=always|passing|never]``
+
+``up()`` builds the image and adds the box when missing (as ``conformance vm box`` does), runs ``vagrant up`` in
+a dotfile directory of its own, reads ``vagrant ssh-config`` and opens the one SSH connection everything then
+uses. ``down()`` follows the same ``destroy`` policy as the qemu target. The VM lives on libvirt's management
+network (192.168.121.0/24 by default): the harness's own tests run libvirtd, vagrant and this target inside a
+network namespace they create.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from typing import Any
+
+from conformance.errors import TargetError
+from conformance.targets.base import TargetSpec, register_target
+from conformance.targets.qemu import install_cleanup_hooks
+from conformance.targets.ssh import RemoteTarget, SshSession, parse_destroy
+from vm.errors import VmBootError
+from vm.image import ensure_image
+from vm.state import reap_orphans
+from vm.vagrant import VagrantMachine, ensure_box
+
+log = logging.getLogger(__name__)
+
+_LIVE: set[VagrantTarget] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@register_target
+class VagrantTarget(RemoteTarget):
+    scheme = "vagrant"
+    disposable = True
+
+    def __init__(self, spec: TargetSpec, *, destroy: str | None = None) -> None:
+        super().__init__(spec)
+        if destroy is not None:
+            self.destroy = parse_destroy({"destroy": destroy})
+        options = spec.options
+        try:
+            self.memory_mb = int(options.get("memory", "2048"))
+            self.cpus = int(options.get("cpus", "2"))
+            self.boot_timeout = float(options.get("boot_timeout", "600"))
+        except ValueError as exc:
+            raise TargetError(f"{spec.raw}: {exc}") from None
+        self.driver = options.get("driver", "qemu")
+        if self.driver not in ("qemu", "kvm"):
+            raise TargetError(f"driver={self.driver!r}: expected qemu or kvm")
+        self.machine: VagrantMachine | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return "vagrant"
+
+    def up(self) -> None:
+        if self.session is not None:
+            return
+        install_cleanup_hooks()
+        reap_orphans()
+        start = time.monotonic()
+        image = ensure_image(progress=log.info)
+        ensure_box(image, progress=log.info)
+        self.timings["box"] = time.monotonic() - start
+        machine = VagrantMachine(image, memory_mb=self.memory_mb, cpus=self.cpus, driver=self.driver)
+        self.machine = machine
+        try:
+            start = time.monotonic()
+            endpoint = machine.up(self.boot_timeout)
+            session = SshSession(endpoint.host, endpoint.port, endpoint.user, key=endpoint.key)
+            try:
+                session.connect(timeout=120)
+            except TargetError as exc:
+                raise VmBootError(f"vagrant VM {machine.vm_id} did not answer SSH: {exc}",
+                                  evidence=machine.evidence()) from exc
+            self.timings["up"] = time.monotonic() - start
+        except BaseException:
+            machine.destroy()
+            self.machine = None
+            raise
+        self.session = session
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+    def down(self, *, at_exit: bool = False) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        machine, self.machine = self.machine, None
+        if machine is None:
+            return
+        if self.should_destroy(at_exit=at_exit):
+            machine.destroy()
+        elif machine.record is not None:
+            machine.record.owner_pid = machine.record.owner_start = None
+            machine.record.save()
+            log.warning("kept vagrant VM %s; remove with: conformance vm down %s", machine.vm_id, machine.vm_id)
+
+    def status(self) -> dict[str, Any]:
+        machine = self.machine
+        if machine is None or self.session is None:
+            return {"backend": "vagrant", "state": "down"}
+        return {
+            "backend": "vagrant",
+            "state": "running",
+            "vm_id": machine.vm_id,
+            "ssh": self.session.address,
+            "key": str(machine.image.ssh_key.private),
+            "serial_log": str(machine.serial_log),
+        }
+
+
+def _destroy_live() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for target in live:
+        try:
+            target.down(at_exit=True)
+        except Exception as exc:
+            log.warning("could not destroy vagrant VM at exit: %s", exc)
+
+
+atexit.register(_destroy_live)

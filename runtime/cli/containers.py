@@ -1,0 +1,687 @@
+"""Container commands with docker's syntax: run, create, start, exec, ps, logs, stop, kill, rm, wait, inspect,
+top, stats.
+
+Flags are parsed here into :class:`runtime.container.ContainerSpec` (with ``runtime.spec.MountSpec`` and
+``NetworkRequest`` for the volume and network packages); the work is done by ``runtime.container``. Exit codes
+follow docker: 125 when refrt fails, 126/127 when the command cannot be invoked / found, otherwise the
+container's own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import NotFoundError, RefrtError, UsageError
+from runtime.spec import MountSpec, NetworkRequest
+
+if TYPE_CHECKING:  # the container machinery is imported by the handlers, so ``--help`` stays fast
+    from runtime.cli import Context
+    from runtime.container.state import Container
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgtp]?)b?$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+# --------------------------------------------------------------------------------------------- flag parsing
+def parse_size(value: str) -> int:
+    """docker's RAMInBytes: ``32m``, ``1g``, ``512k``, ``1048576``; ``-1`` means unlimited."""
+    if value.strip() == "-1":
+        return -1
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise UsageError(f"invalid size: '{value}'")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_cpus(value: str) -> int:
+    try:
+        nano = round(float(value) * 1e9)
+    except ValueError:
+        raise UsageError(f'invalid argument "{value}" for "--cpus" flag') from None
+    if nano < 0:
+        raise UsageError("range of CPUs must be positive")
+    return nano
+
+
+def parse_signal(value: str) -> int:
+    name = value.upper()
+    if name.isdigit():
+        return int(name)
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise UsageError(f"Invalid signal: {value}") from None
+
+
+def parse_volume(value: str) -> MountSpec:
+    """``-v``: ``/host:/ctr[:ro]`` (bind), ``name:/ctr[:ro]`` (named volume), ``/ctr`` (anonymous volume)."""
+    parts = value.split(":")
+    options = ""
+    if len(parts) >= 3:
+        source, target, options = parts[0], parts[1], ":".join(parts[2:])
+    elif len(parts) == 2:
+        source, target = parts
+    else:
+        return MountSpec(type="volume", target=parts[0], anonymous=True)
+    if not target.startswith("/"):
+        raise UsageError(f"invalid volume specification: '{value}': mount path must be absolute")
+    read_only = "ro" in options.split(",")
+    if source.startswith("/") or source.startswith("."):
+        return MountSpec(type="bind", source=os.path.abspath(source), target=target, read_only=read_only)
+    return MountSpec(type="volume", source=source, target=target, read_only=read_only)
+
+
+def parse_mount(value: str) -> MountSpec:
+    """``--mount type=bind,source=/a,target=/b,readonly`` (and volume, tmpfs)."""
+    fields: dict[str, str] = {}
+    for item in value.split(","):
+        key, sep, val = item.partition("=")
+        fields[key.strip().lower()] = val if sep else "true"
+    kind = fields.pop("type", "volume")
+    if kind not in ("bind", "volume", "tmpfs"):
+        raise UsageError(f"invalid mount type: {kind!r}")
+    target = fields.pop("target", "") or fields.pop("destination", "") or fields.pop("dst", "")
+    if not target:
+        raise UsageError("invalid mount config: target is required")
+    source = fields.pop("source", "") or fields.pop("src", "")
+    read_only = fields.pop("readonly", fields.pop("ro", "false")) in ("true", "1", "")
+    if kind == "bind":
+        if not source:
+            raise UsageError("invalid mount config for type \"bind\": field Source must not be empty")
+        source = os.path.abspath(source)
+    options: dict[str, str] = {}
+    if kind == "tmpfs":
+        if "tmpfs-size" in fields:
+            options["size"] = fields.pop("tmpfs-size")
+        if "tmpfs-mode" in fields:
+            options["mode"] = fields.pop("tmpfs-mode")
+    options.update(fields)
+    return MountSpec(type=kind, source=source, target=target, read_only=read_only,  # type: ignore[arg-type]
+                     options=options, anonymous=kind == "volume" and not source)
+
+
+def parse_tmpfs(value: str) -> MountSpec:
+    target, _, opts = value.partition(":")
+    options: dict[str, str] = {}
+    read_only = False
+    for item in filter(None, opts.split(",")):
+        key, _, val = item.partition("=")
+        if key == "ro":
+            read_only = True
+        elif key != "rw":
+            options[key] = val
+    return MountSpec(type="tmpfs", target=target, read_only=read_only, options=options)
+
+
+def read_env_file(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"open {path}: {exc.strerror}") from None
+    return [line for line in (raw.strip() for raw in lines) if line and not line.startswith("#")]
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    return labels
+
+
+def _add_create_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir", default="")
+    p.add_argument("-u", "--user", default="")
+    p.add_argument("-h", "--hostname", default="")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("--entrypoint", default=None)
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("--rm", action="store_true")
+    p.add_argument("--userns", default="host")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("-m", "--memory", default="")
+    p.add_argument("--memory-swap", default="")
+    p.add_argument("--cpus", default="")
+    p.add_argument("-c", "--cpu-shares", type=int, default=0)
+    p.add_argument("--cpuset-cpus", default="")
+    p.add_argument("--pids-limit", type=int, default=0)
+    p.add_argument("--blkio-weight", type=int, default=0)
+    p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("--mount", action="append", default=[])
+    p.add_argument("--tmpfs", action="append", default=[])
+    p.add_argument("--volumes-from", action="append", default=[])
+    p.add_argument("--network", "--net", default="")
+    p.add_argument("--network-alias", "--net-alias", action="append", default=[])
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("-P", "--publish-all", action="store_true")
+    p.add_argument("--expose", action="append", default=[])
+    p.add_argument("--dns", action="append", default=[])
+    p.add_argument("--add-host", action="append", default=[])
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The parsed flags as a ContainerSpec (nothing is created yet)."""
+    from runtime.cgroups import Resources
+    from runtime.container import ContainerSpec
+    from runtime.container.hooks import default_network_mode
+
+    env: list[str] = []
+    for path in args.env_file:
+        env.extend(read_env_file(path))
+    env.extend(args.env)
+    if args.userns not in ("host", ""):
+        raise UsageError(f"--userns={args.userns}: only host user namespaces are supported by this refrt")
+    memory = parse_size(args.memory) if args.memory else 0
+    swap = parse_size(args.memory_swap) if args.memory_swap else 0
+    if swap and swap > 0 and memory and swap < memory:
+        raise UsageError("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if swap and not memory:
+        raise UsageError("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if memory and memory < 6 * 1024 * 1024:
+        raise UsageError("Minimum memory limit allowed is 6MB")
+    if args.blkio_weight and not 10 <= args.blkio_weight <= 1000:
+        raise UsageError("Range of blkio weight is from 10 to 1000")
+    mounts = [parse_volume(v) for v in args.volume]
+    mounts += [parse_mount(v) for v in args.mount]
+    mounts += [parse_tmpfs(v) for v in args.tmpfs]
+    mode = args.network or default_network_mode()
+    expose = []
+    for item in args.expose:
+        port, _, proto = item.partition("/")
+        expose.append(f"{port}/{proto or 'tcp'}")
+    entrypoint = None
+    if args.entrypoint is not None:
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+    return ContainerSpec(
+        image=args.image,
+        command=list(args.command),
+        entrypoint=entrypoint,
+        env=env,
+        workdir=args.workdir,
+        user=args.user,
+        hostname=args.hostname,
+        tty=args.tty,
+        interactive=args.interactive,
+        name=args.name,
+        labels=parse_labels(args.label),
+        network=NetworkRequest(
+            mode=mode,
+            aliases=list(args.network_alias),
+            publish=list(args.publish),
+            publish_all=args.publish_all,
+            exposed=expose,
+            hostname=args.hostname,
+            extra_hosts=list(args.add_host),
+            dns=list(args.dns),
+        ),
+        mounts=mounts,
+        volumes_from=list(args.volumes_from),
+        resources=Resources(
+            memory=memory,
+            memory_swap=swap,
+            nano_cpus=parse_cpus(args.cpus) if args.cpus else 0,
+            cpu_shares=args.cpu_shares,
+            cpuset_cpus=args.cpuset_cpus,
+            pids_limit=args.pids_limit,
+            blkio_weight=args.blkio_weight,
+        ),
+        read_only=args.read_only,
+        auto_remove=args.rm,
+        userns=args.userns or "host",
+        privileged=args.privileged,
+        cap_add=list(args.cap_add),
+        cap_drop=list(args.cap_drop),
+    )
+
+
+def _apply_volumes_from(ctx: Context, spec: Any) -> None:
+    """``--volumes-from NAME[:ro|rw]``: the other container's mounts, as binds of their host directories."""
+    from runtime.container.state import find
+
+    for item in spec.volumes_from:
+        ref, _, mode = item.partition(":")
+        other = find(ctx.paths, ref)
+        for m in other.mounts:
+            if m["type"] == "tmpfs":
+                continue
+            spec.mounts.append(
+                MountSpec(type="bind", source=m.get("host_path") or m["source"], target=m["target"],
+                          read_only=(mode == "ro") or (mode != "rw" and bool(m.get("read_only"))),
+                          host_path=m.get("host_path") or m["source"])
+            )
+
+
+def _create(ctx: Context, args: argparse.Namespace) -> Container:
+    from runtime.container import lifecycle
+
+    spec = spec_from_args(args)
+    _apply_volumes_from(ctx, spec)
+    return lifecycle.create(ctx, spec)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
+    container = _create(ctx, args)
+    print(container.id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    container = _create(ctx, args)
+    if args.detach:
+        handle = lifecycle.start(ctx, container, None)
+        handle.close()
+        print(container.id)
+        return 0
+    return _run_attached(ctx, container, stdin=args.interactive, tty=args.tty)
+
+
+def _run_attached(ctx: Context, container: Container, *, stdin: bool, tty: bool) -> int:
+    """Foreground: the monitor writes the container's output straight to our stdout/stderr; we wait for the code."""
+    from runtime.container import lifecycle, monitor, terminal
+
+    attach = monitor.Attach(stdin=0 if stdin else None, stdout=1, stderr=2)
+    sys.stdout.flush()
+    raw = terminal.raw_mode(0) if (tty and stdin) else contextlib.nullcontext()
+    with raw:
+        handle = lifecycle.start(ctx, container, attach)
+        pid = container.state.pid
+
+        def forward(signum: int, _frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, forward)
+        try:
+            event = handle.next_event()
+            return int(event.get("code", 0))
+        except monitor.MonitorLost:
+            if container.directory.exists():
+                lifecycle.reconcile(ctx, container)
+                return container.state.exit_code
+            return 125
+        finally:
+            handle.close()
+
+
+def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+    from runtime.container.state import find
+
+    failed = 0
+    for ref in args.containers:
+        try:
+            container = find(ctx.paths, ref)
+            if args.attach:
+                return _run_attached(ctx, container, stdin=args.interactive, tty=container.spec.tty)
+            lifecycle.start(ctx, container, None).close()
+            print(ref)
+        except RefrtError as exc:
+            if len(args.containers) == 1:
+                raise
+            print(f"refrt: {exc}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _for_each(args: argparse.Namespace, ctx: Context, action: Any, echo: bool = True) -> int:
+    """Apply ``action`` to every named container; report errors per name, exit 1 if any failed (docker)."""
+    from runtime.container.state import find
+
+    failed = 0
+    for ref in args.containers:
+        try:
+            action(find(ctx.paths, ref))
+            if echo:
+                print(ref)
+        except RefrtError as exc:
+            print(f"Error response from daemon: {exc}" if isinstance(exc, NotFoundError) else f"refrt: {exc}",
+                  file=sys.stderr)
+            failed = 1 if isinstance(exc, NotFoundError) else max(failed, exc.exit_code)
+    return failed
+
+
+def cmd_stop(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    sig = parse_signal(args.signal) if args.signal else signal.SIGTERM
+    return _for_each(args, ctx, lambda c: lifecycle.stop(ctx, c, args.time, sig))
+
+
+def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    sig = parse_signal(args.signal)
+    return _for_each(args, ctx, lambda c: lifecycle.kill(ctx, c, sig))
+
+
+def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    return _for_each(args, ctx, lambda c: lifecycle.remove(ctx, c, force=args.force, volumes=args.volumes))
+
+
+def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    return _for_each(args, ctx, lambda c: print(lifecycle.wait(ctx, c)), echo=False)
+
+
+def _matches(c: Container, filters: list[str]) -> bool:
+    groups: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"bad format of filter (expected name=value): {item}")
+        groups.setdefault(key.lower(), []).append(value)
+    labels = {**(c.image_config.get("Labels") or {}), **c.spec.labels}
+    for key, values in groups.items():
+        if key == "id":
+            ok = any(c.id.startswith(v) for v in values)
+        elif key == "name":
+            ok = any(re.search(v, c.name) for v in values)
+        elif key == "status":
+            ok = c.state.status in values
+        elif key == "label":
+            ok = all(
+                (k in labels and (not sep or labels[k] == v))
+                for k, sep, v in (item.partition("=") for item in values)
+            )
+        elif key == "exited":
+            ok = c.state.status == "exited" and str(c.state.exit_code) in values
+        elif key == "ancestor":
+            ok = any(v in (c.spec.image, c.image_id) or c.image_id.split(":")[-1].startswith(v) for v in values)
+        elif key == "network":
+            ok = c.spec.network.mode in values
+        else:
+            raise UsageError(f"invalid filter '{key}'")
+        if not ok:
+            return False
+    return True
+
+
+PS_HEADERS = {
+    "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Size": "SIZE",
+    "Names": "NAMES", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+}  # fmt: skip
+PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+
+
+def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.cli.format import format_rows
+    from runtime.container import lifecycle
+    from runtime.container.inspect import ps_row
+    from runtime.container.state import all_containers
+
+    selected = []
+    for c in all_containers(ctx.paths):
+        lifecycle.reconcile(ctx, c)
+        if not (args.all or c.state.running) and not args.filter:
+            continue
+        if args.filter and not _matches(c, args.filter):
+            continue
+        if args.filter and not args.all and not c.state.running and not any(
+            f.startswith(("status=", "exited=")) for f in args.filter
+        ):
+            continue
+        selected.append(c)
+    if args.last:
+        selected = selected[: args.last]
+    if args.quiet:
+        for c in selected:
+            print(c.id if args.no_trunc else c.short_id)
+        return 0
+    rows = [ps_row(c, args.no_trunc) for c in selected]
+    text = format_rows(args.format or PS_DEFAULT, rows, PS_HEADERS)
+    if text:
+        print(text)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle, logs
+    from runtime.container.state import find
+
+    container = find(ctx.paths, args.container)
+    tail = None if args.tail in ("all", "") else int(args.tail)
+    records, offset = logs.read_records(container.log_path, tail)
+    for record in records:
+        logs.emit(record, args.timestamps)
+    if args.follow and container.log_path.exists():
+
+        def running() -> bool:
+            if not container.directory.exists():
+                return False
+            lifecycle.reconcile(ctx, container)
+            return container.state.running or container.state.status == "created" and bool(
+                container.state.monitor_pid
+            )
+
+        for record in logs.follow(container.log_path, offset, running):
+            logs.emit(record, args.timestamps)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.cli.format import render
+    from runtime.container import lifecycle
+    from runtime.container.inspect import inspect
+    from runtime.container.state import ContainerNotFound, find
+
+    results: list[Any] = []
+    failed = 0
+    for ref in args.names:
+        data: Any = None
+        if args.type in ("", "container"):
+            try:
+                container = find(ctx.paths, ref)
+                lifecycle.reconcile(ctx, container)
+                data = inspect(container)
+            except ContainerNotFound:
+                data = None
+        if data is None and args.type in ("", "image"):
+            data = _inspect_image(ctx, ref)
+        if data is None:
+            print(f"Error: No such object: {ref}", file=sys.stderr)
+            failed = 1
+            continue
+        results.append(data)
+    if args.format:
+        for data in results:
+            print(render(args.format, data))
+    else:
+        print(json.dumps(results, indent=4))
+    return failed
+
+
+def _inspect_image(ctx: Context, ref: str) -> dict[str, Any] | None:
+    try:
+        from runtime.cli.images import inspect_image
+        from runtime.store.store import Store
+    except ImportError:
+        return None
+    try:
+        return inspect_image(Store(ctx.paths), ref)
+    except NotFoundError:
+        return None
+    except UsageError:
+        return None
+
+
+def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container.exec import exec_in
+    from runtime.container.state import find
+
+    if not args.command:
+        raise UsageError('"exec" requires at least 2 arguments')
+    env: list[str] = []
+    for path in args.env_file:
+        env.extend(read_env_file(path))
+    env.extend(args.env)
+    container = find(ctx.paths, args.container)
+    return exec_in(
+        ctx, container, list(args.command), env=env, workdir=args.workdir, user=args.user, tty=args.tty,
+        interactive=args.interactive, detach=args.detach,
+    )
+
+
+def cmd_top(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.cgroups import driver_for_host
+    from runtime.container import lifecycle
+    from runtime.container.state import find
+
+    container = find(ctx.paths, args.container)
+    lifecycle.reconcile(ctx, container)
+    if not container.state.running:
+        raise RefrtError(f"Container {container.id} is not running")
+    pids = driver_for_host().open(container.id).procs()
+    ps_args = args.ps_args or ["-f"]
+    result = subprocess.run(["ps", *ps_args, "-p", ",".join(str(p) for p in pids)], capture_output=True, text=True)
+    if result.returncode not in (0, 1):
+        raise RefrtError(f"ps: {result.stderr.strip()}")
+    sys.stdout.write(result.stdout)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.cli.format import format_rows
+    from runtime.container import lifecycle
+    from runtime.container import stats as st
+    from runtime.container.state import all_containers, find
+
+    def selected() -> list[Container]:
+        if args.containers:
+            items = [find(ctx.paths, ref) for ref in args.containers]
+        else:
+            items = all_containers(ctx.paths)
+        out = []
+        for c in items:
+            lifecycle.reconcile(ctx, c)
+            if c.state.running or args.all or args.containers:
+                out.append(c)
+        return out
+
+    template = args.format or st.DEFAULT_FORMAT
+    containers = selected()
+    before = {c.id: st.sample(c) for c in containers}
+    while True:
+        time.sleep(0.5)
+        rows = []
+        for c in containers:
+            after = st.sample(c)
+            rows.append(st.row(c, before[c.id], after, args.no_trunc))
+            before[c.id] = after
+        text = format_rows(template, rows, st.HEADERS)
+        if not args.no_stream:
+            sys.stdout.write("\033[2J\033[H")
+        print(text)
+        sys.stdout.flush()
+        if args.no_stream:
+            return 0
+        time.sleep(0.5)
+
+
+def register(sub: Any) -> None:
+    def add(name: str, func: Any, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, **kwargs)
+        parser.set_defaults(func=func)
+        return parser
+
+    p = add("run", cmd_run, "create and start a container, run its command", add_help=False)
+    p.add_argument("--help", action="help")
+    p.add_argument("-d", "--detach", action="store_true")
+    _add_create_flags(p)
+
+    p = add("create", cmd_create, "create a container", add_help=False)
+    p.add_argument("--help", action="help")
+    _add_create_flags(p)
+
+    p = add("start", cmd_start, "start created or stopped containers")
+    p.add_argument("-a", "--attach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("containers", nargs="+")
+
+    p = add("exec", cmd_exec, "run a command in a running container", add_help=False)
+    p.add_argument("--help", action="help")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir", default="")
+    p.add_argument("-u", "--user", default="")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+    p = add("ps", cmd_ps, "list containers")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-n", "--last", type=int, default=0)
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format", default="")
+    p.add_argument("-f", "--filter", action="append", default=[])
+
+    p = add("logs", cmd_logs, "show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", default="all")
+    p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("container")
+
+    p = add("stop", cmd_stop, "stop running containers (SIGTERM, then SIGKILL)")
+    p.add_argument("-t", "--time", type=float, default=10)
+    p.add_argument("-s", "--signal", default="")
+    p.add_argument("containers", nargs="+")
+
+    p = add("kill", cmd_kill, "send a signal to running containers")
+    p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("containers", nargs="+")
+
+    p = add("rm", cmd_rm, "remove containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true")
+    p.add_argument("containers", nargs="+")
+
+    p = add("wait", cmd_wait, "wait for containers to stop, print their exit codes")
+    p.add_argument("containers", nargs="+")
+
+    p = add("inspect", cmd_inspect, "show low-level information on containers or images")
+    p.add_argument("-f", "--format", default="")
+    p.add_argument("--type", default="", choices=["", "container", "image"])
+    p.add_argument("-s", "--size", action="store_true")
+    p.add_argument("names", nargs="+")
+
+    p = add("top", cmd_top, "show the processes of a container")
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+
+    p = add("stats", cmd_stats, "show containers' resource usage")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("--no-stream", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format", default="")
+    p.add_argument("containers", nargs="*")

@@ -1,0 +1,36 @@
+"""Fixtures of the peer-driver tests: the local target, and a snapshot of what a peer runtime could leak."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conformance.targets import Target, get_target
+
+
+@pytest.fixture(scope="session")
+def local_target() -> Iterator[Target]:
+    target = get_target("local")
+    target.up()
+    yield target
+    target.down()
+
+
+def _out(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+
+def host_state(run_id: str, tag: str = "") -> dict[str, object]:
+    """Mounts, links, processes, chains and directories a driver run with ``run_id`` could leave behind."""
+    needles = [run_id] + ([tag] if tag else [])
+    return {
+        "mounts": [ln for ln in Path("/proc/mounts").read_text().splitlines() if any(n in ln for n in needles)],
+        "links": [ln for ln in _out(["ip", "-o", "link"]).splitlines() if tag and f"cfdk{tag[:6]}" in ln],
+        "processes": [ln for ln in _out(["ps", "-eo", "args"]).splitlines()
+                      if any(n in ln for n in needles) and "pytest" not in ln],
+        "dirs": glob.glob(f"/var/tmp/conformance/*/{run_id}") + (glob.glob(f"/run/cfdk-{tag}") if tag else []),
+    }

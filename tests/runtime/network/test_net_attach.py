@@ -1,0 +1,177 @@
+"""attach/detach on the real kernel, with stand-in containers (processes in their own network namespace)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import subprocess
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import runtime.network as rn
+from runtime.errors import ConflictError
+from runtime.network.errors import NetworkNotFound, PortInUse
+from runtime.network.store import NetworkStore
+from runtime.spec import NetworkRequest
+from tests.runtime.network.conftest import Ctx, Sandbox
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _links(netns: str) -> list[str]:
+    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "link"], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def test_published_port_on_localhost_serves_http(sandbox: Sandbox, tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello from the container\n")
+    port = _free_port()
+    c = sandbox.run("web", publish=[f"127.0.0.1:{port}:80"])
+    sandbox.serve_http(c, www)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as resp:
+        assert resp.read() == b"hello from the container\n"
+    assert c.settings["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert rn.ports.port_lines(rn.container_ports(sandbox.ctx, "web")) == [f"80/tcp -> 127.0.0.1:{port}"]
+
+
+def test_eth0_address_mac_route_and_settings(sandbox: Sandbox, ctx: Ctx) -> None:
+    c = sandbox.run("addr")
+    net = c.settings["Networks"]["bridge"]  # type: ignore[index]
+    subnet = ipaddress.IPv4Network(rn.find_network(ctx, "bridge").subnet)
+    assert ipaddress.IPv4Address(net["IPAddress"]) in subnet
+    out = subprocess.run(["nsenter", f"--net={c.netns}", "ip", "-o", "-4", "addr", "show", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"{net['IPAddress']}/{net['IPPrefixLen']}" in out
+    route = subprocess.run(["nsenter", f"--net={c.netns}", "ip", "route"], capture_output=True, text=True).stdout
+    assert f"default via {net['Gateway']} dev eth0" in route
+    assert c.sh(f"busybox ping -c1 -W2 {net['Gateway']}").returncode == 0
+    assert sorted(_links(c.netns)) == ["eth0", "lo"]
+    assert "nameserver" in (c.directory / "resolv.conf").read_text()
+
+
+def test_user_network_names_aliases_and_isolation(sandbox: Sandbox, ctx: Ctx, tmp_path: Path) -> None:
+    rn.create_network(ctx, "front")
+    rn.create_network(ctx, "back")
+    a = sandbox.run("alpha", mode="front", aliases=["db"])
+    hosts_inode = (a.directory / "hosts").stat().st_ino
+    b = sandbox.run("beta", mode="front")  # started later: alpha must learn its name
+    other = sandbox.run("gamma", mode="back")
+    assert (a.directory / "hosts").stat().st_ino == hosts_inode, "hosts file must be rewritten in place"
+    assert a.sh("busybox ping -c1 -W2 beta").returncode == 0
+    assert b.sh("busybox ping -c1 -W2 alpha").returncode == 0
+    assert b.sh("busybox ping -c1 -W2 db").returncode == 0
+    gamma_ip = other.settings["Networks"]["back"]["IPAddress"]  # type: ignore[index]
+    assert a.sh("busybox ping -c1 -W1 gamma").returncode != 0, "names of other networks must not resolve"
+    assert a.sh(f"busybox ping -c1 -W1 {gamma_ip}").returncode != 0, "networks must be isolated"
+    sandbox.stop(b)
+    assert "beta" not in (a.directory / "hosts").read_text()
+
+
+def test_internal_network_has_no_outbound_route(sandbox: Sandbox, ctx: Ctx) -> None:
+    rn.create_network(ctx, "sealed", internal=True)
+    c = sandbox.run("inner", mode="sealed")
+    route = subprocess.run(["nsenter", f"--net={c.netns}", "ip", "route"], capture_output=True, text=True).stdout
+    assert "default" not in route
+    host_ip = next(line.split()[3].split("/")[0] for line in subprocess.run(
+        ["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True).stdout.splitlines()
+        if not line.split()[1].startswith(("rf", "refrt")))
+    assert c.sh(f"busybox ping -c1 -W1 {host_ip}").returncode != 0
+    with pytest.raises(ConflictError):
+        sandbox.run("inner-pub", mode="sealed", publish=["80"])
+
+
+def test_port_in_use_is_refused_before_start_and_rolled_back(sandbox: Sandbox, ctx: Ctx) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        c = sandbox.spawn("clash")
+        with pytest.raises(PortInUse, match="already allocated"):
+            rn.attach(ctx, c.id, c.name, c.pid, NetworkRequest(publish=[f"127.0.0.1:{port}:80"]))
+    assert NetworkStore(ctx.paths).container(c.id) is None
+    assert _links(c.netns) == ["lo"]
+    first = sandbox.run("first", publish=["127.0.0.1::80"])
+    taken = first.settings["Ports"]["80/tcp"][0]["HostPort"]  # type: ignore[index]
+    second = sandbox.spawn("second")
+    with pytest.raises(PortInUse):
+        rn.attach(ctx, second.id, second.name, second.pid, NetworkRequest(publish=[f"{taken}:80"]))
+
+
+def test_publish_all_exposed_gets_random_ports(sandbox: Sandbox, ctx: Ctx) -> None:
+    c = sandbox.run("all", publish_all=True, exposed=["80/tcp", "53/udp", "443/tcp"])
+    ports = c.settings["Ports"]
+    assert sorted(ports) == ["443/tcp", "53/udp", "80/tcp"]  # type: ignore[arg-type]
+    host_ports = {int(v[0]["HostPort"]) for v in ports.values()}  # type: ignore[attr-defined]
+    assert len(host_ports) == 3 and all(p > 1024 for p in host_ports)
+
+
+def test_connect_and_disconnect_a_live_container(sandbox: Sandbox, ctx: Ctx) -> None:
+    rn.create_network(ctx, "extra")
+    c = sandbox.run("hop")
+    peer = sandbox.run("peer", mode="extra")
+    ep = rn.connect(ctx, "extra", "hop", aliases=["hopper"])
+    assert ep.ifname == "eth1"
+    assert sorted(_links(c.netns)) == ["eth0", "eth1", "lo"]
+    assert peer.sh("busybox ping -c1 -W2 hopper").returncode == 0
+    settings = rn.settings(ctx, c.id)
+    assert settings is not None and sorted(settings["Networks"]) == ["bridge", "extra"]
+    with pytest.raises(ConflictError):
+        rn.connect(ctx, "extra", "hop")
+    rn.disconnect(ctx, "extra", c.id[:8])
+    assert sorted(_links(c.netns)) == ["eth0", "lo"]
+    assert "hopper" not in (peer.directory / "hosts").read_text()
+
+
+def test_container_mode_and_host_mode_paths(sandbox: Sandbox, ctx: Ctx) -> None:
+    c = sandbox.run("target")
+    assert rn.netns_path_for(ctx, NetworkRequest(mode="container:target")) == f"/proc/{c.pid}/ns/net"
+    assert rn.netns_path_for(ctx, NetworkRequest(mode="bridge")) is None
+    host = rn.netns_path_for(ctx, NetworkRequest(mode="host"))
+    assert host is not None and Path(host).resolve() == Path("/proc/self/ns/net").resolve()
+    sandbox.stop(c)
+    with pytest.raises(rn.errors.ContainerNotAttached):
+        rn.netns_path_for(ctx, NetworkRequest(mode="container:target"))
+
+
+def test_unknown_network_is_a_clear_error(sandbox: Sandbox, ctx: Ctx) -> None:
+    c = sandbox.spawn("lost")
+    with pytest.raises(NetworkNotFound, match="nope"):
+        rn.attach(ctx, c.id, c.name, c.pid, NetworkRequest(mode="nope"))
+
+
+def test_detach_is_idempotent_and_frees_everything(sandbox: Sandbox, ctx: Ctx) -> None:
+    c = sandbox.run("twice", publish=["80"])
+    rn.detach(ctx, c.id)
+    rn.detach(ctx, c.id)
+    assert rn.leftovers(ctx) == []
+    allocations = [NetworkStore(ctx.paths).allocations(n.id) for n in NetworkStore(ctx.paths).networks()]
+    assert all(a == {} for a in allocations)
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_attaches_get_distinct_addresses(sandbox: Sandbox, ctx: Ctx) -> None:
+    boxes = [sandbox.spawn(f"many{i}") for i in range(20)]
+
+    def attach(c: object) -> str:
+        box = c  # type: ignore[assignment]
+        settings = rn.attach(ctx, box.id, box.name, box.pid, NetworkRequest())  # type: ignore[attr-defined]
+        return str(settings["Networks"]["bridge"]["IPAddress"])
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        addresses = list(pool.map(attach, boxes))
+    subnet = ipaddress.IPv4Network(rn.find_network(ctx, "bridge").subnet)
+    assert len(set(addresses)) == 20
+    assert all(ipaddress.IPv4Address(a) in subnet for a in addresses)
+    on_disk = json.loads((ctx.paths.networks / rn.find_network(ctx, "bridge").id / "ipam.json").read_text())
+    assert sorted(on_disk["allocated"]) == sorted(addresses)

@@ -1,0 +1,256 @@
+"""The Vagrant backend's machinery: the locally built box, ``vagrant up/destroy``, and ``vagrant ssh-config``.
+
+The box is the same guest image the qemu backend boots (:mod:`vm.image`), packaged for the libvirt provider:
+``box.img`` (the qcow2), the guest kernel and tiny initrd (direct kernel boot, as with qemu), ``metadata.json``
+and a box Vagrantfile. Its name carries the image key, so a new image is a new box. The project's
+``Vagrantfile`` (repository root) is driven through environment variables: each VM gets its own
+``VAGRANT_DOTFILE_PATH`` and libvirt name prefix, so parallel runs never share a machine.
+
+libvirt's qemu runs as its own user and reads the kernel from the box directory, so ``VAGRANT_HOME`` defaults to
+``/var/lib/conformance/vagrant`` for root (``~/.vagrant.d`` otherwise; ``$CONFORMANCE_VAGRANT_HOME`` overrides).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vm import paths
+from vm.errors import ToolMissing, VmBootError, VmError
+from vm.image import BuiltImage
+from vm.locking import locked
+from vm.state import VmRecord, new_record
+
+BOX_PREFIX = "conformance-bookworm"
+CMDLINE = "root=/dev/vda rw console=ttyS0 quiet panic=1"
+
+BOX_VAGRANTFILE = f"""# Box Vagrantfile: direct kernel boot of the conformance guest image (libvirt provider).
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |lv|
+    lv.driver = "qemu"
+    lv.cpu_mode = "maximum"
+    lv.kernel = File.join(File.dirname(__FILE__), "vmlinuz")
+    lv.initrd = File.join(File.dirname(__FILE__), "initrd.img")
+    lv.cmd_line = "{CMDLINE}"
+  end
+end
+"""
+
+Progress = Callable[[str], None]
+
+
+def vagrant_home() -> Path:
+    explicit = os.environ.get("CONFORMANCE_VAGRANT_HOME")
+    if explicit:
+        return Path(explicit)
+    if os.geteuid() == 0:
+        return Path("/var/lib/conformance/vagrant")
+    return Path.home() / ".vagrant.d"
+
+
+def vagrantfile_dir() -> Path:
+    """The directory holding the project's Vagrantfile (the repository root, or ``$CONFORMANCE_VAGRANTFILE_DIR``)."""
+    explicit = os.environ.get("CONFORMANCE_VAGRANTFILE_DIR")
+    directory = Path(explicit) if explicit else Path(__file__).resolve().parents[1]
+    if not (directory / "Vagrantfile").exists():
+        raise VmError(f"no Vagrantfile in {directory}: set CONFORMANCE_VAGRANTFILE_DIR")
+    return directory
+
+
+def box_name(image: BuiltImage) -> str:
+    return f"{BOX_PREFIX}-{image.key}"
+
+
+def vagrant_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for every vagrant call: no update checks, no network lookups, our home and Vagrantfile."""
+    if shutil.which("vagrant") is None:
+        raise ToolMissing("vagrant", "vagrant")
+    home = vagrant_home()
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    env = dict(os.environ)
+    env.update(
+        {
+            "VAGRANT_HOME": str(home),
+            "VAGRANT_CWD": str(vagrantfile_dir()),
+            "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+            "VAGRANT_NO_COLOR": "1",
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+            "VAGRANT_LOG": os.environ.get("VAGRANT_LOG", "warn"),
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def _vagrant(args: list[str], env: dict[str, str], timeout: float, log: Path | None = None) -> str:
+    try:
+        proc = subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise VmError(f"vagrant {' '.join(args)} did not finish within {timeout:.0f} s") from exc
+    if log is not None:
+        with log.open("a") as log_file:
+            log_file.write(f"$ vagrant {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
+    if proc.returncode != 0:
+        raise VmError(f"vagrant {' '.join(args)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}")
+    return proc.stdout
+
+
+def ensure_box(image: BuiltImage, progress: Progress | None = None) -> str:
+    """Package ``image`` as a libvirt box and ``vagrant box add`` it, unless a box of that name exists."""
+    say = progress or (lambda _line: None)
+    name = box_name(image)
+    env = vagrant_env()
+    with locked(paths.locks_dir(), f"box-{image.key}"):
+        if re.search(rf"^{re.escape(name)}\s", _vagrant(["box", "list"], env, 120), re.MULTILINE):
+            say(f"box {name} already added")
+            return name
+        box_file = image.directory / "vagrant.box.partial"
+        say(f"packaging {box_file.name}")
+        try:
+            with tarfile.open(box_file, "w") as tar:
+                tar.add(image.disk, arcname="box.img")
+                tar.add(image.kernel, arcname="vmlinuz")
+                tar.add(image.initrd, arcname="initrd.img")
+                for arcname, text in (
+                    ("metadata.json", json.dumps({"provider": "libvirt", "format": "qcow2", "virtual_size": 4})),
+                    ("Vagrantfile", BOX_VAGRANTFILE),
+                ):
+                    member = image.directory / f".{arcname}"
+                    member.write_text(text)
+                    tar.add(member, arcname=arcname)
+                    member.unlink()
+            say(f"vagrant box add --name {name}")
+            _vagrant(["box", "add", "--force", "--name", name, str(box_file)], env, 600)
+        finally:
+            box_file.unlink(missing_ok=True)
+    return name
+
+
+@dataclass
+class SshEndpoint:
+    host: str
+    port: int
+    user: str
+    key: Path
+
+
+def parse_ssh_config(text: str) -> SshEndpoint:
+    """The endpoint in ``vagrant ssh-config`` output."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            values.setdefault(parts[0].lower(), parts[1].strip().strip('"'))
+    try:
+        return SshEndpoint(values["hostname"], int(values.get("port", "22")), values.get("user", "root"),
+                           Path(values["identityfile"]))
+    except (KeyError, ValueError) as exc:
+        raise VmError(f"unexpected vagrant ssh-config output: {text.strip()[:300]}") from exc
+
+
+class VagrantMachine:
+    """One ``vagrant up``'d machine with its own dotfile directory (its run directory) and libvirt name."""
+
+    def __init__(self, image: BuiltImage, *, memory_mb: int = 2048, cpus: int = 2, driver: str = "qemu") -> None:
+        self.image = image
+        self.vm_id = f"vagrant-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.run_dir = paths.run_root() / self.vm_id
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.driver = driver
+        self.record: VmRecord | None = None
+
+    @property
+    def serial_log(self) -> Path:
+        return self.run_dir / "serial.log"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "vagrant.log"
+
+    def env(self) -> dict[str, str]:
+        return vagrant_env(machine_env(self.vm_id, self.run_dir, box_name(self.image), self.image.ssh_key.private,
+                                       self.memory_mb, self.cpus, self.driver))
+
+    def up(self, timeout: float) -> SshEndpoint:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o755)
+        self.record = new_record(self.vm_id, "vagrant", self.run_dir)
+        self.record.extra.update({"box": box_name(self.image), "key": str(self.image.ssh_key.private),
+                                  "memory": self.memory_mb, "cpus": self.cpus, "driver": self.driver})
+        self.record.save()
+        env = self.env()
+        try:
+            _vagrant(["up", "--provider=libvirt", "--no-provision"], env, timeout, self.log)
+            endpoint = parse_ssh_config(_vagrant(["ssh-config"], env, 120, self.log))
+        except VmError as exc:
+            raise VmBootError(f"vagrant up of {self.vm_id} failed: {exc}", evidence=self.evidence()) from exc
+        self.record.extra["ssh"] = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
+        self.record.save()
+        return endpoint
+
+    def evidence(self) -> str:
+        parts = []
+        for title, path in (("serial console tail", self.serial_log), ("vagrant log tail", self.log)):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            parts += [f"--- {title} ({path}) ---", "\n".join(text.splitlines()[-60:])]
+        return "\n".join(parts)
+
+    def destroy(self) -> None:
+        """``vagrant destroy -f`` and remove the run directory. Idempotent."""
+        if self.run_dir.exists():
+            try:
+                _vagrant(["destroy", "-f"], self.env(), 300, self.log)
+            finally:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def machine_env(vm_id: str, run_dir: Path, box: str, key: Path, memory_mb: int, cpus: int, driver: str) -> dict[str, str]:
+    return {
+        "VAGRANT_DOTFILE_PATH": str(run_dir / ".vagrant"),
+        "CONFORMANCE_VAGRANT_BOX": box,
+        "CONFORMANCE_VAGRANT_KEY": str(key),
+        "CONFORMANCE_VAGRANT_NAME": "default",
+        "CONFORMANCE_VAGRANT_PREFIX": f"{vm_id}-",
+        "CONFORMANCE_VAGRANT_MEMORY": str(memory_mb),
+        "CONFORMANCE_VAGRANT_CPUS": str(cpus),
+        "CONFORMANCE_VAGRANT_DRIVER": driver,
+        "CONFORMANCE_VAGRANT_SERIAL": str(run_dir / "serial.log"),
+        "CONFORMANCE_VAGRANT_POOL": str(vagrant_home() / "pool"),
+    }
+
+
+def destroy_leftover(record: VmRecord) -> None:
+    """Reaper hook: ``vagrant destroy -f`` a machine whose harness died (needs libvirtd reachable)."""
+    run_dir = Path(record.run_dir)
+    if not (run_dir / ".vagrant").exists():
+        return
+    extra = record.extra
+    env = vagrant_env(machine_env(record.vm_id, run_dir, str(extra.get("box", "")), Path(str(extra.get("key", ""))),
+                                  int(extra.get("memory", 2048)), int(extra.get("cpus", 2)),
+                                  str(extra.get("driver", "qemu"))))
+    try:
+        _vagrant(["destroy", "-f"], env, 300)
+    except VmError:
+        pass  # libvirtd gone (its netns deleted, say): nothing of this machine can still run
+
+
+def ssh_config_text(record: VmRecord) -> str:
+    extra = record.extra
+    env = vagrant_env(machine_env(record.vm_id, Path(record.run_dir), str(extra.get("box", "")),
+                                  Path(str(extra.get("key", ""))), int(extra.get("memory", 2048)),
+                                  int(extra.get("cpus", 2)), str(extra.get("driver", "qemu"))))
+    return _vagrant(["ssh-config"], env, 120)
