@@ -51,7 +51,17 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # Syscalls glibc does not wrap, by machine.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _load_libc() -> ctypes.CDLL:
+    """glibc by its soname; find_library (which runs ldconfig, ~20 ms) only where that name is unknown."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -137,7 +147,7 @@ def set_process_name(name: str) -> None:
 
 def capbset_read(cap: int) -> bool:
     """True when ``cap`` is in the bounding set; False too for numbers this kernel does not know."""
-    result = _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0)
+    result: int = _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0)
     return result == 1
 
 

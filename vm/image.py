@@ -203,7 +203,7 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     stanzas: list[dict[str, str]] = []
     current: dict[str, str] = {}
     key = ""
-    for raw in text.splitlines() + [""]:
+    for raw in [*text.splitlines(), ""]:
         if raw.startswith("#"):
             continue
         if not raw.strip():
@@ -384,7 +384,13 @@ def build_image(recipe: Recipe, progress: Progress, report: BuildReport) -> Buil
         if rootfs.exists():
             shutil.rmtree(rootfs, ignore_errors=True)
         (partial / "root.raw").unlink(missing_ok=True)
-    meta = {"key": recipe.key(), "kernel_release": kernel_release, "recipe": asdict(recipe), "built": time.time()}
+    meta = {
+        "key": recipe.key(),
+        "kernel_release": kernel_release,
+        "recipe": asdict(recipe),
+        "built": time.time(),
+        "steps": dict(report.steps),
+    }
     (partial / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
     partial.rename(final)
     return BuiltImage(directory=final, key=recipe.key(), kernel_release=kernel_release)

@@ -246,9 +246,9 @@ class Machine:
             if self._wait_qmp():
                 break
             text = self.qemu_log.read_text(errors="replace") if self.qemu_log.exists() else ""
-            if "hostfwd" in text.lower() or "host forwarding" in text.lower():
-                if attempt < 4:
-                    continue  # another process took the port between our check and qemu's bind
+            port_taken = "hostfwd" in text.lower() or "host forwarding" in text.lower()
+            if port_taken and attempt < 4:
+                continue  # another process took the port between our check and qemu's bind
             raise VmBootError(
                 f"qemu exited at start with status {self.proc.returncode if self.proc else '?'}: {text.strip()[-500:]}",
                 evidence=self.evidence(),

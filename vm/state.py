@@ -99,9 +99,10 @@ def load_records(root: Path | None = None) -> list[VmRecord]:
             # A directory without a readable state file: the harness died before writing it.
             mtime = directory.stat().st_mtime
             if time.time() - mtime > 60:
-                records.append(
-                    VmRecord(vm_id=directory.name, backend="unknown", run_dir=str(directory), owner_pid=0, owner_start=0)
+                unknown = VmRecord(
+                    vm_id=directory.name, backend="unknown", run_dir=str(directory), owner_pid=0, owner_start=0
                 )
+                records.append(unknown)
     return records
 
 

@@ -12,6 +12,7 @@ libvirt's qemu runs as its own user and reads the kernel from the box directory,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -57,7 +58,7 @@ def vagrant_home() -> Path:
 
 
 def vagrantfile_dir() -> Path:
-    """The directory holding the project's Vagrantfile (the repository root, or ``$CONFORMANCE_VAGRANTFILE_DIR``)."""
+    """The directory of the project's Vagrantfile: the repository root, or ``$CONFORMANCE_VAGRANTFILE_DIR``."""
     explicit = os.environ.get("CONFORMANCE_VAGRANTFILE_DIR")
     directory = Path(explicit) if explicit else Path(__file__).resolve().parents[1]
     if not (directory / "Vagrantfile").exists():
@@ -94,14 +95,17 @@ def vagrant_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _vagrant(args: list[str], env: dict[str, str], timeout: float, log: Path | None = None) -> str:
     try:
-        proc = subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            ["vagrant", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise VmError(f"vagrant {' '.join(args)} did not finish within {timeout:.0f} s") from exc
     if log is not None:
         with log.open("a") as log_file:
             log_file.write(f"$ vagrant {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
     if proc.returncode != 0:
-        raise VmError(f"vagrant {' '.join(args)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}")
+        output = (proc.stderr or proc.stdout).strip()[-800:]
+        raise VmError(f"vagrant {' '.join(args)} failed ({proc.returncode}): {output}")
     return proc.stdout
 
 
@@ -218,7 +222,9 @@ class VagrantMachine:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def machine_env(vm_id: str, run_dir: Path, box: str, key: Path, memory_mb: int, cpus: int, driver: str) -> dict[str, str]:
+def machine_env(
+    vm_id: str, run_dir: Path, box: str, key: Path, memory_mb: int, cpus: int, driver: str
+) -> dict[str, str]:
     return {
         "VAGRANT_DOTFILE_PATH": str(run_dir / ".vagrant"),
         "CONFORMANCE_VAGRANT_BOX": box,
@@ -242,10 +248,9 @@ def destroy_leftover(record: VmRecord) -> None:
     env = vagrant_env(machine_env(record.vm_id, run_dir, str(extra.get("box", "")), Path(str(extra.get("key", ""))),
                                   int(extra.get("memory", 2048)), int(extra.get("cpus", 2)),
                                   str(extra.get("driver", "qemu"))))
-    try:
+    # When libvirtd is gone (its netns deleted, say) nothing of this machine can still run.
+    with contextlib.suppress(VmError):
         _vagrant(["destroy", "-f"], env, 300)
-    except VmError:
-        pass  # libvirtd gone (its netns deleted, say): nothing of this machine can still run
 
 
 def ssh_config_text(record: VmRecord) -> str:

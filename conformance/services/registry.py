@@ -32,6 +32,8 @@ from conformance.services.token_server import TokenServer
 
 BINARY = "docker-registry"
 HTPASSWD = "htpasswd"
+#: util-linux's setpriv sets the parent-death signal before exec'ing the registry.
+SETPRIV = "setpriv"
 SERVICE_NAME = "conformance-registry"
 AuthMode = Literal["htpasswd", "token"]
 #: A port can be taken by someone else between probing and binding (8 people share this machine): retry.
@@ -259,9 +261,13 @@ class Registry:
 
     def _spawn(self) -> None:
         assert self.workdir is not None
+        argv = [BINARY, "serve", str(self.workdir / "config.yml")]
+        if shutil.which(SETPRIV):
+            # If the owner dies without stop() (SIGKILL, a CI timeout), the kernel terminates the registry too.
+            argv = [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
         with open(self.workdir / "registry.log", "ab") as log:
             self._proc = subprocess.Popen(
-                [BINARY, "serve", str(self.workdir / "config.yml")],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

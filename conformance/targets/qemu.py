@@ -1,7 +1,7 @@
 """The ``qemu`` target: a disposable VM booted (or restored from the golden snapshot) for this run.
 
-``qemu[?memory=MB&cpus=N&accel=auto|kvm|tcg&snapshot=true|false&boot_timeout=S&ssh_timeout=S&append=ARGS
-&destroy=always|passing|never]``
+``qemu[?memory=MB&cpus=N&accel=auto|kvm|tcg&snapshot=true|false&boot_timeout=S&ssh_timeout=S``
+``&append=ARGS&destroy=always|passing|never]``
 
 - ``up()``: removes VMs that a killed harness left behind, builds the guest image when its recipe changed
   (cached), picks KVM when it really works else TCG, then restores a clone of the golden snapshot (made once per
@@ -10,8 +10,8 @@
 - ``down()``: disconnects and destroys the VM (process, overlay, serial log, port forward) according to
   ``destroy`` (also settable as ``destroy_policy`` or the constructor's ``destroy=``): ``always`` (default);
   ``never`` keeps it; ``passing`` destroys it unless :attr:`run_passed` was set False (a run session that keeps
-  a failed run's VM may also simply not call ``down()``: at exit only ``always`` destroys). A kept VM is listed by ``conformance vm status`` and removed by ``conformance vm
-  down ID`` or ``conformance vm clean --all``.
+  a failed run's VM may also simply not call ``down()``: at exit only ``always`` destroys). A kept VM is
+  listed by ``conformance vm status`` and removed by ``conformance vm down ID`` or ``conformance vm clean --all``.
 
 The VM is also destroyed on error, on SIGINT (KeyboardInterrupt unwinds through ``down()``), on SIGTERM (turned
 into SystemExit here) and at interpreter exit; after a SIGKILL, qemu gets SIGTERM from the kernel (parent-death

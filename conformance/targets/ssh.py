@@ -13,6 +13,7 @@ deadline.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -119,9 +120,9 @@ class SshSession:
                 if check is not None:
                     check()
                 if time.monotonic() + 0.5 >= deadline:
+                    waited = self.connect_timeout if timeout is None else timeout
                     raise TargetError(
-                        f"SSH to {self.address} not reachable within {self.connect_timeout if timeout is None else timeout:.0f} s: "
-                        f"{type(last).__name__}: {last}"
+                        f"SSH to {self.address} not reachable within {waited:.0f} s: {type(last).__name__}: {last}"
                     ) from last
                 time.sleep(0.5)
                 continue
@@ -134,10 +135,8 @@ class SshSession:
     def close(self) -> None:
         """Drop the connection (the next command reconnects)."""
         if self._sftp is not None:
-            try:
+            with contextlib.suppress(*_TRANSPORT_ERRORS):
                 self._sftp.close()
-            except _TRANSPORT_ERRORS:
-                pass
             self._sftp = None
         if self._client is not None:
             self._client.close()
@@ -185,7 +184,7 @@ class SshSession:
             status, out, err = self._collect(channel, command, start, timeout, stdin)
         finally:
             channel.close()
-        pid_line, _, stdout = out.partition(b"\n")
+        _pid, _, stdout = out.partition(b"\n")
         return CommandResult(
             command=command,
             exit_status=status,
@@ -290,7 +289,8 @@ class SshSession:
                 self.sftp().putfo(io.BytesIO(_tar_tree(local)), staging)
                 quoted = shlex.quote(remote)
                 self._checked(
-                    f"mkdir -p {quoted} && tar -xzf {staging} -C {quoted} --no-same-owner; s=$?; rm -f {staging}; exit $s"
+                    f"mkdir -p {quoted} && tar -xzf {staging} -C {quoted} --no-same-owner; "
+                    f"s=$?; rm -f {staging}; exit $s"
                 )
             else:
                 mode = local.stat().st_mode & 0o7777
@@ -323,7 +323,7 @@ def testinfra_host(session: SshSession) -> Any:
     from testinfra.host import Host
 
     class _SharedParamikoBackend(ParamikoBackend):  # type: ignore[misc]
-        @property  # type: ignore[misc]
+        @property
         def client(self) -> paramiko.SSHClient:
             return session.client()
 

@@ -10,8 +10,9 @@ BuildKit does. Progress goes to ``out`` in BuildKit's plain style (``#3 [build 2
 Choices where Docker leaves room, documented: every build failure raises a :class:`BuildError` (exit 1, as
 ``docker build``); ``ADD`` of a URL is refused (builds have no network to fetch with); the cache ignores file
 mtimes (as BuildKit: a ``touch`` alone keeps a COPY cached, a content, mode or owner change does not); ``RUN
---mount/--network/--security`` are refused rather than ignored; ``FROM --platform`` is accepted and the host's
-platform is used (BuildKit's ``BUILDPLATFORM``/``TARGETARCH``... args hold the host's values).
+--mount`` and ``--security`` are refused rather than ignored, ``--network=none|host|default`` is honoured;
+``FROM --platform`` is accepted and the host's platform is used (BuildKit's ``BUILDPLATFORM``/``TARGETARCH``...
+args hold the host's values).
 """
 
 from __future__ import annotations
@@ -641,6 +642,8 @@ class Builder:
             layer = self.store.get_layer(entry.diff_id)
             if layer is None:
                 entry = None  # the layer was garbage-collected since: rebuild
+            else:
+                layer = self.store.ensure_layer(layer.digest, layer.diff_id)  # fresh again: spared by a gc
         if entry is None:
             with self._scratch() as scratch:
                 work(scratch)
@@ -714,7 +717,9 @@ class Builder:
 
         def work(scratch: Path) -> None:
             with self._mounted(new.layers, scratch) as root:
-                writer = ctxfiles.RootfsWriter(root, owner=None, chmod=None, keep_owner=False)
+                user = str(new.cfg.get("User") or "")
+                owner = ctxfiles.parse_chown(user, root) if user else None  # BuildKit: made as the USER
+                writer = ctxfiles.RootfsWriter(root, owner=owner, chmod=None, keep_owner=False)
                 writer.mkdirs(path)
 
         self._fs_step(new, label, created_by, "", work)
@@ -739,7 +744,8 @@ class Builder:
         shown = " ".join(argv)
         if args:
             shown = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in sorted(args.items())) + " " + shown
-        created_by = "RUN " + shown
+        network = "none" if instr.flags.get("network") == "none" else "host"  # docker build's default: host
+        created_by = "RUN " + ("--network=none " if network == "none" else "") + shown
         content = _sha(script.encode()) if script else ""
         run_env = self._run_env(new)
 
@@ -753,7 +759,7 @@ class Builder:
                 host.chmod(0o755)
                 mounts.append(MountSpec(type="bind", source=str(host), target=argv[0], read_only=True))
             try:
-                status = self._run_container(new, scratch, argv, run_env, mounts)
+                status = self._run_container(new, scratch, argv, run_env, mounts, network)
             except BuildError:
                 raise
             except RefrtError as exc:
@@ -799,7 +805,7 @@ class Builder:
         return env
 
     def _run_container(
-        self, new: State, scratch: Path, argv: list[str], env: list[str], mounts: list[MountSpec]
+        self, new: State, scratch: Path, argv: list[str], env: list[str], mounts: list[MountSpec], network: str
     ) -> int:
         """Run ``argv`` in a throw-away container over the state's layers; its changes land in scratch/upper."""
         from runtime.container import run_in_rootfs
@@ -819,6 +825,7 @@ class Builder:
                 env,
                 new.workdir,
                 str(new.cfg.get("User") or ""),
+                network=network,
                 mounts=mounts,
                 stdout=fd,
                 stderr=fd,

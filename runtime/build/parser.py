@@ -46,6 +46,7 @@ FLAGS: dict[str, dict[str, type]] = {
     "FROM": {"platform": str},
     "COPY": {"from": str, "chown": str, "chmod": str, "link": bool},
     "ADD": {"chown": str, "chmod": str, "link": bool},
+    "RUN": {"network": str},
     "HEALTHCHECK": {"interval": str, "timeout": str, "start-period": str, "start-interval": str, "retries": str},
 }
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
@@ -495,6 +496,8 @@ def check_instruction(instr: Instruction) -> None:
                 raise instr.fail("ARG names can not be blank")
     if kw == "HEALTHCHECK":
         _check_healthcheck(instr)
+    if kw == "RUN" and instr.flags.get("network", "default") not in ("default", "none", "host"):
+        raise instr.fail(f"RUN --network={instr.flags['network']}: only default, none and host are supported")
     if kw == "ONBUILD" and instr.trigger is not None:
         trig = instr.trigger.keyword
         if trig == "ONBUILD":

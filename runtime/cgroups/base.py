@@ -9,6 +9,7 @@ from :class:`Resources` - docker's flags in docker's units - and each driver map
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import os
 import signal
@@ -115,10 +116,8 @@ class Cgroup(abc.ABC):
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             if time.monotonic() > deadline:
                 raise CgroupError(f"cgroup {self.name}: processes {pids} survive SIGKILL")
             time.sleep(0.01)

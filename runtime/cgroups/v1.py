@@ -7,6 +7,7 @@ every mounted hierarchy so that it is placed completely, as docker's cgroupfs dr
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from runtime.cgroups.base import (
     CFSQuota,
     Cgroup,
     CgroupDriver,
+    CgroupError,
     CgroupStats,
     Resources,
     make_group_dir,
@@ -25,6 +27,10 @@ from runtime.cgroups.base import (
 
 # The kernel reports "unlimited" memory as the largest page-aligned long.
 _UNLIMITED_MEMORY = 0x7FFFFFFFFFFFF000
+
+
+# Super-block options of a v1 cgroup mount that are not controller names.
+_NOT_CONTROLLERS = frozenset({"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "favordynmods"})
 
 
 def discover_hierarchies(mountinfo: str | None = None) -> dict[str, Path]:
@@ -39,7 +45,7 @@ def discover_hierarchies(mountinfo: str | None = None) -> dict[str, Path]:
             continue
         mountpoint = Path(fields[4])
         for option in rfields[2].split(","):
-            if option in ("rw", "ro") or option.startswith(("release_agent=", "clone_children")):
+            if option in _NOT_CONTROLLERS or option.startswith("release_agent="):
                 continue
             result.setdefault(option, mountpoint)
     return result
@@ -137,10 +143,8 @@ def _prepare_parent(parent: Path) -> None:
         _inherit_cpuset(parent)
     use_hierarchy = parent / "memory.use_hierarchy"
     if use_hierarchy.exists() and read_int(use_hierarchy) != 1:
-        try:  # so the parent's accounting and oom_kill counts include its children
+        with contextlib.suppress(CgroupError):  # so the parent's accounting includes its children
             write(use_hierarchy, 1)
-        except OSError:
-            pass
 
 
 def _inherit_cpuset(group: Path) -> None:
@@ -171,9 +175,7 @@ class V1Driver(CgroupDriver):
             group.configure(resources)
         except BaseException:
             for path in reversed(created):
-                try:
+                with contextlib.suppress(OSError):
                     path.rmdir()
-                except OSError:
-                    pass
             raise
         return group

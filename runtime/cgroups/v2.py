@@ -6,6 +6,7 @@ Debian 12 VM guests. Docker's v1-style values are converted the way runc convert
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +105,8 @@ class V2Cgroup(Cgroup):
     def kill_all(self, timeout: float = 5.0) -> None:
         kill_file = self.path / "cgroup.kill"
         if kill_file.exists():
-            try:
+            with contextlib.suppress(OSError):
                 write(kill_file, 1)
-            except OSError:
-                pass
         super().kill_all(timeout)
 
 

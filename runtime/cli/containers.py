@@ -478,9 +478,9 @@ def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
             if not container.directory.exists():
                 return False
             lifecycle.reconcile(ctx, container)
-            return container.state.running or container.state.status == "created" and bool(
+            return container.state.running or (container.state.status == "created" and bool(
                 container.state.monitor_pid
-            )
+            ))
 
         for record in logs.follow(container.log_path, offset, running):
             logs.emit(record, args.timestamps)
@@ -575,10 +575,7 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container.state import all_containers, find
 
     def selected() -> list[Container]:
-        if args.containers:
-            items = [find(ctx.paths, ref) for ref in args.containers]
-        else:
-            items = all_containers(ctx.paths)
+        items = [find(ctx.paths, ref) for ref in args.containers] if args.containers else all_containers(ctx.paths)
         out = []
         for c in items:
             lifecycle.reconcile(ctx, c)

@@ -85,7 +85,7 @@ def _evaluate(data: Any, action: str) -> str:
             container = container[key] if isinstance(container, (Mapping, Sequence)) else None
         return go_string(container)
     if head == "join":
-        items, sep = (args + [" "])[:2]
+        items, sep = ([*args, " "])[:2]
         return str(sep).join(go_string(v) for v in (items or []))
     if head in ("upper", "lower"):
         text = go_string(args[0])
@@ -139,7 +139,7 @@ def tabulate(rows: list[str], padding: int = 3) -> str:
     return "\n".join(lines)
 
 
-def format_rows(template: str, items: list[Mapping[str, Any]], headers: Mapping[str, str]) -> str:
+def format_rows(template: str, items: Sequence[Mapping[str, Any]], headers: Mapping[str, str]) -> str:
     """ps/images/stats output: ``table ...`` gets a header and alignment, a plain template one line per item."""
     if template.startswith("table"):
         body = template[len("table") :].strip() or "\t".join(f"{{{{.{k}}}}}" for k in headers)

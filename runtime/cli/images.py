@@ -282,7 +282,8 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
         for row in rows:
             if row["ID"] not in seen:
                 seen.append(row["ID"])
-        print("\n".join(seen)) if seen else None
+        for image_id in seen:
+            print(image_id)
         return 0
     if args.format:
         print_formatted(args.format, rows, "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}")

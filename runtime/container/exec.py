@@ -142,7 +142,7 @@ def _enter_and_run(
         init._report(err_w, exc)
     except OSError as exc:
         init._report(err_w, RefrtError(f"exec: {exc}"))
-    except BaseException as exc:  # noqa: BLE001 - a forked child must never return into the CLI
+    except BaseException as exc:
         init._report(err_w, RefrtError(f"exec: {type(exc).__name__}: {exc}"))
     os._exit(126)
 
@@ -201,7 +201,7 @@ def _pump_tty(pid: int, master: int, interactive: bool) -> int:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:

@@ -85,7 +85,7 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         _report(err_w, RefrtError(str(exc)))
     except RefrtError as exc:
         _report(err_w, exc)
-    except BaseException as exc:  # noqa: BLE001 - anything else must still reach the parent, not a traceback
+    except BaseException as exc:
         _report(err_w, RefrtError(f"container init: {type(exc).__name__}: {exc}"))
     os._exit(125)
 

@@ -7,6 +7,7 @@ released, state set to exited - so ``ps -a`` tells the truth and ``rm`` can clea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -181,10 +182,8 @@ def kill(ctx: Any, container: Container, signum: int = signal.SIGKILL) -> None:
     reconcile(ctx, container)
     if not container.state.running:
         raise ConflictError(f"Cannot kill container: {container.short_id}: container is not running")
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(container.state.pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def stop(ctx: Any, container: Container, timeout: float = 10, signum: int = signal.SIGTERM) -> None:
@@ -193,15 +192,11 @@ def stop(ctx: Any, container: Container, timeout: float = 10, signum: int = sign
     if not container.state.running:
         return
     pid = container.state.pid
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
     if not wait_until_stopped(ctx, container, timeout):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         wait_until_stopped(ctx, container, 30)
 
 
@@ -249,10 +244,8 @@ def reconcile(ctx: Any, container: Container) -> None:
         group.kill_all()
         group.remove()
     if hooks.needs_network_hook(container.spec.network.mode):
-        try:
+        with contextlib.suppress(Exception):
             hooks.network_detach(ctx, container.id)
-        except Exception:  # noqa: BLE001 - rm tries again
-            pass
     state.status = "exited"
     state.exit_code = 137 if (killed or state.pid) else 125
     state.error = "container monitor died"
@@ -271,10 +264,8 @@ def remove(ctx: Any, container: Container, force: bool = False, volumes: bool = 
                 f"You cannot remove a running container {container.id}. "
                 "Stop the container before attempting removal or force remove"
             )
-        try:
+        with contextlib.suppress(ProcessLookupError, OSError):
             os.kill(container.state.pid, signal.SIGKILL)
-        except (ProcessLookupError, OSError):
-            pass
         wait_until_stopped(ctx, container, 30)
     if not container.directory.exists():
         return  # an --rm container removed itself meanwhile
@@ -288,10 +279,8 @@ def remove_files(ctx: Any, container: Container, remove_volumes: bool) -> None:
         group.kill_all()
         group.remove()
     if hooks.needs_network_hook(container.spec.network.mode):
-        try:
+        with contextlib.suppress(Exception):
             hooks.network_detach(ctx, container.id)
-        except Exception:  # noqa: BLE001 - nothing left to attach it to
-            pass
     mounts = [MountSpec(**m) for m in container.mounts]
     hooks.release_mounts(ctx, container.id, mounts, remove_volumes)
     container.state.status = "removing"

@@ -13,6 +13,7 @@ The CLI learns what happened through a status pipe carrying JSON lines: ``starte
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -105,12 +106,10 @@ def spawn(ctx: Any, container: Container, attach: Attach | None) -> StartHandle:
             if os.fork() != 0:
                 os._exit(0)
             code = Monitor(ctx, container, attach, status_w).run()
-        except BaseException:  # noqa: BLE001 - the monitor must never return into the CLI's code
+        except BaseException:
             code = 125
-            try:
+            with contextlib.suppress(OSError):
                 (container.directory / "monitor-error.txt").write_text(traceback.format_exc())
-            except OSError:
-                pass
         finally:
             os._exit(code)
     os.close(status_w)
@@ -148,19 +147,15 @@ class Monitor:
     def _send(self, event: dict[str, Any]) -> None:
         if self.status_w is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # the CLI may be gone: the state file says it all
             os.write(self.status_w, json.dumps(event).encode() + b"\n")
-        except OSError:  # the CLI is gone: nobody to tell, the state file says it all
-            pass
 
     def run(self) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
-        try:
+        with contextlib.suppress(OSError):
             syscalls.set_process_name("refrt-monitor")
-        except OSError:
-            pass
         c = self.c
         c.state.monitor_pid = os.getpid()
         c.state.monitor_start = process_start_time(os.getpid())
@@ -298,7 +293,7 @@ class Monitor:
         if hooks.needs_network_hook(self.c.spec.network.mode):
             try:
                 hooks.network_detach(self.ctx, self.c.id)
-            except Exception as exc:  # noqa: BLE001 - recorded; rm retries the detach
+            except Exception as exc:
                 self.c.state.error = f"network detach: {exc}"
         if self.cgroup is not None:
             self.cgroup.kill_all()
@@ -312,10 +307,8 @@ class Monitor:
     def _close_attach(self) -> None:
         for fd in (self.attach.stdin, self.attach.stdout, self.attach.stderr):
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.attach = Attach()
 
 
@@ -445,7 +438,7 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:

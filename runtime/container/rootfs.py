@@ -19,6 +19,7 @@ from pathlib import Path
 from runtime import syscalls
 from runtime.errors import RefrtError
 from runtime.spec import MountSpec
+from runtime.store.overlay import mount_overlay
 from runtime.syscalls import (
     MNT_DETACH,
     MS_BIND,
@@ -104,15 +105,7 @@ def mount_root_overlay(plan: RootfsPlan) -> None:
     """The image layers (read-only, shared by every container of the image) under this container's upper dir."""
     if not plan.lower_dirs:
         raise RootfsError("image has no layers")
-    try:
-        from runtime.store.overlay import mount_overlay
-    except ImportError:
-        mount_overlay = None
-    if mount_overlay is not None:
-        mount_overlay(plan.lower_dirs, plan.upper, plan.work, plan.merged)
-        return
-    lower = ":".join(str(p) for p in plan.lower_dirs)
-    syscalls.mount("overlay", plan.merged, "overlay", 0, f"lowerdir={lower},upperdir={plan.upper},workdir={plan.work}")
+    mount_overlay(plan.lower_dirs, plan.upper, plan.work, plan.merged)
 
 
 def mount_proc(root: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +100,8 @@ HEADERS = {
     "BlockIO": "BLOCK I/O",
     "PIDs": "PIDS",
 }
-DEFAULT_FORMAT = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
+DEFAULT_FORMAT = (
+    "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
+)
 
 

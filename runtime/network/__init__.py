@@ -487,8 +487,8 @@ def _detach_locked(store: NetworkStore, container_id: str) -> None:
         _remove_endpoint(store, net_id, container_id)
     store.delete_container(container_id)
     _refresh_network_hosts(store, net_ids)
-    for net in store.networks():
-        if net.default and net.id in net_ids and not store.endpoints(net.id):
+    for net in store.networks():  # also after a failed bring-up, before any endpoint existed
+        if net.default and not store.endpoints(net.id) and (net.id in net_ids or bridge.exists(net.bridge)):
             _tear_down(store, net)
     _drop_base_if_unused(store)
 

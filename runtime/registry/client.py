@@ -41,6 +41,8 @@ MAX_REDIRECTS = 5
 TIMEOUT = 60.0
 #: http.client sends file bodies in blocks of this size.
 SEND_BLOCK = 1 << 20
+#: Manifests are read into memory: a registry answering with more than this is refused, not believed.
+MAX_MANIFEST_SIZE = 4 << 20
 
 Body = bytes | BinaryIO | None
 
@@ -374,8 +376,10 @@ class RegistryClient:
         self._raise_for(resp.status, resp.reason, data, what)
 
     # -- the distribution API ---------------------------------------------------------------------------------
-    def get_manifest(self, repo: str, reference: str, accept: list[str], what: str) -> tuple[bytes, str, str | None]:
-        """(bytes, media type, Docker-Content-Digest) of a manifest."""
+    def get_manifest(
+        self, repo: str, reference: str, accept: list[str], what: str, max_size: int = MAX_MANIFEST_SIZE
+    ) -> tuple[bytes, str, str | None]:
+        """(bytes, media type, Docker-Content-Digest) of a manifest; one larger than ``max_size`` is refused."""
         resp = self.request(
             "GET",
             f"/v2/{repo}/manifests/{reference}",
@@ -383,7 +387,11 @@ class RegistryClient:
             headers={"Accept": ", ".join(accept)},
         )
         self.check(resp, [200], what)
-        data = self._read_all(resp, what)
+        length = resp.header("Content-Length")
+        if length and length.isdigit() and int(length) > max_size:
+            self.close()
+            raise RegistryError(f"{what}: manifest of {length} bytes is larger than the {max_size} allowed")
+        data = self._read_all(resp, what, max_size)
         media_type = (resp.header("Content-Type") or "").split(";")[0].strip()
         return data, media_type, resp.header("Docker-Content-Digest")
 
@@ -491,12 +499,15 @@ class RegistryClient:
         self.check(resp, [201], f"blob {digest} upload to {self.endpoint}/{repo}")
         resp.drain()
 
-    def _read_all(self, resp: Response, what: str) -> bytes:
+    def _read_all(self, resp: Response, what: str, max_size: int) -> bytes:
         try:
-            data = resp.read()
+            data = resp.stream.read(max_size + 1)
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             self.close()
             raise ConnectionFailedError(f"{what}: connection dropped: {exc}") from None
+        if len(data) > max_size:
+            self.close()
+            raise RegistryError(f"{what}: manifest larger than the {max_size} bytes allowed")
         length = resp.header("Content-Length")
         if length and length.isdigit() and len(data) != int(length):
             self.close()

@@ -26,8 +26,6 @@ IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEXES = (OCI_INDEX, DOCKER_LIST)
 #: Sent on every manifest GET. Without the OCI types distribution 2.8 answers 404 for OCI manifests.
 ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST]
-#: Larger manifests are refused rather than read into memory.
-MAX_MANIFEST_SIZE = 4 << 20
 
 _ARCH = {
     "x86_64": ("amd64", ""),

@@ -60,8 +60,6 @@ def _get(client: RegistryClient, ref: Reference, reference: str, expected: str |
         f"manifest for {ref.familiar_name}@{reference}"
     )
     data, content_type, header = client.get_manifest(ref.path, reference, manifests.ACCEPT, what)
-    if len(data) > manifests.MAX_MANIFEST_SIZE:
-        raise RegistryError(f"{what}: manifest larger than {manifests.MAX_MANIFEST_SIZE} bytes")
     digest = _verify_manifest(data, expected, header, what)
     media_type = manifests.media_type_of(data, content_type)
     manifests.check_supported(media_type)

@@ -351,10 +351,11 @@ def load_archive(store: Store, fileobj: BinaryIO) -> list[str]:
             source = fileobj
         archive = _Archive(source)
         try:
-            if archive.has("manifest.json"):
-                return _load_docker_archive(store, archive)
-            if archive.has("index.json"):
-                return _load_oci_layout(store, archive)
+            with store.all_or_nothing():
+                if archive.has("manifest.json"):
+                    return _load_docker_archive(store, archive)
+                if archive.has("index.json"):
+                    return _load_oci_layout(store, archive)
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveError(f"malformed image archive: {exc!r}") from None
         raise ArchiveError("neither a docker archive (manifest.json) nor an OCI layout (index.json)")

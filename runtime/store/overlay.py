@@ -54,7 +54,7 @@ def _fits(options: str) -> bool:
 def _check_count(count: int) -> None:
     if count > MAX_LOWER_LAYERS:
         raise TooManyLayers(
-            f"image has {count} layers; overlayfs stacks at most {MAX_LOWER_LAYERS} lower layers in one mount"
+            f"{count} layers to stack; overlayfs stacks at most {MAX_LOWER_LAYERS} lower layers in one mount"
         )
     if count == 0:
         raise StoreError("an overlay needs at least one lower layer")
@@ -63,7 +63,9 @@ def _check_count(count: int) -> None:
 def mount_overlay(lower_dirs: Sequence[Path], upper: Path, work: Path, merged: Path) -> None:
     """Mount ``merged`` as overlay of ``lower_dirs`` (top first) with ``upper``/``work``; the dirs must exist.
 
-    Raises :class:`TooManyLayers` (nothing mounted) when the layers cannot be stacked in one mount."""
+    Raises :class:`TooManyLayers` (nothing mounted) when the layers cannot be stacked in one mount. With more
+    layers than fit a page by absolute path, the process briefly changes its working directory: call it from one
+    thread only (refrt's CLI and monitors are single-threaded)."""
     _check_count(len(lower_dirs))
     lowers = [str(Path(p).absolute()) for p in lower_dirs]
     up, wk, target = str(Path(upper).absolute()), str(Path(work).absolute()), str(Path(merged).absolute())

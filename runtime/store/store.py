@@ -148,6 +148,7 @@ class Store:
         self.layerdb = self.root / "layerdb"
         self.tmp = self.root / "tmp"
         self.index_path = self.root / "index.json"
+        self._journal: tuple[list[str], list[str]] | None = None
 
     # ------------------------------------------------------------------------------------------------ plumbing
 
@@ -224,6 +225,8 @@ class Store:
         if not target.is_dir():
             try:
                 os.rename(unpacked, target)
+                if self._journal is not None:
+                    self._journal[0].append(diff_id)
             except OSError:
                 if not target.is_dir():
                     raise
@@ -259,6 +262,7 @@ class Store:
                     plain.drain()
                 digest = "sha256:" + writer.hasher.hexdigest()
             blob_file.flush()
+            self._note_blob(digest)
             self.blobs.adopt(blob_path, digest)
             return self._record_layer(plain.digest, digest, plain.count, tree)
 
@@ -298,7 +302,54 @@ class Store:
     def ingest_blob(self, stream: IO[bytes] | BinaryIO, expected_digest: str, expected_size: int | None) -> Path:
         """Stream a blob into the store, verifying digest and size on the way (the registry client's pull)."""
         self.ensure()
+        self._note_blob(expected_digest)
         return self.blobs.ingest(cast(BinaryIO, stream), expected_digest, expected_size)
+
+    def _note_blob(self, digest: str) -> None:
+        if self._journal is not None and not self.blobs.has(digest):
+            self._journal[1].append(digest)
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Inside the block, layers and blobs this store object adds are journaled; if the block fails, the ones
+        no image references are removed again (``load`` of an archive whose third layer is hostile leaves
+        nothing of the first two behind)."""
+        outer = self._journal
+        self._journal = ([], [])
+        try:
+            yield
+        except BaseException:
+            layers, blobs = self._journal
+            self._discard(layers, blobs)
+            raise
+        finally:
+            self._journal = outer
+
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """(blob digests, layer diff_ids) that images in the index use. Call with the lock held."""
+        keep_blobs: set[str] = set()
+        keep_layers: set[str] = set()
+        for digest in {e["digest"] for e in self._read_index()}:
+            keep_blobs.add(digest)
+            with contextlib.suppress(StoreError):
+                manifest = Manifest.parse(self.blobs.read(digest))
+                keep_blobs.add(manifest.config_digest)
+                keep_blobs.update(str(d["digest"]) for d in manifest.layers)
+                config = parse_config(self.blobs.read(manifest.config_digest))
+                keep_layers.update(config.get("rootfs", {}).get("diff_ids", []))
+        return keep_blobs, keep_layers
+
+    def _discard(self, layers: list[str], blobs: list[str]) -> None:
+        with self.lock():
+            keep_blobs, keep_layers = self._referenced()
+            for diff_id in layers:
+                if diff_id not in keep_layers:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._layer_meta_path(diff_id).unlink()
+                    rmtree(str(self.layer_path(diff_id)))
+            for digest in blobs:
+                if digest not in keep_blobs:
+                    self.blobs.delete(digest)
 
     # -------------------------------------------------------------------------------------------------- index
 
@@ -654,17 +705,7 @@ class Store:
         freed = 0
         cutoff = time.time() - grace_seconds
         with self.lock():
-            entries = self._read_index()
-            keep_blobs: set[str] = set()
-            keep_layers: set[str] = set()
-            for digest in {e["digest"] for e in entries}:
-                keep_blobs.add(digest)
-                with contextlib.suppress(StoreError):
-                    manifest = Manifest.parse(self.blobs.read(digest))
-                    keep_blobs.add(manifest.config_digest)
-                    keep_blobs.update(str(d["digest"]) for d in manifest.layers)
-                    config = parse_config(self.blobs.read(manifest.config_digest))
-                    keep_layers.update(config.get("rootfs", {}).get("diff_ids", []))
+            keep_blobs, keep_layers = self._referenced()
             if self.layerdb.is_dir():
                 for meta in list(self.layerdb.glob("*.json")):
                     diff_id = "sha256:" + meta.stem

@@ -106,3 +106,25 @@ def test_kvm_probe_verdict_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert first == second == "tcg"
     monkeypatch.setenv("CONFORMANCE_VM_ACCEL", "kvm")
     assert qemu.detect_accel(image) == "kvm"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_vm_is_destroyed_when_the_harness_is_interrupted(signum: int) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import json, time\n"
+         "from conformance.targets import get_target\n"
+         "t = get_target('qemu'); t.up()\n"
+         "print(json.dumps(t.status()), flush=True)\n"
+         "time.sleep(600)\n"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert child.stdout is not None
+    status = json.loads(child.stdout.readline())
+    run_dir = Path(status["serial_log"]).parent
+    assert run_dir.exists()
+    child.send_signal(signum)
+    child.wait(timeout=60)
+    # Destroyed by the harness itself on its way out (not by a later reaper): files and process gone now.
+    assert not run_dir.exists()
+    assert not os.path.exists(f"/proc/{status['pid']}")

@@ -24,13 +24,14 @@ def _out(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
 
 
-def host_state(run_id: str, tag: str = "") -> dict[str, object]:
-    """Mounts, links, processes, chains and directories a driver run with ``run_id`` could leave behind."""
-    needles = [run_id] + ([tag] if tag else [])
+def host_state(run_id: str, tag: str) -> dict[str, object]:
+    """Mounts, links, processes and directories a driver run could leave; ``tag`` names its session dirs."""
+    needles = [run_id, tag]
     return {
         "mounts": [ln for ln in Path("/proc/mounts").read_text().splitlines() if any(n in ln for n in needles)],
-        "links": [ln for ln in _out(["ip", "-o", "link"]).splitlines() if tag and f"cfdk{tag[:6]}" in ln],
+        "links": [ln for ln in _out(["ip", "-o", "link"]).splitlines() if f"cfdk{tag[:6]}" in ln],
         "processes": [ln for ln in _out(["ps", "-eo", "args"]).splitlines()
                       if any(n in ln for n in needles) and "pytest" not in ln],
-        "dirs": glob.glob(f"/var/tmp/conformance/*/{run_id}") + (glob.glob(f"/run/cfdk-{tag}") if tag else []),
+        "dirs": glob.glob(f"/var/tmp/cf*/{tag}") + glob.glob(f"/var/tmp/conformance/*/{tag}")
+        + glob.glob(f"/run/cfdk-{tag}"),
     }

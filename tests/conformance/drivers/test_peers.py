@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from conformance.drivers import RUN_LABEL, get_driver
+from conformance.drivers import RUN_LABEL
+from conformance.drivers.dockerlike import driver_for
 from conformance.targets import Target
 
 from .conftest import host_state
@@ -17,14 +18,14 @@ from .conftest import host_state
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("runtime", ["podman", "docker"])
+@pytest.mark.parametrize("runtime", ["podman", "podman:runc", "docker"])
 def test_driver_runs_busybox_and_cleans_up(local_target: Target, runtime: str) -> None:
-    if shutil.which("podman" if runtime == "podman" else "dockerd") is None:
+    if shutil.which("dockerd" if runtime == "docker" else "podman") is None:
         pytest.skip(f"{runtime} not installed (scripts/apt/peers.txt)")
-    run_id = f"test-{runtime}-{uuid.uuid4().hex[:8]}"
-    tag = hashlib.sha256(run_id.encode()).hexdigest()[:8] if runtime == "docker" else ""
+    run_id = f"test-{runtime.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
+    tag = hashlib.sha256(run_id.encode()).hexdigest()[:8]
     before = host_state(run_id, tag)
-    driver = get_driver(runtime, local_target, run_id)
+    driver = driver_for(runtime)(local_target, run_id)
     try:
         driver.prepare()
         assert driver.version() != "unknown"
@@ -39,6 +40,14 @@ def test_driver_runs_busybox_and_cleans_up(local_target: Target, runtime: str) -
         driver.cleanup()
         assert driver.cli(["ps", "-aq", "--filter", f"label={RUN_LABEL}={run_id}"]).stdout.split() == []
         assert driver.cli(["image", "inspect", "busybox"]).exit_status == 0
+        if runtime.startswith("podman"):
+            # crun through the hybrid-cgroup wrapper by default, runc when asked; a memory limit still applies
+            assert driver.features()["runtime.oci.crun"] is (runtime == "podman")
+            assert ("crun" in driver.version()) is (runtime == "podman")
+            limit = driver.cli(["run", "--rm", "-m", "32m", "busybox", "sh", "-c",
+                                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || "
+                                "cat /sys/fs/cgroup/memory.max"], timeout=120)
+            assert limit.stdout.strip() == str(32 << 20), limit.stderr
     finally:
         driver.cleanup()
         driver.close()

@@ -4,6 +4,7 @@ through the real ``conformance report`` command."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -152,3 +153,51 @@ def test_report_diff_command_exits_1_naming_the_injected_regression(tmp_path: Pa
     assert same.returncode == 0 and "no regression" in same.stdout
     broken = conformance("report", "diff", str(old), str(tmp_path / "nope.json"))
     assert broken.returncode == 2 and "nope.json" in broken.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.peer
+def test_real_run_against_refrt_and_peers_fills_the_matrix(tmp_path: Path) -> None:
+    """``conformance run`` of a small suite against refrt, podman (and docker where dockerd exists), then
+    ``report merge`` shows one column per runtime, and an injected regression makes ``report diff`` exit 1."""
+    import shutil
+
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed (scripts/apt/peers.txt)")
+    runtimes = ["refrt", "podman"] + (["docker"] if shutil.which("dockerd") else [])
+    suite = Path(__file__).with_name("data") / "compat_smoke.yaml"
+    run_dir = tmp_path / "run"
+    args = ["run", str(suite), "--report-dir", str(run_dir)]
+    for runtime in runtimes:
+        args += ["--runtime", runtime]
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=400, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    results = run_dir / "results.json"
+    document = json.loads(results.read_text())
+    assert set(document["runtimes"]) == set(runtimes)
+
+    merged = conformance("report", "merge", str(results), "--report-dir", str(tmp_path / "matrix"))
+    assert merged.returncode == 0, merged.stderr
+    header = merged.stdout.splitlines()[0]
+    for runtime in runtimes:
+        assert f"{runtime}@local" in header
+    rows = {line.split()[1]: line.split()[2:] for line in merged.stdout.splitlines()[2:6]}
+    assert rows["echo"] == ["pass"] * len(runtimes)
+    assert rows["oom-flag"][1] == "skip"  # podman declares that inspect does not report OOMKilled
+    html = (tmp_path / "matrix" / "matrix.html").read_text()
+    assert "<th>refrt@local</th>" in html and "<th>podman@local</th>" in html
+
+    regressed = copy.deepcopy(document)
+    victim = next(c for c in regressed["cases"] if c["runtime"] == "podman" and c["case"] == "hostname")
+    victim["status"], victim["message"] = "failed", "stdout: expected cf-compat"
+    new = write(tmp_path, "regressed", regressed)
+    proc = conformance("report", "diff", str(results), str(new))
+    assert proc.returncode == 1
+    assert "compat-smoke/hostname [podman@local]: passed -> failed" in proc.stdout
+    assert "REGRESSION: 1 case(s) newly failing" in proc.stdout
+    # the peers' per-run state is gone: podman's store directory, dockerd's directories and bridge
+    tag = hashlib.sha256(document["run_id"].encode()).hexdigest()[:8]
+    assert not Path(f"/var/tmp/cfpm/{tag}").exists()
+    assert not Path(f"/run/cfdk-{tag}").exists() and not Path(f"/var/tmp/conformance/docker/{tag}").exists()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f"cfdk{tag[:6]}" not in links

@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from conformance.services import ServiceError
 from conformance.services import registry as registry_module
 from conformance.services.registry import Credentials, Registry
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _status(url: str, auth: Credentials | None = None) -> int:
@@ -121,3 +127,25 @@ def test_token_registry_sends_clients_to_its_token_server() -> None:
         with urllib.request.urlopen(authed, timeout=5) as resp:
             assert resp.status == 200
     assert not token_server.running
+
+
+def test_registry_dies_with_its_owner(tmp_path: Path) -> None:
+    """A harness killed with SIGKILL cannot call stop(): the registry must not outlive it."""
+    script = (
+        "import sys, time\n"
+        "from conformance.services.registry import Registry\n"
+        f"reg = Registry(workdir=__import__('pathlib').Path({str(tmp_path / 'reg')!r}))\n"
+        "reg.start()\n"
+        "print(reg.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert owner.stdout is not None
+    pid = int(owner.stdout.readline())
+    assert os.path.exists(f"/proc/{pid}")
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}"), "registry outlived its owner"

@@ -155,6 +155,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     yield Env(root, ctx, first, image_id)
     assert mounts_under(base) == []
     assert not list((root / "build-cache" / "tmp").iterdir())
+    containers = root / "containers"
+    assert not containers.is_dir() or not list(containers.iterdir())  # RUN and `run --rm` leave none
 
 
 def store_image(root: Path, ref: str) -> dict[str, Any]:
@@ -326,7 +328,12 @@ FAILURES = [
     ("FROM busybox\nCOPY ../outside /x\n", {}, "forbidden path outside the build context", "line 2"),
     ("FROM busybox\nADD http://127.0.0.1/x /x\n", {}, "from a URL is not supported", "line 2"),
     ("FROM scratch\nRUN true\n", {}, "could not be started", "line 2"),
-    ("ARG V\nFROM $V\n", {}, "base name ($V) should not be blank", "Dockerfile:2:"),  # no /bin/sh to start: still exit 1
+    (
+        "ARG V\nFROM $V\n",
+        {},
+        "base name ($V) should not be blank",
+        "Dockerfile:2:",
+    ),  # no /bin/sh to start: still exit 1
     ("FROM busybox\nCOPY a b /file\n", {"a": "1", "b": "2"}, "must be a directory and end with a /", "line 2"),
     ('FROM busybox\nENV A="${B:?must be set}"\n', {}, "B: must be set", "Dockerfile:2:"),
     # a registry on a closed local port: FROM of an absent image tries to pull it, and fails cleanly
@@ -377,6 +384,10 @@ ENV Z=${UNSET:-fallback}
 COPY --from=busybox /etc/passwd /copied-from-image
 FROM one
 RUN echo "[$V]" > /second-stage
+USER nobody
+WORKDIR /home/nobody/work
+RUN touch made-by-nobody
+RUN --network=none ls /sys/class/net > /home/nobody/work/links
 """
 
 
@@ -393,4 +404,8 @@ def test_arg_scoping_and_copy_from_image(env: Env, tmp_path: Path) -> None:
     assert image_file(image, "/second-stage").read_text() == "[]\n"  # ARGs do not cross FROM
     assert image_file(image, "/copied-from-image").read_text().startswith("root:x:0:0")
     assert "Z=fallback" in image["config"]["config"]["Env"]
+    # WORKDIR creates the directory as the USER (BuildKit), so an unprivileged RUN can write there
+    assert image_file(image, "/home/nobody/work").stat().st_uid == 65534
+    assert image_file(image, "/home/nobody/work/made-by-nobody").stat().st_uid == 65534
+    assert image_file(image, "/home/nobody/work/links").read_text() == "lo\n"  # RUN --network=none
     assert not any(e.startswith(("V=", "Y=")) for e in image["config"]["config"]["Env"])  # ARGs are not ENV

@@ -46,6 +46,7 @@ GOOD = [
     ("healthcheck-json", 'HEALTHCHECK --retries=3 CMD ["true"]', "HEALTHCHECK", ["CMD", "true"], True),
     ("healthcheck-none", "HEALTHCHECK NONE", "HEALTHCHECK", ["NONE"], False),
     ("crlf", "RUN a\r", "RUN", ["a"], False),
+    ("crlf-continuation", "RUN a \\\r\n b\r", "RUN", ["a  b"], False),
 ]
 
 
@@ -53,6 +54,11 @@ GOOD = [
 def test_good_instruction(name: str, body: str, keyword: str, args: list[str], is_json: bool) -> None:
     instr = _one(body)
     assert (instr.keyword, instr.args, instr.json) == (keyword, args, is_json)
+
+
+def test_run_network_flag() -> None:
+    instr = _one("RUN --network=none wget x")
+    assert (instr.flags, instr.args) == ({"network": "none"}, ["wget x"])
 
 
 def test_flags_are_parsed() -> None:
@@ -244,6 +250,7 @@ BAD = [
     ("unknown-flag", "FROM x\nCOPY --frm=a b c\n", 2, "unknown flag: --frm"),
     ("flag-without-value", "FROM x\nCOPY --from a b\n", 2, "missing a value on flag: --from"),
     ("run-mount", "FROM x\nRUN --mount=type=cache,target=/c true\n", 2, "RUN --mount is not supported"),
+    ("run-network", "FROM x\nRUN --network=bridge true\n", 2, "only default, none and host"),
     ("healthcheck-type", "FROM x\nHEALTHCHECK FOO true\n", 2, "Unknown type 'FOO' in HEALTHCHECK"),
     ("healthcheck-interval", "FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, "invalid duration"),
     ("healthcheck-none-args", "FROM x\nHEALTHCHECK NONE true\n", 2, "HEALTHCHECK NONE takes no arguments"),

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from tests.runtime.container.conftest import Refrt, assert_nothing_left, pid_alive, unique, wait_for
 
@@ -22,7 +23,8 @@ def test_detached_logs_stop_rm_leave_nothing(refrt: Refrt) -> None:
     state = refrt.state(cid)
     monitor_pid, pid = state["monitor_pid"], state["pid"]
     assert pid_alive(monitor_pid) and pid_alive(pid)
-    assert int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) == monitor_pid  # monitor is parent
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert parent == monitor_pid  # the monitor is the container's parent
     wait_for(lambda: "tick 2" in refrt("logs", name).stdout)
     logs = refrt("logs", name)
     assert logs.stdout.startswith("tick 0\ntick 1\n")

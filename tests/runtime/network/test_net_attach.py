@@ -175,3 +175,20 @@ def test_twenty_concurrent_attaches_get_distinct_addresses(sandbox: Sandbox, ctx
     assert all(ipaddress.IPv4Address(a) in subnet for a in addresses)
     on_disk = json.loads((ctx.paths.networks / rn.find_network(ctx, "bridge").id / "ipam.json").read_text())
     assert sorted(on_disk["allocated"]) == sorted(addresses)
+
+
+def test_failed_bring_up_leaves_no_bridge_or_chains(sandbox: Sandbox, ctx: Ctx,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the default bridge was made (here: installing its rules) undoes the bridge too."""
+    from runtime.network import firewall
+    from runtime.network.errors import NetworkError
+
+    def broken(rules: object) -> None:
+        raise NetworkError("iptables-restore: simulated failure")
+
+    monkeypatch.setattr(firewall, "add_all", broken)
+    c = sandbox.spawn("unlucky")
+    with pytest.raises(NetworkError, match="simulated"):
+        rn.attach(ctx, c.id, c.name, c.pid, NetworkRequest())
+    monkeypatch.undo()
+    assert rn.leftovers(ctx) == []

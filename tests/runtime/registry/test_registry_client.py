@@ -23,6 +23,7 @@ from runtime.registry.errors import (
     AuthenticationError,
     ConnectionFailedError,
     ManifestNotFoundError,
+    RegistryError,
     ServerError,
 )
 from tests.fixtures.registry import TinyServer
@@ -235,3 +236,24 @@ def test_tls_registry_insecure_falls_back_to_https_and_secure_verifies() -> None
             ConnectionFailedError, match="certificate verify failed"
         ):
             strict.ping()
+
+
+class _HugeManifest(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/v2/":
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", manifests.OCI_MANIFEST)
+        self.send_header("Content-Length", str(64 << 20))
+        self.end_headers()
+        self.wfile.write(b"{" * 1024)
+        self.close_connection = True
+
+
+def test_oversized_manifest_is_refused_unread(tiny_server: Factory) -> None:
+    server = tiny_server(_HugeManifest)
+    with RegistryClient(server.host) as client, pytest.raises(RegistryError, match="larger than the 4194304"):
+        client.get_manifest("big", "1", manifests.ACCEPT, "manifest for big:1")

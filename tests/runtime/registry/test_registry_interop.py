@@ -92,3 +92,27 @@ def test_refrt_pulls_and_runs_what_skopeo_pushed(any_registry: Registry, registr
     if importlib.util.find_spec("runtime.cli.containers") is not None:  # refrt has a ``run`` command
         ran = registry_world.refrt("run", "--rm", "--network", "none", ref, "/bin/true")
         assert ran.returncode == 0, ran.stderr
+
+
+def test_docker_schema2_image_round_trips_with_its_media_type(
+    registry: Registry, registry_world: World, tmp_path: Path
+) -> None:
+    layout, _ = _umoci_layout(tmp_path)
+    src = f"{registry.host}/interop/v2s2:1"
+    res = _run(["skopeo", "copy", "--dest-tls-verify=false", "--format", "v2s2", f"oci:{layout}:t", f"docker://{src}"])
+    assert res.returncode == 0, res.stderr
+    raw = _run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{src}"])
+    assert json.loads(raw.stdout)["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    pulled = registry_world.cli("pull", src)
+    assert pulled.returncode == 0, pulled.stderr
+    image = registry_world.store.resolve(src)
+    assert image.manifest_media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    # Pushed elsewhere, the same bytes go up with the same media type: same digest, and skopeo reads back the
+    # very bytes it pushed.
+    dst = f"{registry.host}/interop/v2s2-copy:1"
+    registry_world.store.tag(image, dst)
+    pushed = registry_world.cli("push", dst)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"digest: {image.manifest_digest} " in pushed.stdout
+    copy = _run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{dst}"])
+    assert copy.stdout == raw.stdout

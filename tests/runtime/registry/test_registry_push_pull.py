@@ -14,6 +14,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
@@ -25,7 +27,7 @@ from runtime.registry.errors import ConnectionFailedError, UnsupportedManifestEr
 from runtime.registry.pull import pull
 from runtime.registry.push import push
 from runtime.store.images import Image
-from tests.fixtures.registry import DIGEST_LINE, TinyServer, World, login_cli
+from tests.fixtures.registry import DIGEST_LINE, REPO, TinyServer, World, login_cli
 
 
 def _layer_digest(image: Image) -> str:
@@ -337,3 +339,22 @@ def test_cli_refuses_bad_input_with_one_line(registry: Registry, registry_world:
     assert no_user.returncode == 125 and "--username" in no_user.stderr
     for result in (bad_ref, missing, by_digest, no_user):
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_concurrent_pulls_of_one_image_both_succeed(registry: Registry, registry_world: World) -> None:
+    ref = f"{registry.host}/together:1"
+    image = registry_world.make_image(ref, payload=2_000_000)
+    assert registry_world.cli("push", ref).returncode == 0
+    registry_world.rmi(image)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFRT_")}
+    argv = [sys.executable, "-m", "runtime", "--root", str(registry_world.root), "pull", "-q", ref]
+    procs = [
+        subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    pulled = registry_world.store.resolve(ref)
+    assert pulled.manifest_digest == image.manifest_digest
+    assert [i.id for i in registry_world.store.images()] == [image.id]
+    assert not any(registry_world.store.tmp.iterdir())

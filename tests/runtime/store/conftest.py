@@ -43,6 +43,13 @@ def build_tar(entries: list[TarEntry], *, gzip_it: bool = False) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def scan_for_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests mark an image in use the way containers do on disk; whatever hook another package may have
+    registered on ``Store.in_use_check`` in this process is set aside (and restored afterwards)."""
+    monkeypatch.setattr(Store, "in_use_check", None)
+
+
 @pytest.fixture
 def paths(tmp_path: Path) -> Paths:
     return Paths(root=tmp_path / "root", state=tmp_path / "state")

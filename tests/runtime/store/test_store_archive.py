@@ -78,20 +78,22 @@ def test_save_load_round_trips_the_id(store: Store, busybox: Image, tmp_path: Pa
 def test_load_of_a_hostile_archive_changes_nothing(
     store: Store, tar_bytes: TarBytes, tmp_path: Path, store_listing: Listing
 ) -> None:
-    layer = tar_bytes([("../../evil", "file", b"x")])
+    """The first two layers are fine, the third climbs out: nothing of the first two stays behind."""
     import hashlib
 
-    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}})
+    layers = [
+        tar_bytes([("one", "file", b"1")]),
+        tar_bytes([("two", "file", b"2")], gzip_it=True),
+        tar_bytes([("../../evil", "file", b"x")]),
+    ]
+    diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    paths = [f"l{i}/layer.tar" for i in range(3)]
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["evil:1"], "Layers": paths}])
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in (
-            ("c.json", config.encode()),
-            ("l/layer.tar", layer),
-            (
-                "manifest.json",
-                json.dumps([{"Config": "c.json", "RepoTags": ["evil:1"], "Layers": ["l/layer.tar"]}]).encode(),
-            ),
-        ):
+        members = [("c.json", config.encode()), *zip(paths, layers, strict=True), ("manifest.json", manifest.encode())]
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))

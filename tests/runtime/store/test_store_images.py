@@ -128,13 +128,12 @@ def test_remove_refuses_an_image_in_use(store: Store, busybox: Image) -> None:
     assert all(layer.path.is_dir() for layer in busybox.layers)
 
 
-def test_in_use_check_hook(store: Store, busybox: Image) -> None:
-    try:
-        Store.in_use_check = lambda image_id: "abcdef123456789" if image_id == busybox.id else None
-        with pytest.raises(ImageInUse, match="abcdef123456"):
-            store.remove("busybox")
-    finally:
-        Store.in_use_check = None
+def test_in_use_check_hook(store: Store, busybox: Image, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Store, "in_use_check", lambda image_id: "abcdef123456789" if image_id == busybox.id else None)
+    with pytest.raises(ImageInUse, match="abcdef123456"):
+        store.remove("busybox")
+    monkeypatch.setattr(Store, "in_use_check", lambda image_id: False)
+    assert store.remove("busybox")[-1] == f"Deleted: {busybox.id}"
 
 
 def test_remove_untags_then_deletes_and_collects(store: Store, busybox: Image) -> None:
