@@ -87,7 +87,7 @@ class RefrtDriver(RuntimeDriver):
         return runtime.__version__
 
     def features(self) -> dict[str, bool]:
-        return {"runtime.refrt": True}
+        return {"runtime.refrt": True, "runtime.build.heredoc": True}
 
     def cleanup(self) -> None:
         # Containers first (they hold networks and volumes), then user networks and unused volumes.

@@ -502,6 +502,9 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
                 container = find(ctx.paths, ref)
                 lifecycle.reconcile(ctx, container)
                 data = inspect(container)
+                live = _live_network_settings(ctx, container)
+                if live is not None:
+                    data["NetworkSettings"] = live
             except ContainerNotFound:
                 data = None
         if data is None and args.type in ("", "image"):
@@ -517,6 +520,17 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print(json.dumps(results, indent=4))
     return failed
+
+
+def _live_network_settings(ctx: Context, container: Container) -> dict[str, Any] | None:
+    """The network package's current view (after connect/disconnect) of a running container."""
+    from runtime.container.hooks import network_module
+
+    module = network_module()
+    if module is None or not container.state.running or not hasattr(module, "settings"):
+        return None
+    live: dict[str, Any] | None = module.settings(ctx, container.id)
+    return live
 
 
 def _inspect_image(ctx: Context, ref: str) -> dict[str, Any] | None:

@@ -72,5 +72,7 @@ def apply_process_sets(keep: list[str], uid: int) -> None:
     cleared, so a non-root program cannot inherit capabilities through file capabilities.
     """
     syscalls.clear_ambient_caps()
-    value = mask(keep) if uid == 0 else 0
+    _, permitted, _ = syscalls.capget()
+    # never more than we hold: --privileged asks for all, but the host may have withheld some (CAP_SYS_RESOURCE)
+    value = (mask(keep) & permitted) if uid == 0 else 0
     syscalls.capset(value, value, 0)

@@ -41,7 +41,7 @@ class LaunchPlan:
     network_mode: str = "none"
     join_netns: str = ""  # --network container:NAME: that container's /proc/<pid>/ns/net
     capabilities: list[str] = field(default_factory=lambda: list(capabilities.DEFAULT))
-    no_new_privs: bool = True
+    no_new_privs: bool = True  # docker sets it only on request; the issue asks for it always
     tty: bool = False
     console_fd: int = -1  # with -t: unix socket on which the pty master is sent to the parent
     window: tuple[int, int] = (0, 0)

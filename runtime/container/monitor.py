@@ -423,6 +423,10 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         host_files=host_files,
         mounts=[MountSpec(**m) for m in c.mounts],
     )
+    if spec.privileged:  # docker: nothing masked, /proc/sys and /sys writable, every capability
+        rootfs.masked_paths = ()
+        rootfs.readonly_paths = ()
+        rootfs.sysfs_writable = True
     return init.LaunchPlan(
         rootfs=rootfs,
         argv=c.argv,

@@ -72,6 +72,7 @@ class RootfsPlan:
     mounts: list[MountSpec] = field(default_factory=list)
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
+    sysfs_writable: bool = False  # --privileged
 
 
 def setup_rootfs(plan: RootfsPlan) -> None:
@@ -80,7 +81,7 @@ def setup_rootfs(plan: RootfsPlan) -> None:
     make_host_mounts_slave()
     mount_root_overlay(plan)
     mount_proc(root)
-    mount_sysfs(root)
+    mount_sysfs(root, plan.sysfs_writable)
     mount_dev_tmpfs(root)
     create_device_nodes(root)
     create_dev_links(root)
@@ -113,10 +114,10 @@ def mount_proc(root: Path) -> None:
     syscalls.mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mount_sysfs(root: Path) -> None:
-    """/sys read-only: the container may look at devices, never reconfigure them."""
+def mount_sysfs(root: Path, writable: bool = False) -> None:
+    """/sys read-only: the container may look at devices, never reconfigure them (unless --privileged)."""
     target = _mkdir_in(root, "sys")
-    syscalls.mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+    syscalls.mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY))
 
 
 def mount_dev_tmpfs(root: Path) -> None:

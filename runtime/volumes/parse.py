@@ -2,9 +2,9 @@
 
 Options kept in ``MountSpec.options`` (what the container code may use): ``propagation`` (``rprivate``...),
 ``nocopy`` ("true": do not populate a new volume from the image), ``create_host_path`` ("true" for ``-v``
-binds: a missing host directory is created; "false" for ``--mount``: it must exist), ``selinux`` (``z``/``Z``, accepted and
-ignored), and for tmpfs ``size`` (bytes or with k/m/g suffix, as given), ``mode`` (octal) and bare flags such as
-``noexec`` (value "").
+binds: a missing host directory is created; "false" for ``--mount``: it must exist), ``selinux`` (``z``/``Z``,
+accepted and ignored), and for tmpfs ``size`` (bytes or with k/m/g suffix, as given), ``mode`` (octal) and bare
+flags such as ``noexec`` (value "").
 """
 
 from __future__ import annotations

@@ -114,3 +114,39 @@ def test_bind_mount_and_tmpfs(refrt: Refrt, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["from host", "ro-denied", "tmpfs"]
     assert (tmp_path / "out.txt").read_text() == "back\n"
+
+
+def test_privileged_keeps_host_capabilities_and_unmasks(refrt: Refrt) -> None:
+    result = refrt("run", "--rm", "--network", "none", "--privileged", "busybox", "sh", "-c",
+                   "grep CapBnd /proc/self/status; wc -c < /proc/keys; grep -c ' /proc/sys ' /proc/mounts")
+    lines = result.stdout.split()
+    host_bounding = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                         if line.startswith("CapBnd"))
+    assert lines[1] == host_bounding
+    assert lines[3] == "0"  # /proc/sys not remounted read-only
+
+
+def test_parallel_containers_get_their_own_cgroups(refrt: Refrt) -> None:
+    import subprocess
+
+    names = [unique("par") for _ in range(4)]
+    procs = [refrt.popen("run", "-d", "--name", n, "--network", "none", "busybox", "sleep", "30",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in names]
+    ids = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        ids.append(out.strip())
+    try:
+        from runtime.cgroups import driver_for_host
+
+        driver = driver_for_host()
+        for cid in ids:
+            pid = refrt.state(cid)["pid"]
+            assert driver.open(cid).procs() == [pid]
+    finally:
+        assert refrt("rm", "-f", *names).returncode == 0
+    from tests.runtime.container.conftest import assert_nothing_left
+
+    for cid in ids:
+        assert_nothing_left(refrt, cid, [])

@@ -17,7 +17,7 @@ from runtime.errors import ConflictError
 from runtime.network.errors import NetworkNotFound, PortInUse
 from runtime.network.store import NetworkStore
 from runtime.spec import NetworkRequest
-from tests.runtime.network.conftest import Ctx, Sandbox
+from tests.runtime.network.conftest import Ctx, FakeContainer, Sandbox
 
 
 def _free_port() -> int:
@@ -47,7 +47,7 @@ def test_published_port_on_localhost_serves_http(sandbox: Sandbox, tmp_path: Pat
 
 def test_eth0_address_mac_route_and_settings(sandbox: Sandbox, ctx: Ctx) -> None:
     c = sandbox.run("addr")
-    net = c.settings["Networks"]["bridge"]  # type: ignore[index]
+    net = c.settings["Networks"]["bridge"]
     subnet = ipaddress.IPv4Network(rn.find_network(ctx, "bridge").subnet)
     assert ipaddress.IPv4Address(net["IPAddress"]) in subnet
     out = subprocess.run(["nsenter", f"--net={c.netns}", "ip", "-o", "-4", "addr", "show", "eth0"],
@@ -71,7 +71,7 @@ def test_user_network_names_aliases_and_isolation(sandbox: Sandbox, ctx: Ctx, tm
     assert a.sh("busybox ping -c1 -W2 beta").returncode == 0
     assert b.sh("busybox ping -c1 -W2 alpha").returncode == 0
     assert b.sh("busybox ping -c1 -W2 db").returncode == 0
-    gamma_ip = other.settings["Networks"]["back"]["IPAddress"]  # type: ignore[index]
+    gamma_ip = other.settings["Networks"]["back"]["IPAddress"]
     assert a.sh("busybox ping -c1 -W1 gamma").returncode != 0, "names of other networks must not resolve"
     assert a.sh(f"busybox ping -c1 -W1 {gamma_ip}").returncode != 0, "networks must be isolated"
     sandbox.stop(b)
@@ -102,7 +102,7 @@ def test_port_in_use_is_refused_before_start_and_rolled_back(sandbox: Sandbox, c
     assert NetworkStore(ctx.paths).container(c.id) is None
     assert _links(c.netns) == ["lo"]
     first = sandbox.run("first", publish=["127.0.0.1::80"])
-    taken = first.settings["Ports"]["80/tcp"][0]["HostPort"]  # type: ignore[index]
+    taken = first.settings["Ports"]["80/tcp"][0]["HostPort"]
     second = sandbox.spawn("second")
     with pytest.raises(PortInUse):
         rn.attach(ctx, second.id, second.name, second.pid, NetworkRequest(publish=[f"{taken}:80"]))
@@ -111,8 +111,8 @@ def test_port_in_use_is_refused_before_start_and_rolled_back(sandbox: Sandbox, c
 def test_publish_all_exposed_gets_random_ports(sandbox: Sandbox, ctx: Ctx) -> None:
     c = sandbox.run("all", publish_all=True, exposed=["80/tcp", "53/udp", "443/tcp"])
     ports = c.settings["Ports"]
-    assert sorted(ports) == ["443/tcp", "53/udp", "80/tcp"]  # type: ignore[arg-type]
-    host_ports = {int(v[0]["HostPort"]) for v in ports.values()}  # type: ignore[attr-defined]
+    assert sorted(ports) == ["443/tcp", "53/udp", "80/tcp"]
+    host_ports = {int(v[0]["HostPort"]) for v in ports.values()}
     assert len(host_ports) == 3 and all(p > 1024 for p in host_ports)
 
 
@@ -163,9 +163,8 @@ def test_detach_is_idempotent_and_frees_everything(sandbox: Sandbox, ctx: Ctx) -
 def test_twenty_concurrent_attaches_get_distinct_addresses(sandbox: Sandbox, ctx: Ctx) -> None:
     boxes = [sandbox.spawn(f"many{i}") for i in range(20)]
 
-    def attach(c: object) -> str:
-        box = c  # type: ignore[assignment]
-        settings = rn.attach(ctx, box.id, box.name, box.pid, NetworkRequest())  # type: ignore[attr-defined]
+    def attach(box: FakeContainer) -> str:
+        settings = rn.attach(ctx, box.id, box.name, box.pid, NetworkRequest())
         return str(settings["Networks"]["bridge"]["IPAddress"])
 
     with ThreadPoolExecutor(max_workers=20) as pool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import runtime.network as rn
+from runtime.network.store import root_tag
 from runtime.paths import Paths
 from tests.runtime.network.conftest import Ctx
 from tests.runtime.network.runner import Refrt, unique
@@ -142,4 +143,4 @@ def test_everything_removed_leaves_nothing(refrt: Refrt, tmp_path: Path) -> None
     assert rn.leftovers(ctx) == []
     assert not [p for p in Path("/sys/class/net").iterdir() if p.name.startswith(f"rv{cid[:10]}")]
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
-    assert f"refrt:{rn.root_tag(ctx.paths)}" not in rules
+    assert f"refrt:{root_tag(ctx.paths)}" not in rules

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.network import firewall, hosts, ipam, ports
-from runtime.network.errors import BadPortSpec, PoolExhausted
+from runtime.network.errors import BadPortSpec, PoolExhausted, PortInUse
 from runtime.network.store import NetworkRecord, NetworkStore, PortBinding
 from runtime.paths import Paths
 
@@ -43,7 +43,7 @@ def test_publish_all_adds_exposed_ports_once() -> None:
 
 def test_assign_refuses_ports_refrt_already_publishes() -> None:
     taken = {("tcp", "0.0.0.0", 18555)}
-    with pytest.raises(ports.PortInUse):
+    with pytest.raises(PortInUse):
         ports.assign([ports.PortRequest("127.0.0.1", 18555, 80, "tcp")], taken)
     [udp] = ports.assign([ports.PortRequest("127.0.0.1", 18555, 80, "udp")], taken)
     assert (udp.proto, udp.host_port) == ("udp", 18555)

@@ -8,6 +8,7 @@ import secrets
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,7 +98,7 @@ def test_nocopy_and_callable_populator(ctx: Ctx) -> None:
 
 def test_anonymous_volumes_from_image_and_flag_removed_with_rm_v(ctx: Ctx) -> None:
     cid = _container(ctx, "anon", [])
-    image = {"config": {"Volumes": {"/var/lib/db": {}, "/data": {}}}}
+    image: dict[str, Any] = {"config": {"Volumes": {"/var/lib/db": {}, "/data": {}}}}
     specs = prepare_mounts(ctx, cid, [parse_volume_flag("/scratch"), parse_volume_flag("named:/data")], image)
     by_target = {s.target: s for s in specs}
     assert sorted(by_target) == ["/data", "/scratch", "/var/lib/db"]
