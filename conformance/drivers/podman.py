@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-
 from typing import ClassVar
 
 from conformance.drivers.base import RuntimeDriver, register_driver

@@ -26,6 +26,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,11 +70,33 @@ class HasPaths(Protocol):
     def paths(self) -> Paths: ...
 
 
+_HOST_HELD = threading.local()
+
+
 @contextlib.contextmanager
 def _locked(paths: Paths) -> Iterator[NetworkStore]:
-    """Root lock, then host-wide lock: every change to networking state happens inside this."""
-    with locked(paths.locks, "network"), locked(HOST_LOCKS, "host"):
+    """The root's lock: every change to this root's networking state happens inside it."""
+    with locked(paths.locks, "network"):
         yield NetworkStore(paths)
+
+
+@contextlib.contextmanager
+def _host_locked() -> Iterator[None]:
+    """The host-wide lock, re-entrant per thread, for what all roots share: subnets (bridge creation), host
+    ports, the iptables jumps and ``ip_forward``. Taken inside the root lock, never around it."""
+    if getattr(_HOST_HELD, "depth", 0):
+        _HOST_HELD.depth += 1
+        try:
+            yield
+        finally:
+            _HOST_HELD.depth -= 1
+        return
+    with locked(HOST_LOCKS, "host"):
+        _HOST_HELD.depth = 1
+        try:
+            yield
+        finally:
+            _HOST_HELD.depth = 0
 
 
 def _now() -> str:
@@ -112,35 +135,43 @@ def _default_network(store: NetworkStore) -> NetworkRecord:
 
 
 def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
-    """Make sure the network's bridge, the root's chains and the network's rules exist (idempotent)."""
+    """Make sure the network's bridge, the root's chains and the network's rules exist.
+
+    A bridge that exists already is taken as complete: bridge and rules are made together under the host lock,
+    and a failure half-way removes the bridge again (see ``_detach_locked``), so the common path - a container
+    joining a network in use - costs no iptables call."""
+    if bridge.exists(rec.bridge):
+        return rec
     tag = root_tag(store.paths)
-    if not bridge.exists(rec.bridge):
+    with _host_locked():
         if not rec.subnet_fixed or not rec.subnet:
             subnet = ipam.choose_subnet(store, exclude=[])
             rec.subnet, rec.gateway = str(subnet), str(next(subnet.hosts()))
             store.save_network(rec)
         prefix = ipaddress.IPv4Network(rec.subnet).prefixlen
         bridge.create(rec.bridge, rec.gateway, prefix)
-    firewall.ensure_base(tag)
-    firewall.add_all(firewall.network_rules(tag, rec.id, rec.bridge, rec.subnet, rec.internal))
+        firewall.ensure_base(tag)
+        firewall.add_all(firewall.network_rules(tag, rec.id, rec.bridge, rec.subnet, rec.internal))
     return rec
 
 
 def _tear_down(store: NetworkStore, rec: NetworkRecord) -> None:
     """Remove the network's rules and bridge; the root's chains too once it has no bridge left."""
     tag = root_tag(store.paths)
-    firewall.delete_tagged(firewall.tag_comment(tag, "net", rec.id))
-    bridge.delete(rec.bridge)
-    if rec.default and not rec.subnet_fixed:
-        rec.subnet, rec.gateway = "", ""
-        if store.network_dir(rec.id).is_dir():
-            store.save_network(rec)
-    _drop_base_if_unused(store)
+    with _host_locked():
+        firewall.delete_tagged(firewall.tag_comment(tag, "net", rec.id))
+        bridge.delete(rec.bridge)
+        if rec.default and not rec.subnet_fixed:
+            rec.subnet, rec.gateway = "", ""
+            if store.network_dir(rec.id).is_dir():
+                store.save_network(rec)
+        _drop_base_if_unused(store)
 
 
 def _drop_base_if_unused(store: NetworkStore) -> None:
     if not any(bridge.exists(n.bridge) for n in store.networks()):
-        firewall.remove_base(root_tag(store.paths))
+        with _host_locked():
+            firewall.remove_base(root_tag(store.paths))
 
 
 def find_network(ctx: HasPaths, ref: str) -> NetworkRecord:
@@ -188,21 +219,22 @@ def create_network(ctx: HasPaths, name: str, *, subnet: str = "", gateway: str =
     with _locked(ctx.paths) as store:
         if any(r.name == name for r in store.networks()):
             raise NetworkInUse(f"network with name {name} already exists")
-        if net_subnet is not None:
-            ipam.check_subnet_free(store, net_subnet)
-        else:
-            net_subnet = ipam.choose_subnet(store)
-        net_id = secrets.token_hex(32)
-        rec = NetworkRecord(id=net_id, name=name, subnet=str(net_subnet),
-                            gateway=gateway or str(next(net_subnet.hosts())), bridge=f"rf-{net_id[:12]}",
-                            internal=internal, labels=dict(labels or {}), created=_now(), subnet_fixed=True)
-        store.save_network(rec)
-        try:
-            _bring_up(store, rec)
-        except RefrtError:
-            _tear_down(store, rec)
-            store.delete_network(rec.id)
-            raise
+        with _host_locked():
+            if net_subnet is not None:
+                ipam.check_subnet_free(store, net_subnet)
+            else:
+                net_subnet = ipam.choose_subnet(store)
+            net_id = secrets.token_hex(32)
+            rec = NetworkRecord(id=net_id, name=name, subnet=str(net_subnet),
+                                gateway=gateway or str(next(net_subnet.hosts())), bridge=f"rf-{net_id[:12]}",
+                                internal=internal, labels=dict(labels or {}), created=_now(), subnet_fixed=True)
+            store.save_network(rec)
+            try:
+                _bring_up(store, rec)
+            except RefrtError:
+                _tear_down(store, rec)
+                store.delete_network(rec.id)
+                raise
         return rec
 
 
@@ -369,24 +401,30 @@ def _publish(store: NetworkStore, rec: ContainerNet, net: NetworkRecord, ep: End
         return
     if net.internal:
         raise ConflictError(f"cannot publish ports on internal network {net.name}")
-    bindings = ports.assign(requests, firewall.published_host_ports())
-    for b in bindings:
-        b.ip, b.network_id = ep.ip, net.id
-    rec.ports = bindings
-    store.save_container(rec)
-    _install_port_rules(store, rec)
+    with _host_locked():  # check and claim the host ports atomically with respect to every root
+        bindings = ports.assign(requests, firewall.published_host_ports())
+        for b in bindings:
+            b.ip, b.network_id = ep.ip, net.id
+        rec.ports = bindings
+        store.save_container(rec)
+        _install_port_rules(store, rec, fresh=True)
 
 
-def _install_port_rules(store: NetworkStore, rec: ContainerNet) -> None:
-    """All of a container's DNAT/forward rules, as one group (one comment) in one batch."""
+def _install_port_rules(store: NetworkStore, rec: ContainerNet, *, fresh: bool = False) -> None:
+    """All of a container's DNAT/forward rules, as one group (one comment) in one batch; ``fresh`` when the
+    container has none yet (no need to look for old ones)."""
     tag = root_tag(store.paths)
     by_id = {n.id: n for n in store.networks()}
     rules = []
     for b in rec.ports:
         rules += firewall.port_rules(tag, rec.container_id, by_id[b.network_id].bridge, b.host_ip, b.host_port,
                                      b.proto, b.ip, b.container_port)
-    firewall.delete_tagged(firewall.tag_comment(tag, "ctr", rec.container_id))
-    firewall.add_all(rules)
+    with _host_locked():
+        if fresh:
+            firewall.restore_rules(rules)
+        else:
+            firewall.delete_tagged(firewall.tag_comment(tag, "ctr", rec.container_id))
+            firewall.add_all(rules)
 
 
 def _user_network_ids(store: NetworkStore, rec: ContainerNet) -> list[str]:
@@ -482,7 +520,9 @@ def _detach_locked(store: NetworkStore, container_id: str) -> None:
         if net.id not in net_ids and (store.endpoint(net.id, container_id) or
                                       container_id in store.allocations(net.id).values()):
             net_ids.append(net.id)
-    firewall.delete_tagged(firewall.tag_comment(root_tag(store.paths), "ctr", container_id))
+    if rec is None or rec.ports:
+        with _host_locked():
+            firewall.delete_tagged(firewall.tag_comment(root_tag(store.paths), "ctr", container_id))
     for net_id in net_ids:
         _remove_endpoint(store, net_id, container_id)
     store.delete_container(container_id)

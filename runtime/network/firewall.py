@@ -204,6 +204,14 @@ def add_all(rules: list[Rule]) -> None:
     restore(script)
 
 
+def restore_rules(rules: list[Rule]) -> None:
+    """Append/insert ``rules`` without looking for existing ones (they are known to be new)."""
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
+    for rule in rules:
+        script[rule.table].append(rule.line())
+    restore(script)
+
+
 def published_host_ports() -> set[tuple[str, str, int]]:
     """``(proto, host_ip, port)`` of every port any refrt root publishes on this host (host-wide check)."""
     out: set[tuple[str, str, int]] = set()

@@ -235,3 +235,31 @@ def test_run_in_rootfs_for_the_builder(refrt: Refrt, tmp_path: object) -> None:
     assert (upper / "artifact").read_text() == "built\n"
     assert not any((Path(lo) / "artifact").exists() for lo in lowers)
     assert list(upper.parent.glob(".run-*")) == []
+
+
+def test_foreground_run_forwards_signals(refrt: Refrt) -> None:
+    cli = refrt.popen("run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                      "trap 'echo got-int; exit 9' INT; echo ready; while true; do sleep 0.1; done",
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert cli.stdout is not None
+    assert cli.stdout.readline().strip() == "ready"
+    cli.send_signal(signal.SIGINT)
+    out, _ = cli.communicate(timeout=20)
+    assert "got-int" in out
+    assert cli.returncode == 9
+
+
+def test_top_lists_the_container_processes(refrt: Refrt) -> None:
+    name = unique("top")
+    refrt("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c", "sleep 41 & sleep 42",
+          check=True)
+    try:
+        def listing() -> str | None:
+            text = refrt("top", name).stdout
+            return text if "sleep 42" in text else None
+
+        lines = wait_for(listing).splitlines()
+        assert lines[0].split()[:3] == ["UID", "PID", "PPID"]
+        assert len(lines) == 3 and "sleep 41" in lines[2]  # header, sh exec'd into sleep 42, its child
+    finally:
+        refrt("rm", "-f", name, check=True)
