@@ -2,7 +2,7 @@
 """TCP through refrt networking: a published port (DNAT, incl. 127.0.0.1) vs the container's address directly.
 
 Runs two busybox containers in a temporary refrt root: an echo server (``nc -ll -e cat``) for round-trip
-latency and a source (``nc -ll -e head -c N /dev/zero``) for bulk transfer, each published on 127.0.0.1. The
+latency and a source (``nc -ll -e dd if=/dev/zero bs=1M``) for bulk transfer, each published on 127.0.0.1. The
 host-side client measures, side by side in one run:
 
 - round trip: one connection, 1-byte ping-pong, median over ``--rounds`` exchanges (microseconds);
@@ -103,7 +103,7 @@ def main() -> int:
             refrt(root, "run", "-d", "--name", "echo", "-p", f"127.0.0.1:{echo_port}:7", "busybox",
                   "nc", "-ll", "-p", "7", "-e", "cat")
             refrt(root, "run", "-d", "--name", "source", "-p", f"127.0.0.1:{bulk_port}:9", "busybox",
-                  "nc", "-ll", "-p", "9", "-e", "head", "-c", str(size), "/dev/zero")
+                  "nc", "-ll", "-p", "9", "-e", "dd", "if=/dev/zero", "bs=1M", f"count={args.mbytes}")
             ips = {}
             for name in ("echo", "source"):
                 data = json.loads(refrt(root, "inspect", name))[0]

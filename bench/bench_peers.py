@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from conformance.drivers import RuntimeDriver  # noqa: E402
-from conformance.drivers.dockerlike import driver_for  # noqa: E402
+from conformance.drivers import RuntimeDriver, driver_class  # noqa: E402
 from conformance.kernel import check  # noqa: E402
 from conformance.targets import get_target  # noqa: E402
 
@@ -52,7 +51,7 @@ def main() -> int:
     drivers: dict[str, RuntimeDriver] = {}
     try:
         for name in args.runtime or DEFAULT_RUNTIMES:
-            driver = driver_for(name)(target, f"bench-{name.replace(':', '-')}-{int(time.time())}")
+            driver = driver_class(name)(target, f"bench-{name.replace(':', '-')}-{int(time.time())}")
             driver.prepare()
             drivers[name] = driver
         commands = [shlex.join(d.argv(["run", "--rm", "--network", "none", "busybox", "true"]))

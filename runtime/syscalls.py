@@ -190,3 +190,48 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+# New mount API (same numbers on every architecture since Linux 5.2 / 5.12).
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def open_tree(path: str | os.PathLike[str], flags: int) -> int:
+    """A detached copy (``OPEN_TREE_CLONE``) of the mount at ``path``, as an fd."""
+    result = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(_b(path)),
+                           ctypes.c_uint(flags))
+    return _check(int(result), f"open_tree({path})")
+
+
+def mount_setattr_idmap(fd: int, userns_fd: int) -> None:
+    """Make the detached mount ``fd`` show file owners through the id mapping of the user namespace."""
+    attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    result = _libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), ctypes.c_char_p(b""),
+                           ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(int(result), "mount_setattr(MOUNT_ATTR_IDMAP)")
+
+
+def move_mount(fd: int, target: str | os.PathLike[str]) -> None:
+    """Attach the detached mount ``fd`` at ``target``."""
+    result = _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(fd), ctypes.c_char_p(b""),
+                           ctypes.c_int(AT_FDCWD), ctypes.c_char_p(_b(target)),
+                           ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+    _check(int(result), f"move_mount(-> {target})")

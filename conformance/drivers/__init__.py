@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from conformance.drivers.base import RUN_LABEL, RuntimeDriver, driver_class, register_driver
+from conformance.drivers.base import RUN_LABEL, RuntimeDriver, register_driver
+from conformance.drivers.base import driver_class as _registered_class
 from conformance.targets.base import Target
 
 _DRIVERS = ("refrt", "podman", "docker")
@@ -19,9 +20,14 @@ def _load_drivers() -> None:
                 raise
 
 
-def get_driver(name: str, target: Target, run_id: str) -> RuntimeDriver:
+def driver_class(spec: str) -> type[RuntimeDriver]:
+    """The driver class for ``--runtime spec``: ``refrt``, ``podman``, ``podman:runc``, ``custom:/path``..."""
     _load_drivers()
-    return driver_class(name)(target, run_id)
+    return _registered_class(spec)
 
 
-__all__ = ["RUN_LABEL", "RuntimeDriver", "get_driver", "register_driver"]
+def get_driver(spec: str, target: Target, run_id: str) -> RuntimeDriver:
+    return driver_class(spec)(target, run_id)
+
+
+__all__ = ["RUN_LABEL", "RuntimeDriver", "driver_class", "get_driver", "register_driver"]

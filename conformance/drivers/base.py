@@ -51,6 +51,14 @@ class RuntimeDriver(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop what ``prepare`` started (daemons). Must not raise."""
 
+    @classmethod
+    def parametrize(cls, argument: str) -> type[RuntimeDriver]:
+        """``--runtime NAME:ARG`` (``podman:runc``, ``custom:/usr/bin/nerdctl``): this driver with an argument.
+        Drivers that take none refuse."""
+        from conformance.errors import DriverError
+
+        raise DriverError(f"runtime {cls.name!r} takes no argument (got {argument!r})")
+
     def cli(self, args: list[str], *, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
         """Run the runtime's CLI on the target."""
         return self.target.run_argv(self.argv(args), timeout=timeout, stdin=stdin)
@@ -65,14 +73,17 @@ def register_driver(cls: type[RuntimeDriver]) -> type[RuntimeDriver]:
     return cls
 
 
-def driver_class(name: str) -> type[RuntimeDriver]:
+def driver_class(spec: str) -> type[RuntimeDriver]:
+    """The driver class for ``name`` or ``name:argument`` among the registered drivers."""
     from conformance.errors import DriverError
 
+    name, sep, argument = spec.partition(":")
     try:
-        return _REGISTRY[name]
+        cls = _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise DriverError(f"unknown runtime {name!r} (known: {known})") from None
+    return cls.parametrize(argument) if sep else cls
 
 
 #: Sub-commands that create objects; the run label is added to them so ``cleanup`` can find what a run made.

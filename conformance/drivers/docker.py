@@ -136,8 +136,13 @@ class DockerDriver(DockerLikeDriver):
             "for t in filter nat; do iptables -t $t -S | grep -e '-j DOCKER' | sed 's/^-A/-D/' | "
             "while read -r rule; do eval iptables -t $t $rule; done; done;"
         )
+        # docker's per-bridge rules (FORWARD accepts, POSTROUTING masquerade) name our bridge: delete each one.
+        bridge_rules = (
+            f"for t in filter nat; do iptables -t $t -S | grep -w -e {self.bridge} | sed 's/^-A/-D/' | "
+            "while read -r rule; do eval iptables -t $t $rule; done; done;"
+        )
         script = (
-            f"ip link del {self.bridge} 2>/dev/null; "
+            f"{bridge_rules} ip link del {self.bridge} 2>/dev/null; "
             f"grep -oE ' ({self.session}|{self.exec_root})/[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l; "
             f"if ! pgrep -x dockerd >/dev/null; then {jumps} {chains} {deletes} "
             "for d in /sys/fs/cgroup/*/docker /sys/fs/cgroup/docker; do "

@@ -10,7 +10,9 @@ target and ``load``ed, so every runtime runs the very same image; when refrt can
 
 from __future__ import annotations
 
+import atexit
 import io
+import re
 import shlex
 import shutil
 import subprocess
@@ -72,6 +74,7 @@ def busybox_archive() -> tuple[Path, str]:
     """The busybox image file on the controller and how to add it: ``load`` (docker-archive) or ``import``."""
     if "path" not in _ARCHIVE_CACHE:
         workdir = Path(tempfile.mkdtemp(prefix="conformance-busybox-"))
+        atexit.register(shutil.rmtree, workdir, True)  # built once per process, gone with it
         archive = _refrt_archive(workdir)
         if archive is not None:
             _ARCHIVE_CACHE["path"], _ARCHIVE_CACHE["load"] = archive, archive
@@ -117,13 +120,15 @@ class DockerLikeDriver(RuntimeDriver):
         if self.cli(["image", "inspect", BUSYBOX], timeout=60).exit_status == 0:
             return
         local, mode = busybox_archive()
-        remote = f"{REMOTE_IMAGE_DIR}/{local.name}"
+        unique = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.name}-{self.run_id}")
+        remote = f"{REMOTE_IMAGE_DIR}/{unique}-{local.name}"
         self.target.put(local, remote)
         if mode == "load":
             self.checked(["load", "-i", remote], "loading the busybox image", timeout=300)
         else:
             self.checked(["import", "--change", 'CMD ["sh"]', remote, f"{BUSYBOX}:latest"],
                          "importing the busybox rootfs", timeout=300)
+        self.target.run(f"rm -f {shlex.quote(remote)}", timeout=30)
         self.checked(["image", "inspect", BUSYBOX], "finding busybox after loading it")
 
     def force_remove_args(self) -> list[str]:
@@ -149,11 +154,6 @@ class DockerLikeDriver(RuntimeDriver):
         except Exception as exc:  # cleanup must not raise; say what was left
             print(f"conformance: {self.name} cleanup incomplete: {exc}", file=sys.stderr)
 
-    @classmethod
-    def parametrize(cls, argument: str) -> type[RuntimeDriver]:
-        """``--runtime NAME:ARG``: this driver with an argument. Drivers that take none refuse."""
-        raise DriverError(f"runtime {cls.name!r} takes no argument (got {argument!r})")
-
 
 @register_driver
 class CustomDriver(DockerLikeDriver):
@@ -176,20 +176,3 @@ class CustomDriver(DockerLikeDriver):
 
     def features(self) -> dict[str, bool]:
         return {"runtime.custom": True}
-
-
-def driver_for(spec: str) -> type[RuntimeDriver]:
-    """Resolve ``name`` or ``name:argument`` (until ``conformance.drivers.driver_class`` does it itself)."""
-    from conformance.drivers import _load_drivers
-    from conformance.drivers.base import driver_class
-
-    _load_drivers()
-    name, sep, argument = spec.partition(":")
-    cls = driver_class(name)
-    if not sep:
-        return cls
-    parametrize = getattr(cls, "parametrize", None)
-    if parametrize is None:
-        raise DriverError(f"runtime {name!r} takes no argument (got {argument!r})")
-    result: type[RuntimeDriver] = parametrize(argument)
-    return result

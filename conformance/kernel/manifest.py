@@ -120,14 +120,23 @@ class Manifest:
         )
 
 
+AGGREGATED_CONTROLLERS = ("memory", "pids", "cpu", "cpuset", "devices", "freezer", "hugetlb")
+
+
 def features(manifest: Manifest) -> dict[str, bool]:
-    """The ``requires:`` keys: every probe's outcome, plus version-independent ``cgroup.<controller>`` keys."""
-    keys = {k: p.ok for k, p in manifest.probes.items() if k != "kernel"}
-    for controller in ("memory", "pids", "cpu", "cpuset", "devices", "freezer", "hugetlb"):
-        keys[f"cgroup.{controller}"] = keys.get(f"cgroup.v1.{controller}", False) or keys.get(
-            f"cgroup.v2.{controller}", False
-        )
-    return dict(sorted(keys.items()))
+    """The ``requires:`` keys: every probe's outcome (``kernel`` is a value, not a feature)."""
+    return dict(sorted((k, p.ok) for k, p in manifest.probes.items() if k != "kernel"))
+
+
+def with_aggregates(probes: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
+    """Add version-independent ``cgroup.<controller>`` keys: the v1 or the v2 controller is there."""
+    out = dict(probes)
+    for controller in AGGREGATED_CONTROLLERS:
+        parts = [(k, probes[k].ok) for k in (f"cgroup.v1.{controller}", f"cgroup.v2.{controller}") if k in probes]
+        if parts:
+            shown = " or ".join(f"{k} ({'ok' if ok else 'no'})" for k, ok in parts)
+            out[f"cgroup.{controller}"] = ProbeResult(ok=any(ok for _, ok in parts), evidence=shown)
+    return out
 
 
 def cgroup_in_use(probes: dict[str, ProbeResult]) -> set[str]:
@@ -163,6 +172,7 @@ def judge(classifications: list[Classification], probes: dict[str, ProbeResult],
 
 
 def build_manifest(target_name: str, run: ProbeRun, config: KernelConfig) -> Manifest:
+    run.probes = with_aggregates(run.probes)
     own_config = config is run.config
     version = parse_version(run.release) if own_config else (config.version or parse_version(run.release))
     classifications = classify(config, version=version, cgroup_in_use=cgroup_in_use(run.probes))
@@ -208,8 +218,9 @@ def check(target: Target, kernel_config: str | Path | None = None, *, cache_dir:
             cached = None
         if cached is not None and cached.boot_id and cached.boot_id == boot_id(target):
             return cached
+    given = read_config_file(kernel_config) if kernel_config is not None else None  # fail before probing
     run = run_probes(target)
-    config = read_config_file(kernel_config) if kernel_config is not None else run.config
+    config = given if given is not None else run.config
     manifest = build_manifest(target.name, run, config)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

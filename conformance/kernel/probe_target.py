@@ -246,7 +246,23 @@ def cgroup_mounts() -> tuple[dict[str, str], list[str]]:
     return v1, v2
 
 
-def probe_cgroups() -> dict[str, Probe]:
+def _v2_builtin(name: str, v2_root: str, config_text: str) -> Probe:
+    """cgroup v2 has no devices or freezer controller file: devices is a BPF program, the freezer is core."""
+    if not v2_root:
+        return {"ok": False, "evidence": f"v2 {name}: no cgroup2 mount"}
+    if name == "freezer":  # cgroup.freeze exists in every non-root cgroup since Linux 5.2
+        children = sorted(e.path for e in os.scandir(v2_root) if e.is_dir())
+        found = next((d for d in children if os.path.exists(os.path.join(d, "cgroup.freeze"))), "")
+        if found:
+            return {"ok": True, "evidence": f"v2 freezer: {found}/cgroup.freeze exists"}
+        where = f"{len(children)} child cgroups of {v2_root}"
+        return {"ok": False, "evidence": f"v2 freezer: no cgroup.freeze in {where} (core since Linux 5.2)"}
+    bpf = "CONFIG_CGROUP_BPF=y" in config_text.splitlines()
+    what = "CONFIG_CGROUP_BPF=y" if bpf else "CONFIG_CGROUP_BPF not set or config unavailable"
+    return {"ok": bpf, "evidence": f"v2 devices: controlled by BPF programs; {what} in the kernel config"}
+
+
+def probe_cgroups(config_text: str = "") -> dict[str, Probe]:
     v1, v2 = cgroup_mounts()
     out: dict[str, Probe] = {}
     v2_root = "/sys/fs/cgroup" if "/sys/fs/cgroup" in v2 else (v2[0] if v2 else "")
@@ -275,7 +291,9 @@ def probe_cgroups() -> dict[str, Probe]:
             where = f"mounted at {v1[name]}" if name in v1 else "not mounted as a v1 hierarchy"
             state = "enabled" if enabled.get(name) else "disabled or unknown"
             out[f"cgroup.v1.{name}"] = {"ok": ok, "evidence": f"v1 {name}: {where}, {state} in /proc/cgroups"}
-        if name != "blkio":
+        if name in ("devices", "freezer"):
+            out[f"cgroup.v2.{name}"] = _v2_builtin(name, v2_root, config_text)
+        elif name != "blkio":
             ok = name in available
             out[f"cgroup.v2.{name}"] = {
                 "ok": ok,
@@ -518,7 +536,8 @@ def main() -> int:
     probes: dict[str, Probe] = {}
     for kind in ("mount", "pid", "net", "ipc", "uts", "user", "cgroup", "time"):
         probes[f"ns.{kind}"] = probe_namespace(kind)
-    probes.update(probe_cgroups())
+    config = read_config(release)
+    probes.update(probe_cgroups(config.get("text", "")))
     probes["overlay"], probes["overlay.max_lowerdirs"] = probe_overlay()
     probes.update(probe_network())
     probes["seccomp"] = probe_seccomp()
@@ -527,7 +546,7 @@ def main() -> int:
     report = {
         "kernel": {"release": release, "machine": os.uname().machine},
         "boot_id": _read("/proc/sys/kernel/random/boot_id"),
-        "config": read_config(release),
+        "config": config,
         "probes": probes,
         "seconds": round(time.monotonic() - started, 3),
     }

@@ -22,6 +22,14 @@ from runtime.errors import RefrtError
 
 PARENT = "refrt"
 
+#: docker's default device rules: any node may be created (mknod), only these may be opened.
+DEFAULT_DEVICE_RULES = (
+    "c *:* m", "b *:* m",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  # null zero full random urandom
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",  # tty console ptmx pts/*
+    "c 10:200 rwm",  # net/tun
+)  # fmt: skip
+
 
 class CgroupError(RefrtError):
     """A control group cannot be created, configured or removed."""
@@ -158,10 +166,12 @@ def make_group_dir(parent: Path, name: str, prepare_parent: Any = None) -> Path:
             path = parent / PARENT / name
             path.mkdir()
             return path
-        except FileNotFoundError:
-            continue
         except FileExistsError as exc:
             raise CgroupError(f"cgroup {parent / PARENT / name} already exists") from exc
+        except (FileNotFoundError, CgroupError):
+            if (parent / PARENT).is_dir():
+                raise
+            continue  # the parent was removed under us by a container that just went away: make it again
     raise CgroupError(f"cannot create cgroup {parent / PARENT / name}")
 
 

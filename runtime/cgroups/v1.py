@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.cgroups.base import (
+    DEFAULT_DEVICE_RULES,
     PARENT,
     CFSQuota,
     Cgroup,
@@ -69,6 +70,9 @@ class V1Cgroup(Cgroup):
 
     def configure(self, res: Resources) -> None:
         """Write docker's flags to the v1 files (memory first: memsw may never be below it)."""
+        devices = self._dir("devices")
+        if devices is not None and (devices / "devices.deny").exists():
+            restrict_devices(devices)
         mem = self._dir("memory")
         if mem is not None:
             write(mem / "memory.oom_control", 0)  # let the OOM killer act on this group (not pause it)
@@ -134,6 +138,13 @@ class V1Cgroup(Cgroup):
         if mem is None:
             return False
         return read_keyed(mem / "memory.oom_control").get("oom_kill", 0) > 0
+
+
+def restrict_devices(group: Path) -> None:
+    """Deny every device, then allow docker's list: CAP_MKNOD must not open the host's disks."""
+    write(group / "devices.deny", "a")
+    for rule in DEFAULT_DEVICE_RULES:
+        write(group / "devices.allow", rule)
 
 
 def _prepare_parent(parent: Path) -> None:

@@ -10,7 +10,9 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.cgroups import devices_bpf
 from runtime.cgroups.base import (
+    DEFAULT_DEVICE_RULES,
     PARENT,
     CFSQuota,
     Cgroup,
@@ -122,8 +124,9 @@ def _enable_controllers(group: Path) -> None:
 class V2Driver(CgroupDriver):
     version = 2
 
-    def __init__(self, root: Path = Path("/sys/fs/cgroup")) -> None:
+    def __init__(self, root: Path = Path("/sys/fs/cgroup"), *, device_filter: bool = True) -> None:
         self.root = root
+        self.device_filter = device_filter  # False only for a fake tree in tests (no cgroup to attach to)
 
     def open(self, name: str) -> V2Cgroup:
         return V2Cgroup(name=name, root=self.root)
@@ -133,6 +136,8 @@ class V2Driver(CgroupDriver):
         path = make_group_dir(self.root, name, _enable_controllers)
         group = self.open(name)
         try:
+            if self.device_filter:
+                devices_bpf.attach(path, DEFAULT_DEVICE_RULES)
             group.configure(resources)
         except BaseException:
             path.rmdir()

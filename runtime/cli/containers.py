@@ -190,8 +190,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     for path in args.env_file:
         env.extend(read_env_file(path))
     env.extend(args.env)
-    if args.userns not in ("host", ""):
-        raise UsageError(f"--userns={args.userns}: only host user namespaces are supported by this refrt")
+    if args.userns not in ("host", "", "private"):
+        raise UsageError(f"--userns={args.userns}: refrt supports host and private")
     memory = parse_size(args.memory) if args.memory else 0
     swap = parse_size(args.memory_swap) if args.memory_swap else 0
     if swap and swap > 0 and memory and swap < memory:
@@ -306,18 +306,28 @@ def _run_attached(ctx: Context, container: Container, *, stdin: bool, tty: bool)
     attach = monitor.Attach(stdin=0 if stdin else None, stdout=1, stderr=2)
     sys.stdout.flush()
     raw = terminal.raw_mode(0) if (tty and stdin) else contextlib.nullcontext()
+    proxied = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
     with raw:
-        handle = lifecycle.start(ctx, container, attach)
+        # held back until the handlers know the pid, then delivered to the container (docker's sig-proxy)
+        signal.pthread_sigmask(signal.SIG_BLOCK, proxied)
+        try:
+            handle = lifecycle.start(ctx, container, attach)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, proxied)
+            raise
         pid = container.state.pid
 
         def forward(signum: int, _frame: object) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        for signum in proxied:
             signal.signal(signum, forward)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, proxied)
         try:
             event = handle.next_event()
+            if event.get("remove_error"):
+                print(f"refrt: {event['remove_error']}", file=sys.stderr)
             return int(event.get("code", 0))
         except monitor.MonitorLost:
             if container.directory.exists():

@@ -21,7 +21,7 @@ import termios
 from dataclasses import dataclass, field
 
 from runtime import syscalls
-from runtime.container import capabilities, namespaces, terminal, users
+from runtime.container import capabilities, namespaces, terminal, userns, users
 from runtime.container.rootfs import RootfsPlan, setup_rootfs
 from runtime.errors import CannotInvokeError, CommandNotFoundError, RefrtError
 
@@ -45,6 +45,8 @@ class LaunchPlan:
     tty: bool = False
     console_fd: int = -1  # with -t: unix socket on which the pty master is sent to the parent
     window: tuple[int, int] = (0, 0)
+    userns_fd: int = -1  # --userns=private: joined right before privileges are dropped
+    cgroup_namespace: bool = False  # docker's default on cgroup v2 (private), not on v1 (host)
 
 
 def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r: int, err_w: int) -> None:
@@ -61,6 +63,8 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         if os.read(go_r, 16) != b"go":
             os._exit(125)  # the parent gave up (cgroup or network failed) and reports it
         os.close(go_r)
+        if plan.cgroup_namespace:  # now that we sit in our group, it becomes the namespace's root
+            syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         setup_rootfs(plan.rootfs)
         if plan.tty:
             attach_console(plan)
@@ -72,6 +76,8 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         env = _with_home(plan.env, user.home)
         executable = find_executable(plan.argv[0], env)
         ensure_workdir(plan.workdir)
+        if plan.userns_fd >= 0:
+            userns.enter(plan.userns_fd)
         drop_privileges(plan, user)
         os.chdir(plan.workdir or "/")
         syscalls.set_parent_death_signal(signal.SIGKILL)  # the monitor's death ends the container

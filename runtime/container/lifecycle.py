@@ -135,6 +135,11 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
         )
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir()
+        if spec.userns == "private":  # the container's root owns its own layer (host ids base:base)
+            from runtime.container.userns import ranges
+
+            uids, gids = ranges()
+            os.chown(directory / "upper", uids.base, gids.base)
         container.save_state()
         try:
             prepared = hooks.prepare_mounts(ctx, cid, list(spec.mounts), image_config)

@@ -27,7 +27,7 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import hooks, init, namespaces, terminal
+from runtime.container import hooks, init, namespaces, terminal, userns
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
 from runtime.container.logs import LogWriter
@@ -151,6 +151,7 @@ class Monitor:
             os.write(self.status_w, json.dumps(event).encode() + b"\n")
 
     def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the CLI may have blocked some while forking us
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
@@ -208,6 +209,10 @@ class Monitor:
         driver = driver_for_host()
         self.cgroup = driver.create(c.id, c.spec.resources)
         plan = build_plan(c, self.ctx)
+        userns_fd = -1
+        if c.spec.userns == "private":
+            userns_fd = userns.create_user_namespace(*userns.ranges())
+            plan.userns_fd = plan.rootfs.userns_fd = userns_fd
         if self.console_child is not None:
             plan.console_fd = self.console_child.fileno()
             plan.window = terminal.window_size(self.attach.stdout)
@@ -222,6 +227,8 @@ class Monitor:
         self.pid = pid
         for fd in (sync_w, go_r, err_w):
             os.close(fd)
+        if userns_fd >= 0:
+            os.close(userns_fd)
         if self.console_child is not None:
             self.console_child.close()
         try:
@@ -285,9 +292,8 @@ class Monitor:
         c.state.pid = 0
         c.state.finished_at = now_iso()
         c.save_state()
-        if c.spec.auto_remove:
-            self._auto_remove()
-        self._send({"event": "exited", "code": exit_code, "oom_killed": oom})
+        problem = self._auto_remove() if c.spec.auto_remove else ""
+        self._send({"event": "exited", "code": exit_code, "oom_killed": oom, "remove_error": problem})
 
     def _teardown(self) -> None:
         if hooks.needs_network_hook(self.c.spec.network.mode):
@@ -299,10 +305,15 @@ class Monitor:
             self.cgroup.kill_all()
             self.cgroup.remove()
 
-    def _auto_remove(self) -> None:
+    def _auto_remove(self) -> str:
+        """--rm: remove the container; a failure is reported to the CLI, never allowed to swallow the exit code."""
         from runtime.container.lifecycle import remove_files
 
-        remove_files(self.ctx, self.c, remove_volumes=True)
+        try:
+            remove_files(self.ctx, self.c, remove_volumes=True)
+        except Exception as exc:  # noqa: BLE001 - reported with the exit event
+            return f"cannot remove container {self.c.short_id}: {exc}"
+        return ""
 
     def _close_attach(self) -> None:
         for fd in (self.attach.stdin, self.attach.stdout, self.attach.stderr):
@@ -423,6 +434,11 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         host_files=host_files,
         mounts=[MountSpec(**m) for m in c.mounts],
     )
+    if c.cgroup_driver == 2:
+        rootfs.cgroup_view = {"": Path("cgroup2")}
+    else:
+        group = driver_for_host().open(c.id)
+        rootfs.cgroup_view = {d.parent.parent.name: d for d in group.dirs()}
     if spec.privileged:  # docker: nothing masked, /proc/sys and /sys writable, every capability
         rootfs.masked_paths = ()
         rootfs.readonly_paths = ()
@@ -436,6 +452,7 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         hostname=spec.hostname or c.short_id,
         network_mode=spec.network.mode,
         join_netns=hooks.netns_to_join(ctx, spec.network),
+        cgroup_namespace=c.cgroup_driver == 2,
         capabilities=resolve_caps(spec.cap_add, spec.cap_drop, spec.privileged),
         tty=spec.tty,
     )

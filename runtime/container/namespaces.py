@@ -13,16 +13,17 @@ import struct
 
 from runtime import syscalls
 
-#: Kinds in the order ``exec`` joins them: user first (it grants the rights for the rest), mnt last (after it,
-#: /proc/<pid> paths on the host are no longer reachable).
+#: Kinds in the order ``exec`` joins them. Every namespace of a refrt container is owned by the host's user
+#: namespace (the container's own, with --userns=private, owns none), so the user namespace comes last: joining
+#: it first would leave us without the rights to join the others. All fds are opened before the first setns.
 JOIN_ORDER = (
-    ("user", syscalls.CLONE_NEWUSER),
     ("cgroup", syscalls.CLONE_NEWCGROUP),
     ("ipc", syscalls.CLONE_NEWIPC),
     ("uts", syscalls.CLONE_NEWUTS),
     ("net", syscalls.CLONE_NEWNET),
     ("pid", syscalls.CLONE_NEWPID),
     ("mnt", syscalls.CLONE_NEWNS),
+    ("user", syscalls.CLONE_NEWUSER),
 )
 
 _SIOCGIFFLAGS = 0x8913

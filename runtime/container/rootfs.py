@@ -73,6 +73,10 @@ class RootfsPlan:
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
     sysfs_writable: bool = False  # --privileged
+    userns_fd: int = -1  # --userns=private: lower layers are seen through idmapped mounts
+    #: /sys/fs/cgroup: {"": "cgroup2"} on v2 (the container's cgroup namespace shows only its group), else
+    #: hierarchy name -> the container's group directory on the host, for each v1 hierarchy
+    cgroup_view: dict[str, Path] = field(default_factory=dict)
 
 
 def setup_rootfs(plan: RootfsPlan) -> None:
@@ -82,6 +86,7 @@ def setup_rootfs(plan: RootfsPlan) -> None:
     mount_root_overlay(plan)
     mount_proc(root)
     mount_sysfs(root, plan.sysfs_writable)
+    mount_cgroups(root, plan.cgroup_view)
     mount_dev_tmpfs(root)
     create_device_nodes(root)
     create_dev_links(root)
@@ -106,7 +111,23 @@ def mount_root_overlay(plan: RootfsPlan) -> None:
     """The image layers (read-only, shared by every container of the image) under this container's upper dir."""
     if not plan.lower_dirs:
         raise RootfsError("image has no layers")
-    mount_overlay(plan.lower_dirs, plan.upper, plan.work, plan.merged)
+    lowers = plan.lower_dirs
+    if plan.userns_fd >= 0:
+        lowers = idmap_lower_layers(plan)
+    mount_overlay(lowers, plan.upper, plan.work, plan.merged)
+
+
+def idmap_lower_layers(plan: RootfsPlan) -> list[Path]:
+    """Each shared layer again, owners shifted into the container's id range (only in this mount namespace)."""
+    from runtime.container.userns import idmapped_copy
+
+    shifted = []
+    for index, lower in enumerate(plan.lower_dirs):
+        target = plan.merged.parent / "idmapped" / str(index)
+        target.mkdir(parents=True, exist_ok=True)
+        idmapped_copy(lower, target, plan.userns_fd)
+        shifted.append(target)
+    return shifted
 
 
 def mount_proc(root: Path) -> None:
@@ -118,6 +139,28 @@ def mount_sysfs(root: Path, writable: bool = False) -> None:
     """/sys read-only: the container may look at devices, never reconfigure them (unless --privileged)."""
     target = _mkdir_in(root, "sys")
     syscalls.mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY))
+
+
+def mount_cgroups(root: Path, view: dict[str, Path]) -> None:
+    """/sys/fs/cgroup read-only, showing the container its own group only (its limits, its counters).
+
+    v2: a cgroup2 mount made inside the container's cgroup namespace, whose root is the container's group.
+    v1: a tmpfs with one read-only bind per hierarchy of the container's group directory, as docker does.
+    """
+    if not view:
+        return
+    target = root / "sys/fs/cgroup"
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if "" in view:
+        syscalls.mount("cgroup2", target, "cgroup2", flags | MS_RDONLY)
+        return
+    syscalls.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+    for name, host_dir in sorted(view.items()):
+        mountpoint = target / name
+        mountpoint.mkdir()
+        syscalls.mount(host_dir, mountpoint, None, MS_BIND)
+        _remount_readonly(mountpoint)
+    _remount_readonly(target)
 
 
 def mount_dev_tmpfs(root: Path) -> None:

@@ -14,9 +14,14 @@ Management (``refrt network ...``): :func:`create_network`, :func:`remove_networ
 :func:`find_network`, :func:`inspect_network`, :func:`connect`, :func:`disconnect`, :func:`prune_networks`,
 :func:`container_ports`.
 
-Concurrency: every change holds the root's lock ``locks/network`` and then the host-wide lock
-``/run/refrt-net/locks/host`` (subnets, host ports and ``ip_forward`` are shared by all roots on a host), always in
-that order. Naming: the default network is ``bridge`` on interface ``refrt0`` for the default root and
+Design choices (details in docs/networking.md): names on user networks resolve through kept-current hosts files
+(no DNS daemon; ``hosts``), published ports are kernel DNAT in PREROUTING and OUTPUT with ``route_localnet`` and
+masquerade for 127.0.0.1 and hairpin (no userland proxy; ``firewall``), every iptables rule lives in per-root
+chains and carries a ``refrt:<root tag>`` comment.
+
+Concurrency: every change holds the root's lock ``locks/network``; what all roots on a host share (subnet choice
+and bridge creation, host ports, the jumps into refrt's chains, ``ip_forward``) is changed under the host-wide
+lock ``/run/refrt-net/locks/host``, always taken inside the root lock. Naming: the default network is ``bridge`` on interface ``refrt0`` for the default root and
 ``rf0-<roottag>`` for any other root; user networks get ``rf-<id12>``; host veth ends ``rv<cid10><n>``.
 """
 
@@ -148,6 +153,8 @@ def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
             subnet = ipam.choose_subnet(store, exclude=[])
             rec.subnet, rec.gateway = str(subnet), str(next(subnet.hosts()))
             store.save_network(rec)
+        else:  # a configured subnet (REFRT_BRIDGE_SUBNET, --subnet after a reboot) must still be free
+            ipam.check_subnet_free(store, ipaddress.IPv4Network(rec.subnet), own_id=rec.id)
         prefix = ipaddress.IPv4Network(rec.subnet).prefixlen
         bridge.create(rec.bridge, rec.gateway, prefix)
         firewall.ensure_base(tag)
@@ -240,6 +247,8 @@ def create_network(ctx: HasPaths, name: str, *, subnet: str = "", gateway: str =
 
 def remove_network(ctx: HasPaths, ref: str) -> NetworkRecord:
     """``network rm``: refused for the default network and for networks with endpoints."""
+    if ref in PSEUDO_MODES:
+        raise ConflictError(f"{ref} is a pre-defined network and cannot be removed")
     with _locked(ctx.paths) as store:
         rec = _find(store, ref)
         if rec.default:
@@ -269,7 +278,7 @@ def prune_networks(ctx: HasPaths, labels: dict[str, str] | None = None) -> list[
 
 
 def list_networks(ctx: HasPaths) -> list[dict[str, Any]]:
-    """``network ls`` rows: the default network, ``host``, ``none`` and the user networks."""
+    """``network ls`` rows: the default network, ``host``, ``none`` and the user networks, by name."""
     store = NetworkStore(ctx.paths)
     recs = store.networks()
     if not any(r.default for r in recs):
@@ -280,14 +289,22 @@ def list_networks(ctx: HasPaths) -> list[dict[str, Any]]:
              "Internal": r.internal} for r in recs]
     for mode in PSEUDO_MODES:
         pseudo_id = (tag + mode.encode().hex() + "0" * 64)[:64]
-        rows.insert(1, {"ID": pseudo_id, "Name": mode, "Driver": "null" if mode == "none" else "host",
-                        "Scope": "local", "Labels": {}, "Internal": False})
-    return rows
+        rows.append({"ID": pseudo_id, "Name": mode, "Driver": "null" if mode == "none" else "host",
+                     "Scope": "local", "Labels": {}, "Internal": False})
+    return sorted(rows, key=lambda r: str(r["Name"]))  # docker's client sorts by name
 
 
 def inspect_network(ctx: HasPaths, ref: str) -> dict[str, Any]:
-    """``network inspect``, in docker's shape."""
+    """``network inspect``, in docker's shape (``host`` and ``none`` included, as docker shows them)."""
     store = NetworkStore(ctx.paths)
+    pseudo = next((r for r in list_networks(ctx) if r["Name"] in PSEUDO_MODES and ref in (r["Name"], r["ID"])),
+                  None)
+    if pseudo is not None:
+        return {"Name": pseudo["Name"], "Id": pseudo["ID"], "Created": "", "Scope": "local",
+                "Driver": pseudo["Driver"], "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": None,
+                                                                         "Config": []},
+                "Internal": False, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""},
+                "ConfigOnly": False, "Containers": {}, "Options": {}, "Labels": {}}
     rec = _find(store, ref)
     members = {
         ep.container_id: {"Name": ep.container_name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
@@ -379,7 +396,7 @@ def _add_endpoint(store: NetworkStore, net: NetworkRecord, rec: ContainerNet, al
         rec.networks.append(net.id)
     store.save_container(rec)
     peer = f"rp{cid[:10]}{index}"
-    netns.create_veth(ep.host_veth, peer, net.bridge)
+    netns.create_veth(ep.host_veth, peer, net.bridge, rec.pid)
     first = index == 0 and not net.internal
     netns.move_into(peer, rec.pid, ep.ifname, ip, prefix, ep.mac, net.gateway if first else None)
     return ep
@@ -494,11 +511,12 @@ def attach(ctx: HasPaths, container_id: str, name: str, pid: int, request: Netwo
                 _copy_files_from(ctx.paths, _containers_dir(ctx.paths, target.container_id), container_id)
             return _settings(store, rec)
         hosts.write_in_place(cdir / "resolv.conf", hosts.render_resolv(request.dns))
-        if mode == "none":
+        if mode == "none":  # the container code's hosts file (localhost, 127.0.1.1 hostname) stays as it is
             store.save_container(rec)
-            _write_hosts(store, rec)
             return _settings(store, rec)
         net = _find(store, "bridge" if mode == "bridge" else mode)
+        if net.default and request.aliases:
+            raise UsageError("network-scoped alias is supported only for containers in user defined networks")
         try:
             _bring_up(store, net)
             ep = _add_endpoint(store, net, rec, [] if net.default else list(request.aliases))

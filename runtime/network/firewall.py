@@ -113,6 +113,11 @@ def ensure_base(tag: str) -> None:
                 rule = Rule(t, builtin, ("-m", "addrtype", "--dst-type", "LOCAL") * (suffix == "DNAT")
                             + ("-j", chain(tag, suffix)), comment, insert=(t == "filter"))
                 script[table].append(rule.line())
+        if table == "filter" and (chain(tag, "ISO"), "RETURN") not in jumps:
+            # replies of connections already accepted (a published port reached from another network) must
+            # not be dropped by the isolation rules of the network they come from
+            script[table].append(Rule("filter", chain(tag, "ISO"), ("-m", "conntrack", "--ctstate",
+                                      "RELATED,ESTABLISHED", "-j", "RETURN"), comment, insert=True).line())
     restore(script)
     enable_forwarding(tag)
 
@@ -171,19 +176,24 @@ def network_rules(tag: str, net_id: str, bridge_name: str, subnet: str, internal
             Rule("nat", chain(tag, "POST"), ("-s", subnet, "!", "-o", bridge_name, "-j", "MASQUERADE"), c),
         ]
     rules.append(Rule("nat", chain(tag, "POST"), ("-s", "127.0.0.0/8", "-o", bridge_name, "-j", "MASQUERADE"), c))
+    # a container reaching a published port of its own network through the host: without this the reply would
+    # go straight back over the bridge with the wrong source address
+    rules.append(Rule("nat", chain(tag, "POST"), ("-s", subnet, "-o", bridge_name, "-m", "conntrack", "--ctstate",
+                                                  "DNAT", "-j", "MASQUERADE"), c))
     return rules
 
 
 def port_rules(tag: str, container_id: str, bridge_name: str, host_ip: str, host_port: int, proto: str,
                ip: str, container_port: int) -> list[Rule]:
-    """DNAT of ``host_ip:host_port`` to the container, and the forward rule that lets outside traffic in."""
+    """DNAT of ``host_ip:host_port`` to the container, and the forward rule that lets outside traffic in -
+    first in the chain, so clients on other refrt networks reach published ports too, as through docker's proxy."""
     c = tag_comment(tag, "ctr", container_id)
     dst = ("-d", host_ip) if host_ip not in ("", "0.0.0.0") else ()
     return [
         Rule("nat", chain(tag, "DNAT"), (*dst, "-p", proto, "-m", proto, "--dport", str(host_port),
                                          "-j", "DNAT", "--to-destination", f"{ip}:{container_port}"), c),
         Rule("filter", chain(tag, "FWD"), ("-d", f"{ip}/32", "-o", bridge_name, "-p", proto, "-m", proto,
-                                           "--dport", str(container_port), "-j", "ACCEPT"), c),
+                                           "--dport", str(container_port), "-j", "ACCEPT"), c, insert=True),
     ]
 
 

@@ -27,17 +27,24 @@ def host_veth_name(container_id: str, index: int) -> str:
     return f"rv{container_id[:10]}{index}"
 
 
-def create_veth(host_name: str, peer_name: str, bridge: str) -> None:
-    """Make the pair and plug the host end into ``bridge`` (replacing a stale pair of the same name)."""
+def create_veth(host_name: str, peer_name: str, bridge: str, pid: int) -> None:
+    """Make the pair, plug the host end into ``bridge`` with hairpin on (a container reaching its own published
+    port through the host comes back out of the same port), and move the peer into the namespace of ``pid``.
+    One ``ip -batch`` process; a stale pair of the same name is replaced."""
     if Path("/sys/class/net", host_name).exists():
         commands.succeeds(["ip", "link", "del", host_name])
-    commands.run(["ip", "link", "add", host_name, "type", "veth", "peer", "name", peer_name])
-    commands.run(["ip", "link", "set", host_name, "master", bridge, "up"])
+    batch = [
+        f"link add {host_name} type veth peer name {peer_name}",
+        f"link set {host_name} master {bridge}",
+        f"link set {host_name} type bridge_slave hairpin on",
+        f"link set {host_name} up",
+        f"link set {peer_name} netns {pid}",
+    ]
+    commands.run(["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
 
 
 def move_into(peer_name: str, pid: int, ifname: str, ip: str, prefix: int, mac: str, gateway: str | None) -> None:
-    """Move ``peer_name`` into the namespace of ``pid``, rename, address it, bring it and ``lo`` up, route."""
-    commands.run(["ip", "link", "set", peer_name, "netns", str(pid)])
+    """Configure the peer inside the namespace of ``pid``: rename, address, bring it and ``lo`` up, route."""
     batch = [
         f"link set {peer_name} name {ifname}",
         f"link set {ifname} address {mac}",

@@ -130,13 +130,17 @@ class VolumeStore:
         (self._dir(name) / "users" / container_id).unlink(missing_ok=True)
 
     def users(self, name: str, *, excluding: str = "") -> list[str]:
-        """Ids of existing containers using the volume: user records plus a scan of container configs."""
+        """Ids of existing containers using the volume: user records plus a scan of container configs (a bind of
+        the volume's directory counts: that is how ``--volumes-from`` may hand it on)."""
         found = set()
         users = self._dir(name) / "users"
         if users.is_dir():
             found |= {u.name for u in users.iterdir() if (self.paths.containers / u.name).is_dir()}
-        found |= {cid for cid, mounts in _container_mounts(self.paths) if
-                  any(m.get("type") == "volume" and m.get("source") == name for m in mounts)}
+        data = str(self._dir(name) / "_data")
+        found |= {cid for cid, mounts in _container_mounts(self.paths) if any(
+            (m.get("type") == "volume" and m.get("source") == name)
+            or (m.get("type") == "bind" and str(m.get("host_path") or m.get("source") or "") == data)
+            for m in mounts)}
         found.discard(excluding)
         return sorted(found)
 

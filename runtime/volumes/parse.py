@@ -62,7 +62,8 @@ def _apply_modes(spec: MountSpec, modes: str, value: str) -> MountSpec:
 
 
 def parse_volume_flag(value: str) -> MountSpec:
-    """``-v [SOURCE:]TARGET[:MODES]``: absolute SOURCE is a bind, another SOURCE a named volume, none anonymous."""
+    """``-v [SOURCE:]TARGET[:MODES]``: a SOURCE path (absolute, or starting with ``./``/``../``, made absolute as
+    docker's client does) is a bind, another SOURCE a named volume, none an anonymous volume."""
     parts = value.split(":")
     if not value or len(parts) > 3 or any(p == "" for p in parts[:2]):
         raise BadMountSpec(f"invalid volume specification: {value!r}")
@@ -77,8 +78,8 @@ def parse_volume_flag(value: str) -> MountSpec:
     target = _check_target(target, value)
     if not source:
         spec = MountSpec(type="volume", target=target, anonymous=True)
-    elif source.startswith("/"):
-        spec = MountSpec(type="bind", target=target, source=os.path.normpath(source),
+    elif source.startswith(("/", "./", "../")) or source in (".", ".."):
+        spec = MountSpec(type="bind", target=target, source=os.path.normpath(os.path.abspath(source)),
                          options={"create_host_path": "true"})
     else:
         spec = MountSpec(type="volume", target=target, source=check_volume_name(source))

@@ -32,6 +32,8 @@ def host_state(run_id: str, tag: str) -> dict[str, object]:
         "links": [ln for ln in _out(["ip", "-o", "link"]).splitlines() if f"cfdk{tag[:6]}" in ln],
         "processes": [ln for ln in _out(["ps", "-eo", "args"]).splitlines()
                       if any(n in ln for n in needles) and "pytest" not in ln],
+        "rules": [ln for table in ("filter", "nat") for ln in _out(["iptables", "-t", table, "-S"]).splitlines()
+                  if f"cfdk{tag[:6]}" in ln],
         "dirs": glob.glob(f"/var/tmp/cf*/{tag}") + glob.glob(f"/var/tmp/conformance/*/{tag}")
         + glob.glob(f"/run/cfdk-{tag}"),
     }

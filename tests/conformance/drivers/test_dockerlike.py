@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.drivers import RUN_LABEL, get_driver
-from conformance.drivers.dockerlike import CustomDriver, busybox_rootfs_tar, driver_for
+from conformance.drivers import RUN_LABEL, driver_class, get_driver
+from conformance.drivers.dockerlike import CustomDriver, busybox_rootfs_tar
 from conformance.errors import DriverError
 from conformance.targets import Target
 
@@ -51,25 +51,25 @@ def test_docker_uses_debians_client_and_its_own_daemon_socket(local_target: Targ
 
 
 def test_custom_driver_takes_a_cli_path(local_target: Target) -> None:
-    cls = driver_for("custom:/usr/bin/docker")
+    cls = driver_class("custom:/usr/bin/docker")
     assert issubclass(cls, CustomDriver)
     driver = cls(local_target, "unit-4")
     assert driver.argv(["run", "busybox"])[:2] == ["/usr/bin/docker", "run"]
     assert driver.name == "custom:/usr/bin/docker"
     with pytest.raises(DriverError, match="needs a CLI path"):
-        driver_for("custom:")
+        driver_class("custom:")
     with pytest.raises(DriverError, match="takes no argument"):
-        driver_for("docker:x")
+        driver_class("docker:x")
     with pytest.raises(DriverError, match="one of crun, runc"):
-        driver_for("podman:x")
-    runc = driver_for("podman:runc")(local_target, "unit-4")
+        driver_class("podman:x")
+    runc = driver_class("podman:runc")(local_target, "unit-4")
     assert runc.name == "podman:runc" and runc.oci_choice == "runc"  # type: ignore[attr-defined]
     with pytest.raises(DriverError, match="unknown runtime"):
-        driver_for("nosuch")
+        driver_class("nosuch")
 
 
 def test_custom_driver_with_missing_cli_fails_prepare(local_target: Target) -> None:
-    driver = driver_for("custom:/nonexistent/nerdctl")(local_target, "unit-5")
+    driver = driver_class("custom:/nonexistent/nerdctl")(local_target, "unit-5")
     with pytest.raises(DriverError, match="not installed"):
         driver.prepare()
 

@@ -9,8 +9,7 @@ import uuid
 
 import pytest
 
-from conformance.drivers import RUN_LABEL
-from conformance.drivers.dockerlike import driver_for
+from conformance.drivers import RUN_LABEL, driver_class
 from conformance.targets import Target
 
 from .conftest import host_state
@@ -25,7 +24,7 @@ def test_driver_runs_busybox_and_cleans_up(local_target: Target, runtime: str) -
     run_id = f"test-{runtime.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
     tag = hashlib.sha256(run_id.encode()).hexdigest()[:8]
     before = host_state(run_id, tag)
-    driver = driver_for(runtime)(local_target, run_id)
+    driver = driver_class(runtime)(local_target, run_id)
     try:
         driver.prepare()
         assert driver.version() != "unknown"

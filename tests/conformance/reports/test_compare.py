@@ -201,3 +201,6 @@ def test_real_run_against_refrt_and_peers_fills_the_matrix(tmp_path: Path) -> No
     assert not Path(f"/run/cfdk-{tag}").exists() and not Path(f"/var/tmp/conformance/docker/{tag}").exists()
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert f"cfdk{tag[:6]}" not in links
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False).stdout
+        assert f"cfdk{tag[:6]}" not in rules, table

@@ -74,6 +74,7 @@ def libvirt_netns(tmp_path: Path) -> Iterator[str]:
         if probe.returncode == 0:
             pytest.fail("a libvirtd already runs on this host; this test starts its own inside a namespace")
     ns = f"conf-vagrant-{uuid.uuid4().hex[:6]}"
+    made: list[tuple[str, str]] = []
     pids = tmp_path / "pids"
     pids.mkdir()
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -85,11 +86,14 @@ def libvirt_netns(tmp_path: Path) -> Iterator[str]:
         while _in_ns(ns, "virsh", "-c", "qemu:///system", "version", check=False).returncode != 0:
             assert time.monotonic() < deadline, "libvirtd did not answer within 60 s"
             time.sleep(0.5)
+        # libvirt keeps pool and network definitions in /etc/libvirt: remove only those this test made.
+        made = [(kind, name) for kind, name in (("pool", "default"), ("net", "vagrant-libvirt"))
+                if _in_ns(ns, "virsh", "-c", "qemu:///system", f"{kind}-info", name, check=False).returncode != 0]
         yield ns
     finally:
-        for args in (("net-destroy", "vagrant-libvirt"), ("net-undefine", "vagrant-libvirt"),
-                     ("pool-destroy", "conformance"), ("pool-undefine", "conformance")):
-            _in_ns(ns, "virsh", "-c", "qemu:///system", *args, check=False)
+        for kind, name in made:
+            for action in ("destroy", "undefine"):
+                _in_ns(ns, "virsh", "-c", "qemu:///system", f"{kind}-{action}", name, check=False)
         _kill_pidfile(pids / "libvirtd.pid")
         _kill_pidfile(pids / "virtlogd.pid")
         subprocess.run(["ip", "netns", "del", ns], check=False)

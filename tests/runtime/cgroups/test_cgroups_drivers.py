@@ -79,7 +79,7 @@ def test_v2_create_makes_parent_and_group(tmp_path: Path) -> None:
     _fake_v2(tmp_path)
     (tmp_path / PARENT).mkdir()
     _fake_v2(tmp_path / PARENT)
-    group = V2Driver(tmp_path).create("c3", Resources(pids_limit=-1))
+    group = V2Driver(tmp_path, device_filter=False).create("c3", Resources(pids_limit=-1))
     assert group.path.is_dir() and (group.path / "pids.max").read_text() == "max"
     assert (tmp_path / PARENT / "cgroup.subtree_control").read_text() == "+cpuset +cpu +io +memory +pids"
 
@@ -123,6 +123,9 @@ def test_v1_real_kernel_files_and_removal() -> None:
         assert (cpu / "cpu.shares").read_text().strip() == "256"
         assert (driver.hierarchies["cpuset"] / PARENT / name / "cpuset.cpus").read_text().strip() == "0"
         assert (driver.hierarchies["pids"] / PARENT / name / "pids.max").read_text().strip() == "9"
+        if "devices" in driver.hierarchies:  # deny all, then docker's list
+            rules = (driver.hierarchies["devices"] / PARENT / name / "devices.list").read_text().splitlines()
+            assert "c 1:3 rwm" in rules and "b *:* m" in rules and "a *:* rwm" not in rules
         proc = subprocess.Popen(["sleep", "30"])
         group.add(proc.pid)
         assert group.procs() == [proc.pid]
@@ -150,3 +153,60 @@ def test_v1_create_rolls_back_on_bad_value() -> None:
     with pytest.raises(CgroupError):
         driver.create(name, Resources(cpuset_cpus="999"))
     assert not any((base / PARENT / name).exists() for base in driver.hierarchies.values())
+
+
+def _cgroup2_mount() -> Path | None:
+    """Where cgroup2 is mounted: /sys/fs/cgroup on v2 hosts, /sys/fs/cgroup/unified on hybrid ones."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[:1] == ["cgroup2"]:
+            return Path(left.split()[4])
+    return None
+
+
+@pytest.mark.skipif(_cgroup2_mount() is None, reason="no cgroup2 hierarchy mounted on this host")
+def test_v2_device_filter_on_the_real_kernel() -> None:
+    """The eBPF device program (what v2 uses instead of devices.allow) denies the host disk, allows /dev/null."""
+    from runtime.cgroups.base import DEFAULT_DEVICE_RULES
+    from runtime.cgroups.devices_bpf import attach, parse_rule
+
+    assert parse_rule("c 136:* rwm") == (2, 136, -1, 7)
+    mount = _cgroup2_mount()
+    assert mount is not None
+    group = mount / f"refrt-test-{secrets.token_hex(4)}"
+    group.mkdir()
+    dev = os.stat("/").st_dev
+    try:
+        attach(group, DEFAULT_DEVICE_RULES)
+        probe = (f"echo $$ > {group}/cgroup.procs; echo x > /dev/null && echo null-ok; "
+                 f"mknod {group.name}.node b {os.major(dev)} {os.minor(dev)} && echo mknod-ok; "
+                 f"head -c 1 {group.name}.node > /dev/null; rm -f {group.name}.node")
+        result = subprocess.run(["sh", "-c", probe], capture_output=True, text=True, cwd="/tmp", timeout=30)
+        assert result.stdout.split() == ["null-ok", "mknod-ok"]
+        assert "Operation not permitted" in result.stderr
+    finally:
+        group.rmdir()
+
+
+@pytest.mark.skipif(_cgroup2_mount() is None, reason="no cgroup2 hierarchy mounted on this host")
+def test_v2_driver_on_the_real_cgroup2_mount() -> None:
+    """Create/add/kill/remove through the real v2 driver (on hybrid hosts the unified mount lacks the resource
+    controllers, so only what every cgroup2 group has is checked; limits run in the v2 VM)."""
+    mount = _cgroup2_mount()
+    assert mount is not None
+    driver = V2Driver(mount)
+    name = f"test-{secrets.token_hex(6)}"
+    group = driver.create(name, Resources())
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        group.add(proc.pid)
+        assert group.procs() == [proc.pid]
+        assert f"0::/{PARENT}/{name}" in Path(f"/proc/{proc.pid}/cgroup").read_text()
+        group.kill_all()
+        assert proc.wait(timeout=5) == -9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        group.remove()
+    assert not (mount / PARENT / name).exists()

@@ -150,3 +150,51 @@ def test_parallel_containers_get_their_own_cgroups(refrt: Refrt) -> None:
 
     for cid in ids:
         assert_nothing_left(refrt, cid, [])
+
+
+def test_mknod_of_a_host_disk_cannot_be_opened(refrt: Refrt) -> None:
+    """CAP_MKNOD is in docker's default set; the devices cgroup is what keeps the host's disks out of reach."""
+    import pytest
+
+    from runtime.cgroups import driver_for_host
+
+    if driver_for_host().version != 1:
+        pytest.skip("device access rules are implemented for the cgroup v1 devices controller only (no v2 eBPF)")
+    dev = os.stat("/").st_dev
+    result = refrt("run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                   f"mknod /dev/hostdisk b {os.major(dev)} {os.minor(dev)} && echo made; "
+                   "head -c 1 /dev/hostdisk > /dev/null; echo null-ok > /dev/null && echo null-ok")
+    assert "made" in result.stdout and "null-ok" in result.stdout
+    assert "Operation not permitted" in result.stderr
+
+
+def test_userns_private_maps_root_to_an_unprivileged_range(refrt: Refrt) -> None:
+    from runtime.container.userns import ranges
+
+    uids, _ = ranges()
+    name = unique("userns")
+    result = refrt("run", "--name", name, "--userns", "private", "--network", "none", "busybox", "sh", "-c",
+                   "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox; echo hi > /etc/new && stat -c %u /etc/new;"
+                   " hostname other 2>/dev/null && echo renamed || echo no-sethostname")
+    try:
+        assert result.returncode == 0, result.stderr
+        out = result.stdout.split()
+        assert out[0] == "0"  # root inside ...
+        assert out[1:4] == ["0", str(uids.base), str(uids.size)]  # ... is uid base on the host
+        assert out[4] == "0" and out[5] == "0"  # image files (idmapped) and new files are root's inside
+        assert out[6] == "no-sethostname"  # no capability over the host-owned UTS namespace
+        upper = Path(refrt.inspect(name)["GraphDriver"]["Data"]["UpperDir"])
+        assert (upper / "etc/new").stat().st_uid == uids.base  # and unprivileged on the host
+        lowers = refrt.inspect(name)["GraphDriver"]["Data"]["LowerDir"].split(":")
+        assert all((Path(lo) / "bin/busybox").stat().st_uid == 0 for lo in lowers if (Path(lo) / "bin").exists())
+    finally:
+        refrt("rm", name)
+
+
+def test_subordinate_range_parsing(tmp_path: Path) -> None:
+    from runtime.container.userns import DEFAULT_BASE, subordinate_range
+
+    (tmp_path / "subuid").write_text("alice:100000:65536\nrefrt:300000:65536\n")
+    assert (subordinate_range(str(tmp_path / "subuid")).base, subordinate_range(str(tmp_path / "subuid")).size) \
+        == (300000, 65536)
+    assert subordinate_range(str(tmp_path / "missing")).base == DEFAULT_BASE

@@ -97,6 +97,10 @@ def test_limit_files_written(refrt: Refrt) -> None:
             assert (d / "memory.max").read_text().strip() == str(48 << 20)
             assert (d / "cpu.max").read_text().strip() == "150000 100000"
             assert (d / "pids.max").read_text().strip() == "33"
+        # the container sees its own group, read-only, at /sys/fs/cgroup (docker's layout for v1 and v2)
+        inside = "/sys/fs/cgroup/pids/pids.max" if driver_for_host().version == 1 else "/sys/fs/cgroup/pids.max"
+        seen = refrt("exec", name, "sh", "-c", f"cat {inside}; echo 1 > {inside} || echo read-only")
+        assert seen.stdout.split() == ["33", "read-only"]
         pid = refrt.inspect(name)["State"]["Pid"]
         cgroup_lines = Path(f"/proc/{pid}/cgroup").read_text()
         assert f"/refrt/{cid}" in cgroup_lines

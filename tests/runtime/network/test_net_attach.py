@@ -56,6 +56,8 @@ def test_eth0_address_mac_route_and_settings(sandbox: Sandbox, ctx: Ctx) -> None
     route = subprocess.run(["nsenter", f"--net={c.netns}", "ip", "route"], capture_output=True, text=True).stdout
     assert f"default via {net['Gateway']} dev eth0" in route
     assert c.sh(f"busybox ping -c1 -W2 {net['Gateway']}").returncode == 0
+    counters = rn.net_stats(c.pid)
+    assert sorted(counters) == ["eth0"] and counters["eth0"]["tx_packets"] >= 1
     assert sorted(_links(c.netns)) == ["eth0", "lo"]
     assert "nameserver" in (c.directory / "resolv.conf").read_text()
 
@@ -191,3 +193,57 @@ def test_failed_bring_up_leaves_no_bridge_or_chains(sandbox: Sandbox, ctx: Ctx,
         rn.attach(ctx, c.id, c.name, c.pid, NetworkRequest())
     monkeypatch.undo()
     assert rn.leftovers(ctx) == []
+
+
+def test_published_port_reachable_from_another_network(sandbox: Sandbox, ctx: Ctx, tmp_path: Path) -> None:
+    """Isolation blocks direct traffic between networks, not a published port reached through the host."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("via the host\n")
+    rn.create_network(ctx, "elsewhere")
+    port = _free_port()
+    server = sandbox.run("pubsrv", publish=[f"{port}:80"])
+    sandbox.serve_http(server, www)
+    client = sandbox.run("far", mode="elsewhere")
+    gateway = client.settings["Networks"]["elsewhere"]["Gateway"]
+    direct = server.settings["Networks"]["bridge"]["IPAddress"]
+    got = client.sh(f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {gateway} {port}")
+    assert "via the host" in got.stdout, got.stderr
+    assert client.sh(f"busybox ping -c1 -W1 {direct}").returncode != 0
+
+
+def test_published_port_reachable_from_its_own_network_and_itself(sandbox: Sandbox, ctx: Ctx,
+                                                                   tmp_path: Path) -> None:
+    """Through the host address, from a neighbour on the same bridge and from the container itself (hairpin)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hairpin\n")
+    port = _free_port()
+    server = sandbox.run("hairsrv", publish=[f"{port}:80"])
+    sandbox.serve_http(server, www)
+    neighbour = sandbox.run("hairnb")
+    gateway = server.settings["Networks"]["bridge"]["Gateway"]
+    request = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {gateway} {port}"
+    assert "hairpin" in neighbour.sh(request).stdout
+    assert "hairpin" in server.sh(request).stdout
+
+
+def test_configured_default_subnet_is_used_and_checked(sandbox: Sandbox, ctx: Ctx,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFRT_BRIDGE_SUBNET", "10.214.3.0/24")
+    c = sandbox.run("fixed")
+    assert c.settings["Networks"]["bridge"]["IPAddress"] == "10.214.3.2"
+    assert c.settings["Networks"]["bridge"]["Gateway"] == "10.214.3.1"
+    sandbox.stop(c)
+    busy = ipaddress.IPv4Network(rn.find_network(ctx, "bridge").subnet)
+    assert str(busy) == "10.214.3.0/24"
+    other = Ctx(type(ctx.paths).resolve(str(ctx.paths.root) + "-other"))
+    rn.create_network(other, "squatter", subnet="10.214.3.0/24")  # another root takes it while ours is idle
+    try:
+        intruder = sandbox.spawn("intruder")
+        with pytest.raises(ConflictError, match="overlaps"):
+            rn.attach(ctx, intruder.id, intruder.name, intruder.pid, NetworkRequest())
+        assert rn.leftovers(ctx) == []
+    finally:
+        rn.remove_network(other, "squatter")
+    assert rn.leftovers(other) == []

@@ -18,6 +18,8 @@ from runtime.paths import Paths
 from tests.runtime.network.conftest import Ctx
 from tests.runtime.network.runner import Refrt, unique
 
+pytestmark = pytest.mark.slow  # each case drives several refrt processes (seconds on a loaded host)
+
 HTTP_GET = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {host} 80"
 
 
@@ -144,3 +146,15 @@ def test_everything_removed_leaves_nothing(refrt: Refrt, tmp_path: Path) -> None
     assert not [p for p in Path("/sys/class/net").iterdir() if p.name.startswith(f"rv{cid[:10]}")]
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert f"refrt:{root_tag(ctx.paths)}" not in rules
+
+
+def test_dns_add_host_and_hostname(refrt: Refrt) -> None:
+    got = refrt("run", "--rm", "--hostname", "inner", "--add-host", "db.example:10.9.8.7", "--dns", "10.1.1.1",
+                "busybox", "sh", "-c", "cat /etc/resolv.conf; ping -c1 -W2 inner >/dev/null && echo self-ok; "
+                "grep db.example /etc/hosts", check=True)
+    lines = got.stdout.splitlines()
+    assert lines[0] == "nameserver 10.1.1.1"
+    assert "self-ok" in lines
+    assert lines[-1] == "10.9.8.7\tdb.example"
+    alias = refrt("run", "--rm", "--network-alias", "x", "busybox", "true")
+    assert alias.returncode == 125 and "user defined networks" in alias.stderr

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.runtime.network.runner import Refrt, unique
+
+pytestmark = pytest.mark.slow  # each case drives several refrt processes (seconds on a loaded host)
 
 
 def test_named_volume_outlives_its_writer(refrt: Refrt) -> None:

@@ -29,6 +29,11 @@ def test_volume_flag(value: str, expected: MountSpec) -> None:
     assert parse_volume_flag(value) == expected
 
 
+def test_volume_flag_relative_bind_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.chdir(str(tmp_path))
+    assert parse_volume_flag("./data:/d").source == f"{tmp_path}/data"
+
+
 @pytest.mark.parametrize("value", ["", "rel/path:/d", "/h:relative", "/h:/", "/h:/d:bogus", "/h:/d:ro,rw",
                                    "a:b:c:d", "bad name:/d", "v:/d:rshared"])
 def test_volume_flag_refuses(value: str) -> None:

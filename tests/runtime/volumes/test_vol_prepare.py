@@ -184,3 +184,15 @@ def test_volume_cli_lifecycle(ctx: Ctx, capsys: pytest.CaptureFixture[str]) -> N
     assert main([*root, "volume", "ls", "-q"]) == 0
     assert capsys.readouterr().out.split() == []
     assert main([*root, "volume", "rm", "cli-vol"]) == 1
+
+
+def test_bind_of_a_volume_directory_counts_as_use(ctx: Ctx) -> None:
+    """``--volumes-from`` done as a bind of the volume's ``_data`` still keeps the volume in use."""
+    owner = _container(ctx, "owner", [])
+    [spec] = prepare_mounts(ctx, owner, [parse_volume_flag("handed:/h")], {})
+    borrower = _container(ctx, "borrower", [MountSpec(type="bind", source=spec.host_path, target="/h",
+                                                      host_path=spec.host_path)])
+    release_mounts(ctx, owner, [spec], remove_anonymous=True)
+    (ctx.paths.containers / owner / "config.json").unlink()
+    with pytest.raises(VolumeInUse, match=borrower):
+        VolumeStore(ctx.paths).remove("handed")
