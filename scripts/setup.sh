@@ -37,5 +37,6 @@ for hook in scripts/setup.d/*.sh; do
 done
 
 if [ "$run_main" = 1 ]; then
+    unset PYTHONDONTWRITEBYTECODE  # refrt starts a Python process per call: let them share cached bytecode
     exec .venv/bin/conformance run suites/
 fi

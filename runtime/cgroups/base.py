@@ -104,6 +104,10 @@ class Cgroup(abc.ABC):
     def oom_killed(self) -> bool:
         """True when the kernel's OOM killer killed a process of this group."""
 
+    @abc.abstractmethod
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (``pause``) or thaw every process of the group; returns once the kernel reports it done."""
+
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.dirs())
 
@@ -117,7 +121,9 @@ class Cgroup(abc.ABC):
         return sorted(pids)
 
     def kill_all(self, timeout: float = 5.0) -> None:
-        """SIGKILL every process in the group and wait until it is empty."""
+        """SIGKILL every process in the group and wait until it is empty (a frozen group is thawed first)."""
+        with contextlib.suppress(CgroupError, OSError):
+            self.freeze(False)
         deadline = time.monotonic() + timeout
         while True:
             pids = self.procs()

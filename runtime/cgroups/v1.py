@@ -8,6 +8,7 @@ every mounted hierarchy so that it is placed completely, as docker's cgroupfs dr
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,22 @@ class V1Cgroup(Cgroup):
                 elif len(parts) == 3 and parts[1] == "Write":
                     out.blkio_write += int(parts[2])
         return out
+
+    def freeze(self, frozen: bool) -> None:
+        freezer = self._dir("freezer")
+        if freezer is None or not (freezer / "freezer.state").exists():
+            if not frozen:
+                return
+            raise CgroupError("the freezer cgroup controller is not mounted: cannot pause")
+        wanted = "FROZEN" if frozen else "THAWED"
+        deadline = time.monotonic() + 10
+        while True:
+            write(freezer / "freezer.state", wanted)
+            if (freezer / "freezer.state").read_text().strip() == wanted:
+                return
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.name} did not reach {wanted}")
+            time.sleep(0.01)
 
     def oom_killed(self) -> bool:
         mem = self._dir("memory")

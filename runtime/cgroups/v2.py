@@ -7,6 +7,7 @@ Debian 12 VM guests. Docker's v1-style values are converted the way runc convert
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from runtime.cgroups.base import (
     CFSQuota,
     Cgroup,
     CgroupDriver,
+    CgroupError,
     CgroupStats,
     Resources,
     make_group_dir,
@@ -100,6 +102,18 @@ class V2Cgroup(Cgroup):
                 elif key == "wbytes":
                     out.blkio_write += int(value)
         return out
+
+    def freeze(self, frozen: bool) -> None:
+        if not (self.path / "cgroup.freeze").exists():
+            if not frozen:
+                return
+            raise CgroupError("this kernel has no cgroup.freeze: cannot pause")
+        write(self.path / "cgroup.freeze", 1 if frozen else 0)
+        deadline = time.monotonic() + 10
+        while read_keyed(self.path / "cgroup.events").get("frozen", int(frozen)) != int(frozen):
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.name} did not {'freeze' if frozen else 'thaw'}")
+            time.sleep(0.01)
 
     def oom_killed(self) -> bool:
         return read_keyed(self.path / "memory.events").get("oom_kill", 0) > 0

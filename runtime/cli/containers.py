@@ -627,12 +627,75 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
         time.sleep(0.5)
 
 
+def cmd_pause(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    return _for_each(args, ctx, lambda c: lifecycle.pause(ctx, c, True))
+
+
+def cmd_unpause(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    return _for_each(args, ctx, lambda c: lifecycle.pause(ctx, c, False))
+
+
+def cmd_restart(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+
+    def restart(c: Container) -> None:
+        lifecycle.stop(ctx, c, args.time)
+        lifecycle.start(ctx, c, None).close()
+
+    return _for_each(args, ctx, restart)
+
+
+def cmd_rename(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+    from runtime.container.state import find
+
+    lifecycle.rename(ctx, find(ctx.paths, args.container), args.new_name)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, ctx: Context) -> int:
+    """``container prune``: remove every stopped container (with ``--filter label=...``)."""
+    from runtime.container import lifecycle
+    from runtime.container.state import all_containers
+
+    removed = []
+    for c in all_containers(ctx.paths):
+        lifecycle.reconcile(ctx, c)
+        if c.state.running or (args.filter and not _matches(c, args.filter)):
+            continue
+        lifecycle.remove(ctx, c)
+        removed.append(c.id)
+    if removed:
+        print("Deleted Containers:", *removed, sep="\n")
+    print("Total reclaimed space: 0B")
+    return 0
+
+
 def register(sub: Any) -> None:
-    def add(name: str, func: Any, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+    def top_level(name: str, func: Any, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, **kwargs)
         parser.set_defaults(func=func)
         return parser
 
+    _define_commands(top_level)
+    # docker's management form: ``container ls|run|rm|inspect|prune ...`` for the same handlers
+    group = sub.add_parser("container", help="manage containers")
+    group_sub = group.add_subparsers(dest="container_command", metavar="COMMAND")
+
+    def grouped(name: str, func: Any, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        aliases = ["list", "ps"] if name == "ls" else []
+        parser: argparse.ArgumentParser = group_sub.add_parser(name, help=help_text, aliases=aliases, **kwargs)
+        parser.set_defaults(func=func)
+        return parser
+
+    _define_commands(grouped, container_group=True)
+
+
+def _define_commands(add: Any, container_group: bool = False) -> None:
     p = add("run", cmd_run, "create and start a container, run its command", add_help=False)
     p.add_argument("--help", action="help")
     p.add_argument("-d", "--detach", action="store_true")
@@ -659,7 +722,7 @@ def register(sub: Any) -> None:
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
-    p = add("ps", cmd_ps, "list containers")
+    p = add("ls" if container_group else "ps", cmd_ps, "list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-n", "--last", type=int, default=0)
@@ -706,3 +769,22 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--format", default="")
     p.add_argument("containers", nargs="*")
+
+    p = add("pause", cmd_pause, "freeze all processes of containers")
+    p.add_argument("containers", nargs="+")
+
+    p = add("unpause", cmd_unpause, "thaw paused containers")
+    p.add_argument("containers", nargs="+")
+
+    p = add("restart", cmd_restart, "stop and start containers again")
+    p.add_argument("-t", "--time", type=float, default=10)
+    p.add_argument("containers", nargs="+")
+
+    p = add("rename", cmd_rename, "rename a container")
+    p.add_argument("container")
+    p.add_argument("new_name")
+
+    if container_group:
+        p = add("prune", cmd_prune, "remove all stopped containers")
+        p.add_argument("-f", "--force", action="store_true")
+        p.add_argument("--filter", action="append", default=[])

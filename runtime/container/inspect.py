@@ -49,8 +49,9 @@ def human_duration(seconds: float) -> str:
 def status_text(c: Container) -> str:
     state = c.state
     now = time.time()
-    if state.status == "running":
-        return f"Up {human_duration(now - parse_time(state.started_at))}"
+    if state.running:
+        paused = " (Paused)" if state.paused else ""
+        return f"Up {human_duration(now - parse_time(state.started_at))}{paused}"
     if state.status == "exited":
         return f"Exited ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
     return state.status.capitalize()
@@ -91,7 +92,7 @@ def inspect(c: Container) -> dict[str, Any]:
         "State": {
             "Status": _docker_status(c),
             "Running": state.running,
-            "Paused": False,
+            "Paused": state.paused,
             "Restarting": False,
             "OOMKilled": state.oom_killed,
             "Dead": False,

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 from typing import Any
 
@@ -173,6 +174,8 @@ def start(ctx: Any, container: Container, attach: monitor.Attach | None = None) 
         err = RefrtError(event["message"])
         err.exit_code = int(event["code"])
         raise err
+    for warning in event.get("warnings") or []:  # docker prints these too ("Weight discarded")
+        print(f"WARNING: {warning}", file=sys.stderr)
     container.reload_state()
     return handle
 
@@ -189,6 +192,28 @@ def kill(ctx: Any, container: Container, signum: int = signal.SIGKILL) -> None:
         raise ConflictError(f"Cannot kill container: {container.short_id}: container is not running")
     with contextlib.suppress(ProcessLookupError):
         os.kill(container.state.pid, signum)
+    _thaw_if_paused(container)
+
+
+def pause(ctx: Any, container: Container, frozen: bool = True) -> None:
+    """``pause``/``unpause``: freeze or thaw every process of the container through its cgroup."""
+    reconcile(ctx, container)
+    if not container.state.running:
+        raise ConflictError(f"Container {container.id} is not running")
+    if container.state.paused == frozen:
+        word = "already paused" if frozen else "not paused"
+        raise ConflictError(f"Container {container.id} is {word}")
+    driver_for_host().open(container.id).freeze(frozen)
+    container.state.status = "paused" if frozen else "running"
+    container.save_state()
+
+
+def _thaw_if_paused(container: Container) -> None:
+    """A signal to a frozen container is only delivered once it thaws (docker thaws after stop/kill too)."""
+    if container.state.paused:
+        driver_for_host().open(container.id).freeze(False)
+        container.state.status = "running"
+        container.save_state()
 
 
 def stop(ctx: Any, container: Container, timeout: float = 10, signum: int = signal.SIGTERM) -> None:
@@ -199,6 +224,7 @@ def stop(ctx: Any, container: Container, timeout: float = 10, signum: int = sign
     pid = container.state.pid
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
+    _thaw_if_paused(container)
     if not wait_until_stopped(ctx, container, timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -213,9 +239,9 @@ def wait_until_stopped(ctx: Any, container: Container, timeout: float | None = N
         if not (container.directory / "state.json").exists():
             return True  # removed meanwhile (--rm)
         container.reload_state()
-        if container.state.status in ("created", "running") and container.state.monitor_pid:
+        if container.state.status in ("created", "running", "paused") and container.state.monitor_pid:
             reconcile(ctx, container)
-        if container.state.status not in ("running",) and not _monitor_alive(container.state):
+        if not container.state.running and not _monitor_alive(container.state):
             return True
         if deadline is not None and time.monotonic() > deadline:
             return False
@@ -235,12 +261,12 @@ def _monitor_alive(state: State) -> bool:
 def reconcile(ctx: Any, container: Container) -> None:
     """A monitor that vanished leaves its container to us: kill what is left, release it, mark it exited."""
     state = container.reload_state()
-    if state.status not in ("created", "running") or not state.monitor_pid:
+    if state.status not in ("created", "running", "paused") or not state.monitor_pid:
         return
     if _monitor_alive(state):
         return
     state = container.reload_state()  # the monitor may have finished between the two reads
-    if state.status not in ("created", "running") or not state.monitor_pid:
+    if state.status not in ("created", "running", "paused") or not state.monitor_pid:
         return
     killed = False
     group = driver_for_host().open(container.id)
@@ -260,6 +286,18 @@ def reconcile(ctx: Any, container: Container) -> None:
     container.save_state()
 
 
+def rename(ctx: Any, container: Container, new_name: str) -> None:
+    """``rename``: the name is unique per root, checked and changed under the same lock as ``create``."""
+    paths = _ctx_paths(ctx)
+    name = new_name.lstrip("/")
+    _check_name(name)
+    with locked(paths.locks, "containers"):
+        if any(c.name == name and c.id != container.id for c in all_containers(paths)):
+            raise ConflictError(f'Conflict. The container name "/{name}" is already in use')
+        container.name = name
+        container.save_config()
+
+
 def remove(ctx: Any, container: Container, force: bool = False, volumes: bool = False) -> None:
     """``rm``: refuse a running container unless ``force`` (then SIGKILL it first), then delete everything."""
     reconcile(ctx, container)
@@ -271,6 +309,7 @@ def remove(ctx: Any, container: Container, force: bool = False, volumes: bool = 
             )
         with contextlib.suppress(ProcessLookupError, OSError):
             os.kill(container.state.pid, signal.SIGKILL)
+        _thaw_if_paused(container)
         wait_until_stopped(ctx, container, 30)
     if not container.directory.exists():
         return  # an --rm container removed itself meanwhile

@@ -170,7 +170,8 @@ class Monitor:
         except OSError as exc:
             self._failed_start(125, str(exc))
             return 0
-        self._send({"event": "started", "pid": self.pid})
+        warnings = self.cgroup.warnings if self.cgroup is not None else []
+        self._send({"event": "started", "pid": self.pid, "warnings": warnings})
         if self.pty_master is not None:
             reader.use_pty(self.pty_master)
         status = reader.pump_until_exit(self.pid)
@@ -311,7 +312,7 @@ class Monitor:
 
         try:
             remove_files(self.ctx, self.c, remove_volumes=True)
-        except Exception as exc:  # noqa: BLE001 - reported with the exit event
+        except Exception as exc:
             return f"cannot remove container {self.c.short_id}: {exc}"
         return ""
 

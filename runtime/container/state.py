@@ -27,7 +27,7 @@ class ContainerNotFound(NotFoundError):
 
 @dataclass
 class State:
-    status: str = "created"  # created | running | exited | removing
+    status: str = "created"  # created | running | paused | exited | removing
     pid: int = 0
     pid_start: int = 0
     monitor_pid: int = 0
@@ -41,7 +41,12 @@ class State:
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        """Running includes paused (its processes exist, frozen), as in docker's State.Running."""
+        return self.status in ("running", "paused")
+
+    @property
+    def paused(self) -> bool:
+        return self.status == "paused"
 
 
 @dataclass

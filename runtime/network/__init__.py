@@ -21,14 +21,17 @@ chains and carries a ``refrt:<root tag>`` comment.
 
 Concurrency: every change holds the root's lock ``locks/network``; what all roots on a host share (subnet choice
 and bridge creation, host ports, the jumps into refrt's chains, ``ip_forward``) is changed under the host-wide
-lock ``/run/refrt-net/locks/host``, always taken inside the root lock. Naming: the default network is ``bridge`` on interface ``refrt0`` for the default root and
-``rf0-<roottag>`` for any other root; user networks get ``rf-<id12>``; host veth ends ``rv<cid10><n>``.
+lock ``/run/refrt-net/locks/host``, always taken inside the root lock.
+
+Naming: the default network is ``bridge`` on interface ``refrt0`` for the default root and ``rf0-<roottag>`` for
+any other root; user networks get ``rf-<id12>``; host veth ends ``rv<cid10><n>``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import secrets
 import threading
@@ -262,9 +265,15 @@ def remove_network(ctx: HasPaths, ref: str) -> NetworkRecord:
 
 
 def prune_networks(ctx: HasPaths, labels: dict[str, str] | None = None) -> list[str]:
-    """``network prune``: remove user networks with no endpoints (matching all ``labels`` if given)."""
+    """``network prune``: remove user networks with no endpoints (matching all ``labels`` if given).
+
+    First reaps the network state of containers that no longer exist (removed while their detach could not run,
+    e.g. a killed monitor), so their endpoints do not keep networks alive."""
     removed = []
     with _locked(ctx.paths) as store:
+        for crec in store.containers():
+            if not (ctx.paths.containers / crec.container_id).exists() and not _alive(crec):
+                _detach_locked(store, crec.container_id)
         for rec in store.networks():
             if rec.default or store.endpoints(rec.id):
                 continue
@@ -340,6 +349,21 @@ def _find_container(store: NetworkStore, ref: str) -> ContainerNet:
     raise ContainerNotAttached(f"No such container: {ref}")
 
 
+def _container_exists(paths: Paths, ref: str) -> bool:
+    """Whether the container code knows ``ref`` (id, id prefix or name in ``containers/*/config.json``)."""
+    if not paths.containers.is_dir():
+        return False
+    for d in paths.containers.iterdir():
+        if d.name.startswith(ref):
+            return True
+        try:
+            if json.loads((d / "config.json").read_text()).get("name", "").lstrip("/") == ref.lstrip("/"):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def _alive(rec: ContainerNet) -> bool:
     try:
         return rec.pid > 0 and netns.netns_inode(rec.pid) == rec.netns_inode
@@ -360,7 +384,13 @@ def netns_path_for(ctx: HasPaths, request: NetworkRequest) -> str | None:
     if mode == "host":
         return f"/proc/{os.getpid()}/ns/net"
     if mode.startswith("container:"):
-        target = _find_container(NetworkStore(ctx.paths), mode.partition(":")[2])
+        ref = mode.partition(":")[2]
+        try:
+            target = _find_container(NetworkStore(ctx.paths), ref)
+        except ContainerNotAttached:
+            if _container_exists(ctx.paths, ref):  # known but not running: detach dropped its record
+                raise ConflictError(f"cannot join network of a non running container: {ref}") from None
+            raise
         if not _alive(target):
             raise ConflictError(f"cannot join network of a non running container: {target.name}")
         return netns.netns_path(target.pid)
@@ -501,8 +531,8 @@ def attach(ctx: HasPaths, container_id: str, name: str, pid: int, request: Netwo
                            netns_inode=netns.netns_inode(pid), hostname=hostname, exposed=list(request.exposed),
                            extra_hosts=list(request.extra_hosts), dns=list(request.dns))
         if mode == "host" or mode.startswith("container:"):
-            if requests and mode == "host":
-                requests = []
+            if requests and mode != "host":  # docker: published ports are discarded (with a warning) for host
+                raise UsageError("conflicting options: port publishing and the container type network mode")
             store.save_container(rec)
             if mode == "host":
                 _copy_files_from(ctx.paths, Path("/etc"), container_id)

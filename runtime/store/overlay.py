@@ -11,8 +11,6 @@ before anything is mounted: never a half-made or wrong mount.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
@@ -20,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime import syscalls
 from runtime.store.errors import StoreError, TooManyLayers
 
 MAX_LOWER_LAYERS = 500
@@ -30,17 +29,8 @@ EXTRA_OPTIONS = "index=off,redirect_dir=off"
 """Renames of lower directories copy instead of leaving redirect xattrs, so an upper dir diffs into a plain
 OCI layer (docker's overlay2 refuses "native diff" with redirect_dir on for the same reason)."""
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 class MountError(StoreError):
     """mount(2) or umount(2) failed."""
-
-
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags), data.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def overlay_options(lower_dirs: Sequence[str], upper: str, work: str) -> str:
@@ -95,27 +85,31 @@ def mount_overlay(lower_dirs: Sequence[Path], upper: Path, work: Path, merged: P
 def _mount_with_fallback(target: str, lowers: list[str], upper: str, work: str) -> None:
     options = overlay_options(lowers, upper, work)
     try:
-        _mount("overlay", target, "overlay", 0, options)
+        syscalls.mount("overlay", target, "overlay", 0, options)
     except OSError as exc:
         if exc.errno != errno.EINVAL:
-            raise MountError(f"cannot mount overlay on {target}: {exc.strerror}") from None
+            raise MountError(f"cannot mount overlay on {target}: {os.strerror(exc.errno or 0)}") from None
         plain = options[: -len("," + EXTRA_OPTIONS)]  # an older kernel without these options
         try:
-            _mount("overlay", target, "overlay", 0, plain)
+            syscalls.mount("overlay", target, "overlay", 0, plain)
         except OSError as exc2:
-            raise MountError(f"cannot mount overlay on {target}: {exc2.strerror}") from None
+            raise MountError(f"cannot mount overlay on {target}: {os.strerror(exc2.errno or 0)}") from None
 
 
 def unmount(merged: Path) -> None:
     """Unmount ``merged``; lazily if busy; nothing to do if it is not mounted."""
-    target = str(Path(merged).absolute()).encode()
-    if _libc.umount2(target, 0) == 0:
+    target = Path(merged).absolute()
+    try:
+        syscalls.umount2(target, 0)
         return
-    err = ctypes.get_errno()
+    except OSError as exc:
+        err = exc.errno or 0
     if err in (errno.EINVAL, errno.ENOENT):
         return
-    if err == errno.EBUSY and _libc.umount2(target, MNT_DETACH) == 0:
-        return
+    if err == errno.EBUSY:
+        with contextlib.suppress(OSError):
+            syscalls.umount2(target, MNT_DETACH)
+            return
     raise MountError(f"cannot unmount {merged}: {os.strerror(err)}")
 
 

@@ -263,3 +263,43 @@ def test_top_lists_the_container_processes(refrt: Refrt) -> None:
         assert len(lines) == 3 and "sleep 41" in lines[2]  # header, sh exec'd into sleep 42, its child
     finally:
         refrt("rm", "-f", name, check=True)
+
+
+def test_rename_restart_and_container_group(refrt: Refrt) -> None:
+    first, second = unique("rn"), unique("rn")
+    cid = refrt("container", "run", "-d", "--name", first, "--label", f"pr={first}", "--network", "none",
+                "busybox", "sleep", "30", check=True).stdout.strip()
+    pid_before = refrt.state(cid)["pid"]
+    refrt("rename", first, second, check=True)
+    assert refrt("inspect", "-f", "{{.Name}}", cid).stdout.strip() == f"/{second}"
+    refrt("restart", "-t", "1", second, check=True)
+    state = refrt.state(cid)
+    assert state["status"] == "running" and state["pid"] != pid_before
+    listed = refrt("container", "ls", "--format", "{{.Names}}", "--filter", f"label=pr={first}").stdout.split()
+    assert listed == [second]
+    refrt("stop", "-t", "1", second, check=True)
+    pruned = refrt("container", "prune", "-f", "--filter", f"label=pr={first}")
+    assert cid in pruned.stdout
+    assert_nothing_left(refrt, cid, [state["pid"], state["monitor_pid"]])
+
+
+def test_pause_freezes_and_stop_still_works(refrt: Refrt) -> None:
+    name = unique("pause")
+    cid = refrt("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
+                "while true; do echo t; sleep 0.1; done", check=True).stdout.strip()
+    wait_for(lambda: refrt("logs", name).stdout.count("t") >= 2)
+    refrt("pause", name, check=True)
+    info = refrt.inspect(name)["State"]
+    assert (info["Status"], info["Paused"], info["Running"]) == ("paused", True, True)
+    assert "(Paused)" in refrt("ps", "--format", "{{.Status}}", "--filter", f"name={name}").stdout
+    frozen_at = refrt("logs", name).stdout.count("t")
+    time.sleep(0.6)
+    assert refrt("logs", name).stdout.count("t") == frozen_at  # nothing runs while frozen
+    assert refrt("pause", name).returncode != 0  # already paused
+    refrt("unpause", name, check=True)
+    wait_for(lambda: refrt("logs", name).stdout.count("t") > frozen_at)
+    refrt("pause", name, check=True)
+    refrt("stop", "-t", "1", name, check=True)  # thaws, so SIGTERM/SIGKILL are delivered
+    assert refrt("wait", name).stdout.strip() == "137"
+    refrt("rm", name, check=True)
+    assert_nothing_left(refrt, cid, [])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import runtime.network as rn
-from runtime.errors import ConflictError
+from runtime.errors import ConflictError, UsageError
 from runtime.network.errors import NetworkNotFound, PortInUse
 from runtime.network.store import NetworkStore
 from runtime.spec import NetworkRequest
@@ -141,8 +141,17 @@ def test_container_mode_and_host_mode_paths(sandbox: Sandbox, ctx: Ctx) -> None:
     assert rn.netns_path_for(ctx, NetworkRequest(mode="bridge")) is None
     host = rn.netns_path_for(ctx, NetworkRequest(mode="host"))
     assert host is not None and Path(host).resolve() == Path("/proc/self/ns/net").resolve()
+    joiner = sandbox.spawn("joiner")
+    with pytest.raises(UsageError, match="conflicting options"):
+        rn.attach(ctx, joiner.id, joiner.name, joiner.pid, NetworkRequest(mode="container:target", publish=["80"]))
+    settings = rn.attach(ctx, joiner.id, joiner.name, joiner.pid, NetworkRequest(mode="container:target"))
+    assert settings["Networks"] == {}
+    assert (joiner.directory / "hosts").read_text() == (c.directory / "hosts").read_text()
     sandbox.stop(c)
     with pytest.raises(rn.errors.ContainerNotAttached):
+        rn.netns_path_for(ctx, NetworkRequest(mode="container:target"))
+    (c.directory / "config.json").write_text(json.dumps({"id": c.id, "name": "target"}))
+    with pytest.raises(ConflictError, match="non running"):
         rn.netns_path_for(ctx, NetworkRequest(mode="container:target"))
 
 

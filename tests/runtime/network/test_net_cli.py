@@ -64,3 +64,17 @@ def test_port_command(sandbox: Sandbox, ctx: Ctx, capsys: pytest.CaptureFixture[
     assert _cli(ctx, "port", "ported", "443") == 125
     assert _cli(ctx, "port", "nobody") == 1
     assert NetworkRequest().mode == "bridge"
+
+
+def test_prune_reaps_endpoints_of_vanished_containers(sandbox: Sandbox, ctx: Ctx,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(ctx, "network", "create", "cli-reap") == 0
+    c = sandbox.run("ghost", mode="cli-reap")
+    c.proc.kill()
+    c.proc.wait()
+    (c.directory / "hosts").unlink()
+    (c.directory / "resolv.conf").unlink()
+    c.directory.rmdir()  # removed behind refrt's back: no detach ran
+    capsys.readouterr()
+    assert _cli(ctx, "network", "prune", "-f") == 0
+    assert "cli-reap" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 import time
@@ -39,6 +40,18 @@ def _get(url: str, attempts: int = 50) -> bytes:
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"{url} never answered")
+
+
+def _processes_in_netns(inode: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "net").st_ino == inode:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def _serve(refrt: Refrt, name: str, *flags: str, text: str = "hello") -> str:
@@ -136,10 +149,13 @@ def test_everything_removed_leaves_nothing(refrt: Refrt, tmp_path: Path) -> None
     refrt("network", "create", net, check=True)
     refrt("run", "-d", "--name", name, "--network", net, "-p", "80", "busybox", "sleep", "60", check=True)
     refrt("network", "connect", "bridge", name, check=True)
-    cid = refrt.inspect(name)["Id"]
+    info = refrt.inspect(name)
+    cid = info["Id"]
+    netns_inode = os.stat(f"/proc/{info['State']['Pid']}/ns/net").st_ino
     veths = [p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(f"rv{cid[:10]}")]
     assert len(veths) == 2
     refrt("rm", "-f", name, check=True)
+    assert _processes_in_netns(netns_inode) == [], "the container's network namespace must be gone"
     refrt("network", "rm", net, check=True)
     ctx = Ctx(Paths.resolve(str(refrt.root)))
     assert rn.leftovers(ctx) == []
