@@ -42,11 +42,25 @@ def resolve_image(ctx: Any, ref: str) -> tuple[str, dict[str, Any], list[str]]:
     store = Store(_ctx_paths(ctx))
     try:
         image = store.resolve(ref)
-    except NotFoundError as exc:  # docker run/create: "Unable to find image" is a refrt failure, 125
-        raise RefrtError(f"Unable to find image '{ref}' locally: {exc}") from None
+    except NotFoundError:
+        image = _pull_missing(ctx, ref)
     lowers = [str(p) for p in store.lower_dirs(image)]
     image_config: dict[str, Any] = dict(image.config.get("config") or {})
     return image.id, image_config, lowers
+
+
+def _pull_missing(ctx: Any, ref: str) -> Any:
+    """docker run/create: an image that is not here is pulled first; when that fails too it is a refrt failure
+    (125), whatever the registry answered."""
+    import sys
+
+    from runtime.registry import pull
+
+    print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+    try:
+        return pull(ctx, ref, out=sys.stderr)
+    except RefrtError as exc:
+        raise RefrtError(f"Unable to find image '{ref}' locally, and pulling it failed: {exc}") from None
 
 
 def command_line(spec: ContainerSpec, image_config: dict[str, Any]) -> list[str]:
