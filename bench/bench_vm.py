@@ -28,6 +28,8 @@ from vm.image import BuildReport, BuiltImage, ensure_image
 from vm.qemu import Machine, MachineConfig, connect_ssh, detect_accel, ensure_golden
 
 BUSYBOX = Path("/bin/busybox")
+LATENCY_RUNS = 20
+LATENCIES: list[float] = []
 
 
 def timed(action: Callable[[], None]) -> float:
@@ -56,6 +58,8 @@ def restore(image: BuiltImage, accel: str, provision: bool) -> tuple[float, floa
         session = connect_ssh(machine, 300)
         restored = time.monotonic() - start
         provisioned = None
+        for _ in range(LATENCY_RUNS):
+            LATENCIES.append(timed(lambda: session.run("true")))
         if provision:
             package = Path(runtime.__file__).parent
             provisioned = timed(
@@ -104,6 +108,7 @@ def main() -> int:
             provisions.append(provisioned)
     rows.append(row(f"snapshot restore -> SSH ({accel})", restores))
     rows.append(row("provision runtime/ + busybox (SFTP)", provisions))
+    rows.append(row("run('true') over the shared connection", LATENCIES))
     print(tabulate(rows, headers=["measure", "runs", "median s", "min s", "max s"]))
     return 0
 

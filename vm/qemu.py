@@ -236,6 +236,7 @@ class Machine:
         if not self.die_with_owner:
             self.record.owner_pid = self.record.owner_start = None
         self.record.extra["key"] = str(self.image.ssh_key.private)
+        self.record.extra["image"] = self.image.key
         self.record.save()
         if disk is not None:
             self.disk = disk

@@ -259,3 +259,25 @@ def ssh_config_text(record: VmRecord) -> str:
                                   Path(str(extra.get("key", ""))), int(extra.get("memory", 2048)),
                                   int(extra.get("cpus", 2)), str(extra.get("driver", "qemu"))))
     return _vagrant(["ssh-config"], env, 120)
+
+
+def remove_stale_boxes(current_key: str) -> list[str]:
+    """Remove boxes (and their libvirt pool volumes) of images other than ``current_key``; return their names."""
+    removed: list[str] = []
+    if shutil.which("vagrant") is None:
+        return removed
+    env = vagrant_env()
+    listing = _vagrant(["box", "list"], env, 120)
+    current = f"{BOX_PREFIX}-{current_key}"
+    for name in re.findall(rf"^({re.escape(BOX_PREFIX)}-\w+)\s", listing, re.MULTILINE):
+        if name != current:
+            with contextlib.suppress(VmError):
+                _vagrant(["box", "remove", "--force", "--all", name], env, 120)
+                removed.append(name)
+    pool = vagrant_home() / "pool"
+    if pool.is_dir():
+        for volume in pool.iterdir():
+            if volume.name.startswith(BOX_PREFIX) and not volume.name.startswith(current):
+                volume.unlink()
+                removed.append(volume.name)
+    return removed

@@ -15,7 +15,7 @@ import time
 
 from tabulate import tabulate
 
-from conformance.errors import ConformanceError, TargetError
+from conformance.errors import TargetError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     clean = vm_sub.add_parser("clean", help="kill and remove VMs whose harness process is gone")
     clean.add_argument("--all", action="store_true", help="also kept VMs and VMs of runs still going")
-    clean.add_argument("--images", action="store_true", help="also remove cached images of other recipes")
+    clean.add_argument("--images", action="store_true",
+                       help="also remove cached images (and Vagrant boxes) of other recipes")
     clean.set_defaults(func=cmd_clean)
 
 
@@ -181,25 +182,30 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from vm.state import reap_orphans
+    from vm.state import load_records, reap_orphans
 
-    try:
-        removed = reap_orphans(everything=args.all)
-    except ConformanceError:
-        raise
+    removed = reap_orphans(everything=args.all)
     for record in removed:
         print(f"removed {record.backend} VM {record.vm_id}")
     if args.images:
         import shutil
 
         from vm.image import Recipe, image_dir
+        from vm.vagrant import remove_stale_boxes
 
         current = image_dir(Recipe())
+        in_use = {str(record.extra.get("image")) for record in load_records()}
         if current.parent.is_dir():
             for directory in current.parent.iterdir():
-                if directory != current:
+                if directory.name.split(".")[0] in in_use:
+                    print(f"kept image {directory.name}: a VM still uses it")
+                elif directory.name.endswith(".partial"):
+                    continue  # a build in progress, or a dead one that its next build removes
+                elif directory != current:
                     shutil.rmtree(directory, ignore_errors=True)
                     print(f"removed image {directory.name}")
+        for name in remove_stale_boxes(Recipe().key()):
+            print(f"removed vagrant box {name}")
     if not removed:
         print("no leftover VMs")
     return 0

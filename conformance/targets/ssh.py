@@ -162,11 +162,11 @@ class SshSession:
     def _wrap(self, command: str) -> str:
         """Print the shell's pid first (so a timed-out command's tree can be killed), then run ``command``.
 
-        The outer shell stays (no ``exec``, and ``exit $?`` stops dash from exec'ing the last command), so a
-        command killed by a signal reports 128+N as shells do, and a missing exit status means the connection
-        or the session itself died.
+        The login shell execs one ``/bin/sh``, which ``eval``s the command and then ``exit $?``: the shell stays
+        the parent of the command's last process (dash would otherwise exec it), so a command killed by a signal
+        reports 128+N as shells do, and a missing exit status means the connection or the session itself died.
         """
-        inner = f"echo $$; /bin/sh -c {shlex.quote(command)}; exit $?"
+        inner = f"exec /bin/sh -c 'echo $$; eval \"$1\"; exit $?' sh {shlex.quote(command)}"
         if self.sudo:
             return f"sudo -n /bin/sh -c {shlex.quote(inner)}"
         return inner

@@ -141,3 +141,12 @@ def test_main_job_passes_on_this_host(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["summary"]["failed"] == document["summary"]["error"] == 0
     assert document["summary"]["passed"] >= 8
+
+
+def test_unreachable_target_is_a_harness_error_exit_2(tmp_path: Path) -> None:
+    result = conformance("run", "suites/host.yaml", "-k", "ns-pid or ns-uts", "--target",
+                         "ssh://root@127.0.0.1:1?timeout=3", "--report-dir", str(tmp_path))
+    assert result.returncode == 2, result.stdout[-2000:]
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert {c["status"] for c in document["cases"]} == {"error"}
+    assert all("127.0.0.1:1" in c["message"] for c in document["cases"])
