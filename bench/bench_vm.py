@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
@@ -32,7 +33,7 @@ LATENCY_RUNS = 20
 LATENCIES: list[float] = []
 
 
-def timed(action: Callable[[], None]) -> float:
+def timed(action: Callable[[], Any]) -> float:
     start = time.monotonic()
     action()
     return time.monotonic() - start
@@ -62,9 +63,12 @@ def restore(image: BuiltImage, accel: str, provision: bool) -> tuple[float, floa
             LATENCIES.append(timed(lambda: session.run("true")))
         if provision:
             package = Path(runtime.__file__).parent
-            provisioned = timed(
-                lambda: (session.put(package, "/opt/bench/runtime"), session.put(BUSYBOX, "/opt/bench/busybox"))
-            )
+
+            def provision_once() -> None:
+                session.put(package, "/opt/bench/runtime")
+                session.put(BUSYBOX, "/opt/bench/busybox")
+
+            provisioned = timed(provision_once)
         session.close()
         return restored, provisioned
     finally:

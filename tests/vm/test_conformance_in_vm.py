@@ -21,23 +21,22 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 CASES = "pid-1 or capability-bounding-set or network-none or memory-oom-kill or pids-limit or cpu-quota"
 
 
-def _qemu_pids() -> set[str]:
-    found = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True)
-    return set(found.stdout.split())
-
-
-def _run_dirs() -> set[str]:
-    return {p.name for p in RUN_DIR.iterdir()} if RUN_DIR.exists() else set()
+def _machines_of(harness_pid: int) -> list[str]:
+    """qemu processes and run directories of the VMs a harness process made (named ``qemu-<pid>-<hex>``)."""
+    name = f"qemu-{harness_pid}-"
+    found = subprocess.run(["pgrep", "-f", "--", f"-name {name}"], capture_output=True, text=True)
+    dirs = [p.name for p in RUN_DIR.iterdir() if p.name.startswith(name)] if RUN_DIR.exists() else []
+    return found.stdout.split() + dirs
 
 
 def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> None:
-    before_pids, before_dirs = _qemu_pids(), _run_dirs()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "conformance", "run", "suites/isolation.yaml", "suites/limits.yaml",
          "--target", "qemu", "-k", CASES, "--report-dir", str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.communicate(timeout=1500)[0]
+    assert proc.returncode == 0, output[-5000:]
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["target"]["backend"] == "qemu"
     assert document["target"]["cgroup"] == "v2"
@@ -45,5 +44,4 @@ def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> N
     names = {case["case"]: case["status"] for case in document["cases"]}
     assert names == dict.fromkeys(("pid-1", "capability-bounding-set", "network-none", "memory-oom-kill",
                                    "pids-limit", "cpu-quota"), "passed")
-    assert _qemu_pids() <= before_pids, "the run's VM outlived it"
-    assert _run_dirs() <= before_dirs, "the run's VM left its overlay/serial log/socket directory"
+    assert _machines_of(proc.pid) == [], "the run's VM (process, overlay, serial log, socket) outlived it"

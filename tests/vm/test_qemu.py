@@ -95,7 +95,12 @@ def test_kvm_probe_verdict_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("CONFORMANCE_VM_ACCEL", raising=False)
     monkeypatch.setattr(paths, "cache_root", lambda: tmp_path)
     calls: list[str] = []
-    monkeypatch.setattr(qemu, "probe_kvm", lambda img: calls.append("probe") or False)
+
+    def fake_probe(img: object) -> bool:
+        calls.append("probe")
+        return False
+
+    monkeypatch.setattr(qemu, "probe_kvm", fake_probe)
     first = qemu.detect_accel(image)
     second = qemu.detect_accel(image)
     if os.access("/dev/kvm", os.R_OK | os.W_OK):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_orphans_are_killed_and_removed_live_and_kept_ones_stay(tmp_path: Path) 
     kept_vm = subprocess.Popen(["sleep", "300"])
     try:
         _record(tmp_path, "orphan", owner=_dead_pid(), pid=orphan_vm.pid)
-        _record(tmp_path, "live", owner=subprocess.os.getpid(), pid=live_vm.pid)
+        _record(tmp_path, "live", owner=os.getpid(), pid=live_vm.pid)
         _record(tmp_path, "kept", owner=None, pid=kept_vm.pid)
         removed = reap_orphans(root=tmp_path)
         assert [r.vm_id for r in removed] == ["orphan"]
@@ -83,7 +84,7 @@ def test_state_file_round_trip_and_unreadable_directories(tmp_path: Path) -> Non
 
 
 def test_process_start_time_of_self_and_of_nothing() -> None:
-    assert process_start_time(subprocess.os.getpid()) is not None
+    assert process_start_time(os.getpid()) is not None
     assert process_start_time(_dead_pid()) is None
 
 

@@ -20,7 +20,7 @@ def test_spec_parsing_and_options() -> None:
     assert (args["host"], args["port"], args["user"], args["sudo"]) == ("example.invalid", 2222, "alice", True)
     assert args["key"] == Path("~/id").expanduser()
     assert not target.disposable
-    assert get_target("ssh://example.invalid").session_args["user"] == "root"
+    assert SshTarget(TargetSpec.parse("ssh://example.invalid")).session_args["user"] == "root"
 
 
 @pytest.mark.parametrize("raw", ["ssh://", "ssh://h?sudo=perhaps", "ssh://h?destroy=later", "ssh://h?host_key=x"])
