@@ -18,7 +18,8 @@ RUN_DIR = Path("/run/conformance-vm")
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 # A small cut of the suites: each refrt call in a TCG guest costs seconds, the full suites take ~8 minutes.
-CASES = "pid-1 or capability-bounding-set or network-none or memory-oom-kill or pids-limit or cpu-quota"
+CASES = ("pid-1 or capability-bounding-set or network-none or proc-files-masked or memory-oom-kill or pids-limit "
+         "or cpu-quota")
 
 
 def _machines_of(harness_pid: int) -> list[str]:
@@ -42,6 +43,8 @@ def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> N
     assert document["target"]["cgroup"] == "v2"
     assert document["target"]["kernel"] != os.uname().release
     names = {case["case"]: case["status"] for case in document["cases"]}
-    assert names == dict.fromkeys(("pid-1", "capability-bounding-set", "network-none", "memory-oom-kill",
-                                   "pids-limit", "cpu-quota"), "passed")
+    assert names == dict.fromkeys(("pid-1", "capability-bounding-set", "network-none", "proc-files-masked",
+                                   "memory-oom-kill", "pids-limit", "cpu-quota"), "passed")
+    masked = next(c for c in document["cases"] if c["case"] == "proc-files-masked")
+    assert "/proc/kcore 0" in masked["steps"][0]["stdout"]  # the guest's kernel has kcore; this host's has not
     assert _machines_of(proc.pid) == [], "the run's VM (process, overlay, serial log, socket) outlived it"
