@@ -97,4 +97,4 @@ class RefrtDriver(RuntimeDriver):
         networks = self.cli(["network", "ls", "-q", "--filter", "type=custom"], timeout=60)
         if networks.exit_status == 0 and networks.stdout.split():
             self.cli(["network", "rm", *networks.stdout.split()], timeout=120)
-        self.cli(["volume", "prune", "-f"], timeout=120)
+        self.cli(["volume", "prune", "-a", "-f"], timeout=120)

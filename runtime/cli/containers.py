@@ -108,6 +108,8 @@ def parse_mount(value: str) -> MountSpec:
         if "tmpfs-mode" in fields:
             options["mode"] = fields.pop("tmpfs-mode")
     options.update(fields)
+    if kind == "bind":  # docker: --mount refuses a missing source where -v creates it (runtime.volumes)
+        options["create_host_path"] = "false"
     return MountSpec(type=kind, source=source, target=target, read_only=read_only,  # type: ignore[arg-type]
                      options=options, anonymous=kind == "volume" and not source)
 

@@ -8,6 +8,7 @@ one is a single edit here.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -73,12 +74,16 @@ def network_detach(ctx: Any, container_id: str) -> None:
 
 
 def prepare_mounts(
-    ctx: Any, container_id: str, mounts: list[MountSpec], image_config: dict[str, Any]
+    ctx: Any, container_id: str, mounts: list[MountSpec], image_config: dict[str, Any],
+    lower_dirs: list[str] | None = None,
 ) -> list[MountSpec]:
-    """Volumes resolved to host directories (created when new); without the package only binds and tmpfs."""
+    """Volumes resolved to host directories (created when new, filled from the image's ``lower_dirs``, top
+    first); without the package only binds and tmpfs."""
     module = volumes_module()
     if module is not None:
-        prepared: list[MountSpec] = module.prepare_mounts(ctx, container_id, mounts, image_config)
+        prepared: list[MountSpec] = module.prepare_mounts(
+            ctx, container_id, mounts, image_config, [Path(p) for p in lower_dirs or []]
+        )
         return prepared
     for spec in mounts:
         if spec.type == "volume":

@@ -157,7 +157,7 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
             os.chown(directory / "upper", uids.base, gids.base)
         container.save_state()
         try:
-            prepared = hooks.prepare_mounts(ctx, cid, list(spec.mounts), image_config)
+            prepared = hooks.prepare_mounts(ctx, cid, list(spec.mounts), image_config, lowers)
             container.mounts = [vars(m).copy() for m in prepared]
             container.save_config()
         except BaseException:

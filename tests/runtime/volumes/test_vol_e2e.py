@@ -73,3 +73,23 @@ def test_volumes_from_and_tmpfs(refrt: Refrt) -> None:
     finally:
         refrt("rm", "-v", first, check=True)
     refrt("volume", "rm", vol, check=True)
+
+
+def test_image_volume_populated_from_the_image(refrt: Refrt, tmp_path: Path) -> None:
+    """An image VOLUME gets an anonymous volume filled with the image's content there; a named volume mounted
+    on it is filled on first use only."""
+    tag, vol = unique("volimg"), unique("seeded")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nRUN mkdir /data && echo from-image > /data/seed\nVOLUME /data\n")
+    refrt("build", "-t", tag, str(tmp_path), check=True)
+    try:
+        got = refrt("run", "--rm", "--network", "none", tag, "cat", "/data/seed", check=True)
+        assert got.stdout == "from-image\n"
+        refrt("run", "--rm", "--network", "none", "-v", f"{vol}:/data", tag, "sh", "-c",
+              "cat /data/seed && echo changed > /data/seed", check=True)
+        again = refrt("run", "--rm", "--network", "none", "-v", f"{vol}:/data", tag, "cat", "/data/seed",
+                      check=True)
+        assert again.stdout == "changed\n"
+    finally:
+        refrt("volume", "rm", "-f", vol)
+        refrt("rmi", "-f", tag)
