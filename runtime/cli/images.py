@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from runtime.errors import RefrtError, UsageError
+from runtime.humanize import human_duration, human_size
 from runtime.store import Image, Store
 from runtime.store.archive import import_tarball, load_archive, save_docker_archive
 from runtime.store.baseimage import bootstrap_busybox, bootstrap_debian
@@ -34,41 +35,8 @@ NONE = "<none>"
 # --------------------------------------------------------------------------------------------------- formatting
 
 
-def human_size(size: float) -> str:
-    """docker's ``units.HumanSizeWithPrecision(size, 3)``: decimal units, three significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.3g}{units[i]}"
 
 
-def human_duration(seconds: float) -> str:
-    """docker's ``units.HumanDuration``."""
-    s = int(seconds)
-    minutes, hours = s // 60, s // 3600
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def parse_time(text: str) -> datetime.datetime | None:
