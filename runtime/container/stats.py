@@ -8,6 +8,7 @@ from pathlib import Path
 
 from runtime.cgroups import CgroupStats, driver_for_host
 from runtime.container.state import Container
+from runtime.humanize import binary_size, human_size
 
 
 @dataclass
@@ -48,26 +49,6 @@ def sample(c: Container) -> Sample:
     return Sample(time.monotonic(), group.stats(), rx, tx)
 
 
-def binary_size(n: float) -> str:
-    """docker's units.BytesSize: 1.5MiB."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.4g}{units[i]}" if i else f"{int(n)}B"
-
-
-def decimal_size(n: float) -> str:
-    """docker's units.HumanSizeWithPrecision(n, 3): 1.23MB."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.3g}{units[i]}"
-
-
 def row(c: Container, before: Sample, after: Sample, no_trunc: bool = False) -> dict[str, str]:
     """One ``stats`` line. CPU % is usage over wall time between the samples (100% = one CPU busy)."""
     wall = (after.when - before.when) * 1e9
@@ -83,8 +64,8 @@ def row(c: Container, before: Sample, after: Sample, no_trunc: bool = False) -> 
         "CPUPerc": f"{cpu:.2f}%",
         "MemUsage": f"{binary_size(usage)} / {binary_size(limit)}",
         "MemPerc": f"{mem_pct:.2f}%",
-        "NetIO": f"{decimal_size(after.net_rx)} / {decimal_size(after.net_tx)}",
-        "BlockIO": f"{decimal_size(cg.blkio_read)} / {decimal_size(cg.blkio_write)}",
+        "NetIO": f"{human_size(after.net_rx)} / {human_size(after.net_tx)}",
+        "BlockIO": f"{human_size(cg.blkio_read)} / {human_size(cg.blkio_write)}",
         "PIDs": str(cg.pids_current),
     }
 
