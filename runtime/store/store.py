@@ -631,7 +631,11 @@ class Store:
             image = self.resolve(ref)
             by_name = self._is_name_of(ref, image)
         report: list[str] = []
-        if by_name and len(image.repo_tags) > 1 and "@" not in ref:
+        # A name is only untagged while the image keeps another one. A repo digest (``repo@sha256:...``) alone
+        # does not keep an image whose last tag goes, as with docker; a tag does keep it when a digest goes.
+        by_digest = "@" in ref
+        others = (bool(image.repo_tags) or len(image.repo_digests) > 1) if by_digest else len(image.repo_tags) > 1
+        if by_name and others:
             self.untag(ref)
             return [f"Untagged: {parse_reference(ref).familiar}"]
         user = self.in_use_by(image.id)

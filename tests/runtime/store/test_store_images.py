@@ -205,3 +205,14 @@ def test_removing_the_last_tag_of_a_pulled_image_drops_its_digest_too(store: Sto
     report = store.remove("busybox")
     assert report == ["Untagged: busybox:latest", f"Untagged: {digest_ref}", f"Deleted: {busybox.id}"]
     assert store.images() == []
+
+
+def test_removing_a_digest_reference_keeps_a_tagged_image(store: Store, busybox: Image) -> None:
+    """``rmi repo@digest`` of an image that still has a tag only drops that reference (docker does the same)."""
+    digest_ref = store.add_repo_digest(busybox, "localhost:5000/cf/bb")
+    assert store.remove(digest_ref) == [f"Untagged: {digest_ref}"]
+    kept = store.resolve("busybox")
+    assert kept.id == busybox.id
+    assert kept.repo_digests == []
+    with pytest.raises(ImageNotFound):
+        store.resolve(digest_ref)
