@@ -20,55 +20,19 @@ signal) and the next ``up()`` or ``conformance vm clean`` removes the files.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import signal
-import threading
 import time
 from typing import Any
 
 from conformance.errors import TargetError
 from conformance.targets.base import TargetSpec, register_target
-from conformance.targets.ssh import RemoteTarget, SshSession, parse_destroy
+from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
+from conformance.targets.ssh import SshSession, parse_destroy
 from vm.image import BuiltImage, ensure_image
 from vm.qemu import Machine, MachineConfig, clock_fix_command, connect_ssh, detect_accel, ensure_golden
 from vm.state import reap_orphans
 
 log = logging.getLogger(__name__)
-
-_LIVE: set[QemuTarget] = set()
-_LIVE_LOCK = threading.Lock()
-_HOOKS_INSTALLED = False
-
-
-def _destroy_live() -> None:
-    """atexit: destroy what is still up (a run that ended without calling ``down()``)."""
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for target in live:
-        try:
-            target.down(at_exit=True)
-        except Exception as exc:
-            log.warning("could not destroy VM %s at exit: %s", target.name, exc)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-def install_cleanup_hooks() -> None:
-    """atexit + SIGTERM → SystemExit, so VMs are destroyed when the harness is asked to stop."""
-    global _HOOKS_INSTALLED
-    if _HOOKS_INSTALLED:
-        return
-    _HOOKS_INSTALLED = True
-    atexit.register(_destroy_live)
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
-        signal.SIG_DFL,
-        None,
-    ):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
 
 def _float(options: dict[str, str], name: str, default: float) -> float:
     try:
@@ -89,11 +53,10 @@ def _bool(options: dict[str, str], name: str, default: bool) -> bool:
 
 
 @register_target
-class QemuTarget(RemoteTarget):
+class QemuTarget(DisposableVmTarget):
     """A disposable qemu VM of the project's guest image."""
 
     scheme = "qemu"
-    disposable = True
 
     def __init__(self, spec: TargetSpec, *, destroy: str | None = None) -> None:
         super().__init__(spec)
@@ -154,26 +117,9 @@ class QemuTarget(RemoteTarget):
             machine.destroy()
             self.machine = None
             raise
-        self.session = session
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        self._adopt(session)
 
-    def down(self, *, at_exit: bool = False) -> None:
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-        if self.session is not None:
-            self.session.close()
-            self.session = None
-        machine, self.machine = self.machine, None
-        if machine is None:
-            return
-        if self.should_destroy(at_exit=at_exit):
-            machine.destroy()
-            return
-        # Kept on purpose: no owner any more, so no later run reaps it; say how to reach and remove it.
-        if machine.record is not None:
-            machine.record.owner_pid = machine.record.owner_start = None
-            machine.record.save()
+    def _kept(self, machine: Any) -> None:
         if machine.qmp is not None:
             machine.qmp.close()
         log.warning(

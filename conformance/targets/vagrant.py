@@ -12,16 +12,14 @@ network namespace they create.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import threading
 import time
 from typing import Any
 
 from conformance.errors import TargetError
 from conformance.targets.base import TargetSpec, register_target
-from conformance.targets.qemu import install_cleanup_hooks
-from conformance.targets.ssh import RemoteTarget, SshSession, parse_destroy
+from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
+from conformance.targets.ssh import SshSession, parse_destroy
 from vm.errors import VmBootError
 from vm.image import ensure_image
 from vm.state import reap_orphans
@@ -29,14 +27,9 @@ from vm.vagrant import VagrantMachine, ensure_box
 
 log = logging.getLogger(__name__)
 
-_LIVE: set[VagrantTarget] = set()
-_LIVE_LOCK = threading.Lock()
-
-
 @register_target
-class VagrantTarget(RemoteTarget):
+class VagrantTarget(DisposableVmTarget):
     scheme = "vagrant"
-    disposable = True
 
     def __init__(self, spec: TargetSpec, *, destroy: str | None = None) -> None:
         super().__init__(spec)
@@ -84,25 +77,7 @@ class VagrantTarget(RemoteTarget):
             machine.destroy()
             self.machine = None
             raise
-        self.session = session
-        with _LIVE_LOCK:
-            _LIVE.add(self)
-
-    def down(self, *, at_exit: bool = False) -> None:
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-        if self.session is not None:
-            self.session.close()
-            self.session = None
-        machine, self.machine = self.machine, None
-        if machine is None:
-            return
-        if self.should_destroy(at_exit=at_exit):
-            machine.destroy()
-        elif machine.record is not None:
-            machine.record.owner_pid = machine.record.owner_start = None
-            machine.record.save()
-            log.warning("kept vagrant VM %s; remove with: conformance vm down %s", machine.vm_id, machine.vm_id)
+        self._adopt(session)
 
     def status(self) -> dict[str, Any]:
         machine = self.machine
@@ -116,16 +91,3 @@ class VagrantTarget(RemoteTarget):
             "key": str(machine.image.ssh_key.private),
             "serial_log": str(machine.serial_log),
         }
-
-
-def _destroy_live() -> None:
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for target in live:
-        try:
-            target.down(at_exit=True)
-        except Exception as exc:
-            log.warning("could not destroy vagrant VM at exit: %s", exc)
-
-
-atexit.register(_destroy_live)
