@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import signal
@@ -500,7 +499,7 @@ def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
-    from runtime.cli.format import render
+    from runtime.cli.format import print_inspected
     from runtime.container import lifecycle
     from runtime.container.inspect import inspect
     from runtime.container.state import ContainerNotFound, find
@@ -526,11 +525,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
             failed = 1
             continue
         results.append(data)
-    if args.format:
-        for data in results:
-            print(render(args.format, data))
-    else:
-        print(json.dumps(results, indent=4))
+    print_inspected(results, args.format)
     return failed
 
 

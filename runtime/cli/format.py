@@ -146,3 +146,12 @@ def format_rows(template: str, items: Sequence[Mapping[str, Any]], headers: Mapp
         rows = [header_for(body, headers)] + [render(body, item) for item in items]
         return tabulate(rows)
     return "\n".join(render(template, item) for item in items)
+
+
+def print_inspected(items: Sequence[Any], template: str | None, renderer: Any = None) -> None:
+    """What every ``inspect`` prints: each item through ``--format``, else all of them as one JSON array."""
+    if template:
+        for item in items:
+            print((renderer or render)(template, item))
+    else:
+        print(json.dumps(list(items), indent=4))

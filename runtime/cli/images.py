@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from runtime.cli.format import print_inspected
 from runtime.errors import RefrtError, UsageError
 from runtime.humanize import human_duration, human_size
 from runtime.store import Image, Store
@@ -339,11 +340,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
         except RefrtError as exc:
             print(f"refrt: {exc}", file=sys.stderr)
             status = 1
-    if args.format:
-        for obj in found:
-            print(render(args.format, obj))
-    else:
-        print(json.dumps(found, indent=4))
+    print_inspected(found, args.format, render)
     return status
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from runtime import network
 from runtime.cli import Context
-from runtime.cli.format import format_rows, render
+from runtime.cli.format import format_rows, print_inspected
 from runtime.errors import NotFoundError, RefrtError, UsageError
 from runtime.network.errors import ContainerNotAttached
 from runtime.network.ports import port_lines
@@ -105,11 +105,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
         except NotFoundError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             status = 1
-    if args.format:
-        for item in found:
-            print(render(args.format, item))
-    else:
-        print(json.dumps(found, indent=4))
+    print_inspected(found, args.format)
     return status
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from runtime.cli import Context
-from runtime.cli.format import format_rows, render
+from runtime.cli.format import format_rows, print_inspected
 from runtime.errors import RefrtError, UsageError
 from runtime.locking import locked
 from runtime.volumes import VolumeStore
@@ -84,11 +83,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
         except VolumeNotFound as exc:
             print(f"Error: {exc}", file=sys.stderr)
             status = 1
-    if args.format:
-        for item in found:
-            print(render(args.format, item))
-    else:
-        print(json.dumps(found, indent=4))
+    print_inspected(found, args.format)
     return status
 
 
