@@ -18,7 +18,8 @@ from conformance.suite.model import Action, Case, Phase, Step, Suite
 from conformance.suite.template import BUILTIN_VARS, variables_in
 
 SUITE_KEYS = {"name", "description", "requires", "services", "vars", "cases"}
-CASE_KEYS = {"id", "title", "spec", "level", "requires", "timeout", "setup", "steps", "teardown"}
+CASE_KEYS = {"id", "title", "spec", "level", "requires", "timeout", "setup", "steps", "teardown", "differences",
+             "unbreakable"}
 ACTIONS: tuple[Action, ...] = ("run", "container", "check", "file")
 STEP_KEYS = {*ACTIONS, "name", "stdin", "timeout", "expect", "capture", "retry"}
 EXPECT_KEYS = {"exit", "stdout", "stderr"}
@@ -175,6 +176,15 @@ class _Validator:
         timeout = self.typed(node, "timeout", (int, float), what, default=120)
         if timeout <= 0:
             raise self.fail(f"timeout of {what} must be positive", node.key_lines["timeout"])
+        differences = self.str_list(node, "differences", what)
+        for key in differences:
+            if not key.startswith("runtime.") or key == "runtime.":
+                raise self.fail(f"difference {key!r} of {what} must be a 'runtime.*' feature key",
+                                node.key_lines["differences"])
+        unbreakable = self.typed(node, "unbreakable", str, what, default="")
+        if "unbreakable" in node and not unbreakable.strip():
+            raise self.fail(f"'unbreakable' of {what} must say why no broken runtime can fail it",
+                            node.key_lines["unbreakable"])
         known = set(defined)
         phases: dict[Phase, list[Step]] = {}
         for phase in ("setup", "steps", "teardown"):
@@ -194,6 +204,8 @@ class _Validator:
             setup=phases["setup"],
             steps=phases["steps"],
             teardown=phases["teardown"],
+            differences=differences,
+            unbreakable=unbreakable.strip(),
         )
 
     def step(self, data: Any, known: set[str], what: str, line: int) -> Step:

@@ -46,6 +46,10 @@ class Case:
     timeout: float = 120.0
     setup: list[Step] = field(default_factory=list)
     teardown: list[Step] = field(default_factory=list)
+    #: ``runtime.*`` feature keys: on a runtime declaring one of them, a failure is a known, documented difference.
+    differences: list[str] = field(default_factory=list)
+    #: Why no broken runtime can make this case fail (e.g. a host-only fact); empty when it can fail.
+    unbreakable: str = ""
 
     def phases(self) -> list[tuple[Phase, list[Step]]]:
         return [("setup", self.setup), ("steps", self.steps), ("teardown", self.teardown)]

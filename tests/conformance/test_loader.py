@@ -59,3 +59,21 @@ def test_registry_variable_needs_the_service(tmp_path: Path) -> None:
         load_suite(path)
     path.write_text(path.read_text().replace("cases:", "services: [registry]\ncases:"))
     assert load_suite(path).services == ["registry"]
+
+
+def test_differences_and_unbreakable_keys(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    head = "name: s\ndescription: d\ncases:\n  - id: a\n    title: t\n    steps:\n      - run: 'true'\n"
+    path.write_text(head + "    differences: [runtime.oom-flag]\n    unbreakable: host-only fact\n")
+    case = load_suite(path).cases[0]
+    assert case.differences == ["runtime.oom-flag"]
+    assert case.unbreakable == "host-only fact"
+    path.write_text(head)
+    case = load_suite(path).cases[0]
+    assert (case.differences, case.unbreakable) == ([], "")
+    path.write_text(head + "    differences: [oom-flag]\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:8: difference 'oom-flag' of case 'a' must be a 'runtime"):
+        load_suite(path)
+    path.write_text(head + "    unbreakable: ''\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:8: 'unbreakable' of case 'a' must say why"):
+        load_suite(path)
