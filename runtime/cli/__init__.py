@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     **dict.fromkeys(("login", "logout", "push", "pull"), "registry"),
     **dict.fromkeys(("network", "port"), "network"),
     "volume": "volumes",
-    **dict.fromkeys(("info", "version", "system"), "system"),
+    **dict.fromkeys(("info", "version", "system", "daemon"), "system"),
 }
 _GLOBAL_OPTIONS_WITH_VALUE = ("--root", "--state", "--config")
 

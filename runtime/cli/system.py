@@ -133,7 +133,17 @@ def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.daemon.server import serve
+
+    return serve(ctx, args.host, verbose=args.debug_requests)
+
+
 def register(sub: Any) -> None:
+    p = sub.add_parser("daemon", help="serve the Docker Engine API for this root (foreground)")
+    p.add_argument("-H", "--host", default=None, help="unix://PATH to listen on (default: <state>/refrt.sock)")
+    p.add_argument("--debug-requests", action="store_true", help="log every request on stderr")
+    p.set_defaults(func=cmd_daemon)
     p = sub.add_parser("info", help="show system-wide information")
     p.add_argument("-f", "--format", default="")
     p.set_defaults(func=cmd_info)
