@@ -38,7 +38,14 @@ class TargetError(ConformanceError):
 
 
 class CommandTimeout(TargetError):
-    """A command on the target ran longer than its timeout and was killed."""
+    """A command on the target ran longer than its timeout and was killed.
+
+    ``killed`` says what was killed ("process group 1234"), so a verdict can say exactly that and no more.
+    """
+
+    def __init__(self, message: str, *, evidence: str = "", killed: str = "") -> None:
+        self.killed = killed
+        super().__init__(message, evidence=evidence)
 
 
 class DriverError(ConformanceError):

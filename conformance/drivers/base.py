@@ -15,6 +15,8 @@ from conformance.targets.base import CommandResult, Target
 
 #: Every container, network and volume a suite creates should carry this label; ``cleanup`` removes by it.
 RUN_LABEL = "io.conformance.run"
+#: A label unique to one ``container:`` step, so the container a timed-out step started can be found and removed.
+STEP_LABEL = "io.conformance.step"
 
 
 class RuntimeDriver(abc.ABC):
@@ -63,6 +65,31 @@ class RuntimeDriver(abc.ABC):
         """Run the runtime's CLI on the target."""
         return self.target.run_argv(self.argv(args), timeout=timeout, stdin=stdin)
 
+    def step_argv(self, args: list[str], marker: str) -> list[str]:
+        """The argv of one ``container:`` step; a container it creates carries ``STEP_LABEL=marker``."""
+        return self.argv(with_label(args, STEP_LABEL, marker))
+
+    def force_remove_args(self) -> list[str]:
+        """``rm`` that kills at once (what ``docker rm -f`` does)."""
+        return ["rm", "-f", "-v"]
+
+    def kill_step(self, marker: str, timeout: float = 30.0) -> list[str]:
+        """Remove (killing first) every container the step labelled ``marker`` created; returns their ids.
+
+        Called after a step timed out and its CLI process was killed: the container itself lives on under the
+        runtime's monitor (conmon, containerd-shim, refrt's monitor) and would run to its end. Must not raise.
+        """
+        try:
+            found = self.cli(["ps", "-a", "-q", "--filter", f"label={STEP_LABEL}={marker}"], timeout=timeout)
+            ids = found.stdout.split() if found.exit_status == 0 else []
+            if not ids:
+                return []
+            self.cli([*self.force_remove_args(), *ids], timeout=timeout)
+            left = self.cli(["ps", "-a", "-q", "--filter", f"label={STEP_LABEL}={marker}"], timeout=timeout)
+            return [i for i in ids if i not in left.stdout.split()]
+        except Exception:  # a dead target or runtime: the run's cleanup tries again
+            return []
+
 
 _REGISTRY: dict[str, type[RuntimeDriver]] = {}
 
@@ -87,13 +114,19 @@ def driver_class(spec: str) -> type[RuntimeDriver]:
 
 
 #: Sub-commands that create objects; the run label is added to them so ``cleanup`` can find what a run made.
-_LABELLED = {("run",), ("create",), ("network", "create"), ("volume", "create")}
+_LABELLED = {("run",), ("create",), ("container", "run"), ("container", "create"), ("network", "create"),
+             ("volume", "create")}
+
+
+def with_label(args: list[str], key: str, value: str) -> list[str]:
+    """Insert ``--label key=value`` after the sub-command of an object-creating call; others are unchanged."""
+    for prefix in _LABELLED:
+        if tuple(args[: len(prefix)]) == prefix:
+            n = len(prefix)
+            return [*args[:n], "--label", f"{key}={value}", *args[n:]]
+    return args
 
 
 def with_run_label(args: list[str], run_id: str) -> list[str]:
     """Insert ``--label io.conformance.run=<run_id>`` after the sub-command of an object-creating call."""
-    for prefix in _LABELLED:
-        if tuple(args[: len(prefix)]) == prefix:
-            n = len(prefix)
-            return [*args[:n], "--label", f"{RUN_LABEL}={run_id}", *args[n:]]
-    return args
+    return with_label(args, RUN_LABEL, run_id)

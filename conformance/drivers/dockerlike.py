@@ -131,10 +131,6 @@ class DockerLikeDriver(RuntimeDriver):
         self.target.run(f"rm -f {shlex.quote(remote)}", timeout=30)
         self.checked(["image", "inspect", BUSYBOX], "finding busybox after loading it")
 
-    def force_remove_args(self) -> list[str]:
-        """``rm`` that kills at once (what ``docker rm -f`` does)."""
-        return ["rm", "-f", "-v"]
-
     def _labelled(self, kind: list[str]) -> list[str]:
         result = self.cli([*kind, "-q", "--filter", f"label={RUN_LABEL}={self.run_id}"], timeout=120)
         return result.stdout.split() if result.exit_status == 0 else []

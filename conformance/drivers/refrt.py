@@ -93,7 +93,7 @@ class RefrtDriver(RuntimeDriver):
         # Containers first (they hold networks and volumes), then user networks and unused volumes.
         ids = self.cli(["ps", "-a", "-q"], timeout=120).stdout.split()
         if ids:
-            self.cli(["rm", "-f", "-v", *ids], timeout=300)
+            self.cli([*self.force_remove_args(), *ids], timeout=300)
         networks = self.cli(["network", "ls", "-q", "--filter", "type=custom"], timeout=60)
         if networks.exit_status == 0 and networks.stdout.split():
             self.cli(["network", "rm", *networks.stdout.split()], timeout=120)

@@ -7,6 +7,7 @@ failed expectation: the runtime or host under test did not do what was asked in 
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +18,7 @@ from conformance.errors import CommandTimeout, DriverError
 from conformance.suite.matchers import check_exit, check_text
 from conformance.suite.model import Phase, Step
 from conformance.suite.template import render
-from conformance.targets.base import CommandResult, Target
+from conformance.targets.base import CommandResult, Target, seconds
 
 OUTPUT_LIMIT = 64 * 1024
 
@@ -101,30 +102,52 @@ class CaseRunner:
             else:
                 problems = self._file(body, result)
         except CommandTimeout as exc:
-            problems = [f"timed out: {exc}"]
+            problems = [str(exc)]
         result.duration = round(time.monotonic() - started, 3)
         failed = [p for p in problems if p]
         if failed:
             result.status, result.message = "failed", "; ".join(failed)
         return result
 
-    def _timeout(self, step: Step) -> float:
+    def _timeout(self, step: Step) -> tuple[float, str]:
+        """The step's time limit, and which limit it is (for the message when it runs out)."""
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise CommandTimeout("the case's timeout was used up before this step")
-        return min(step.timeout, left) if step.timeout else left
+            raise CommandTimeout("timed out: the case's timeout was used up before this step")
+        if step.timeout and step.timeout <= left:
+            return step.timeout, ""
+        return left, " (what was left of the case's timeout)"
 
     def _command(self, step: Step, body: Any, stdin: str | None, result: StepResult) -> CommandResult:
-        timeout = self._timeout(step)
+        timeout, which = self._timeout(step)
         if step.action == "run":
             result.command = body
-            return self.target.run(body, timeout=timeout, stdin=stdin)
+            try:
+                return self.target.run(body, timeout=timeout, stdin=stdin)
+            except CommandTimeout as exc:
+                raise self._timed_out(exc, timeout, which, None) from None
         if self.driver is None:
             raise DriverError("a container step ran without a runtime driver")
         args = shlex.split(body) if isinstance(body, str) else [str(a) for a in body]
-        argv = self.driver.argv(args)
+        marker = secrets.token_hex(6)
+        argv = self.driver.step_argv(args, marker)
         result.command = shlex.join(argv)
-        return self.target.run_argv(argv, timeout=timeout, stdin=stdin)
+        try:
+            return self.target.run_argv(argv, timeout=timeout, stdin=stdin)
+        except CommandTimeout as exc:
+            # The CLI is dead, but the container it started lives on under the runtime's monitor: remove it.
+            raise self._timed_out(exc, timeout, which, self.driver.kill_step(marker)) from None
+
+    @staticmethod
+    def _timed_out(exc: CommandTimeout, timeout: float, which: str, containers: list[str] | None) -> CommandTimeout:
+        """A message that says exactly what ran out and what was killed."""
+        killed = exc.killed or "nothing (the target did not say)"
+        if containers:
+            killed += f" and container{'s' if len(containers) > 1 else ''} {', '.join(containers)}"
+        elif containers is not None:
+            killed += " (no container of this step was left to remove)"
+        return CommandTimeout(f"timed out after {seconds(timeout)} s{which}; killed {killed}",
+                              evidence=exc.evidence, killed=killed)
 
     def _file(self, body: dict[str, Any], result: StepResult) -> list[str | None]:
         path = str(body["path"])

@@ -110,6 +110,11 @@ class Target(abc.ABC):
         return facts
 
 
+def seconds(value: float) -> str:
+    """A duration for messages: ``5``, ``2.5``, ``120`` (one decimal at most, no exponent)."""
+    return f"{round(value, 1):g}" if value < 1e6 else f"{value:.0f}"
+
+
 _REGISTRY: dict[str, type[Target]] = {}
 
 

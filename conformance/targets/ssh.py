@@ -31,7 +31,7 @@ from typing import Any
 import paramiko
 
 from conformance.errors import CommandTimeout, TargetError
-from conformance.targets.base import CommandResult, Target, TargetSpec, register_target
+from conformance.targets.base import CommandResult, Target, TargetSpec, register_target, seconds
 
 log = logging.getLogger(__name__)
 # While a VM's sshd comes up, paramiko's transport thread logs each refused banner with a traceback; without a
@@ -160,13 +160,17 @@ class SshSession:
     # --- commands -----------------------------------------------------------------------------------------
 
     def _wrap(self, command: str) -> str:
-        """Print the shell's pid first (so a timed-out command's tree can be killed), then run ``command``.
+        """Run ``command`` in a process group of its own whose leader prints its pid first (so a timed-out
+        command's whole group and tree can be killed).
 
-        The login shell execs one ``/bin/sh``, which ``eval``s the command and then ``exit $?``: the shell stays
-        the parent of the command's last process (dash would otherwise exec it), so a command killed by a signal
-        reports 128+N as shells do, and a missing exit status means the connection or the session itself died.
+        ``setsid -w`` (util-linux) makes the group; where it is missing, sshd's own session is the group. The
+        leader is one ``/bin/sh`` that ``eval``s the command and then ``exit $?``: the shell stays the parent of
+        the command's last process (dash would otherwise exec it), so a command killed by a signal reports 128+N
+        as shells do, and a missing exit status means the connection or the session itself died.
         """
-        inner = f"exec /bin/sh -c 'echo $$; eval \"$1\"; exit $?' sh {shlex.quote(command)}"
+        script = "'echo $$; eval \"$1\"; exit $?' sh " + shlex.quote(command)
+        inner = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {script}; "
+                 f"else exec /bin/sh -c {script}; fi")
         if self.sudo:
             return f"sudo -n /bin/sh -c {shlex.quote(inner)}"
         return inner
@@ -240,10 +244,12 @@ class SshSession:
                         evidence=(bytes(out) + bytes(err)).decode(errors="replace")[-2000:],
                     )
                 if deadline is not None and time.monotonic() >= deadline:
-                    self._kill_tree(out)
+                    # Stop reading here: whatever still holds the channel open is killed, not waited for.
+                    killed = self._kill_tree(out)
                     raise CommandTimeout(
-                        f"command on {self.address} timed out after {timeout} s: {command!r}",
+                        f"timed out after {seconds(timeout or 0)} s on {self.address}; killed {killed}",
                         evidence=(bytes(out).partition(b"\n")[2] + bytes(err)).decode(errors="replace")[-2000:],
+                        killed=killed,
                     )
                 wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
                 select.select([channel], [], [], wait)
@@ -251,19 +257,25 @@ class SshSession:
             self.close()
             raise TargetError(f"SSH connection to {self.address} failed while running {command!r}: {exc}") from exc
 
-    def _kill_tree(self, out: bytearray) -> None:
-        """Stop, then kill, the process tree of a timed-out command (its pid is the first output line)."""
+    def _kill_tree(self, out: bytearray) -> str:
+        """Stop, then kill, a timed-out command's process group and tree (its pid is the first output line).
+
+        Returns what was killed, for the verdict's message.
+        """
         pid = bytes(out).partition(b"\n")[0].strip()
         if not pid.isdigit():
-            return
+            return "nothing: the command had not started yet (its channel was closed)"
         script = (
             "tree() { echo $1; for c in $(pgrep -P $1); do tree $c; done; }; "
-            f"pids=$(tree {pid.decode()}); kill -STOP $pids 2>/dev/null; kill -KILL $pids 2>/dev/null; true"
+            f"pids=$(tree {pid.decode()}); kill -STOP $pids 2>/dev/null; "
+            f"kill -KILL -- -{pid.decode()} 2>/dev/null; kill -KILL $pids 2>/dev/null; true"
         )
         try:
             self.run(script, timeout=30)
         except TargetError as exc:
             log.warning("could not kill timed-out command %s on %s: %s", pid.decode(), self.address, exc)
+            return f"nothing: killing process group {pid.decode()} failed ({exc})"
+        return f"process group {pid.decode()}"
 
     # --- files --------------------------------------------------------------------------------------------
 
