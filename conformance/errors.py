@@ -9,6 +9,7 @@ these for harness errors only; a failed expectation is ``conformance.suite.steps
     ├── TargetError         target unreachable, SSH dropped, VM never booted (may carry a log tail)
     │   └── CommandTimeout  a command on the target outlived its timeout
     ├── DriverError         the runtime under test cannot be prepared (binary missing, daemon won't start)
+    ├── MatchTimeout        a suite's regex did not finish by the case's deadline (catastrophic backtracking)
     └── ReportError         a report cannot be written or read
 """
 
@@ -50,6 +51,10 @@ class CommandTimeout(TargetError):
 
 class DriverError(ConformanceError):
     """The runtime under test cannot be prepared or driven."""
+
+
+class MatchTimeout(ConformanceError):
+    """A suite's regex ran past the case's deadline and was stopped: the harness could not judge the output."""
 
 
 class ReportError(ConformanceError):

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from conformance.errors import SuiteError
+from conformance.suite.matchers import compile_pattern
 from conformance.suite.model import Action, Case, Phase, Step, Suite
 from conformance.suite.template import BUILTIN_VARS, variables_in
 
@@ -268,7 +269,7 @@ class _Validator:
                     source.get("from", "stdout") in ("stdout", "stderr"):
                 if "regex" in source:
                     try:
-                        re.compile(source["regex"])
+                        compile_pattern(str(source["regex"]))
                     except re.error as exc:
                         raise self.fail(f"bad regex for capture {name!r}: {exc}", line) from None
                 continue
@@ -282,7 +283,7 @@ class _Validator:
         for key in ("matches", "not_matches"):
             if key in node:
                 try:
-                    re.compile(str(node[key]))
+                    compile_pattern(str(node[key]))
                 except re.error as exc:
                     raise self.fail(f"bad regex in {what}.{key}: {exc}", node.key_lines[key]) from None
 

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from conformance.drivers.base import RuntimeDriver
-from conformance.errors import CommandTimeout, DriverError
-from conformance.suite.matchers import check_exit, check_text
+from conformance.errors import CommandTimeout, DriverError, MatchTimeout
+from conformance.suite.matchers import check_exit, check_text, search
 from conformance.suite.model import Phase, Step
 from conformance.suite.template import render
 from conformance.targets.base import CommandResult, Target, seconds
@@ -72,10 +72,12 @@ class CaseRunner:
         for attempt in range(1, attempts + 1):
             result = self._attempt(phase, step)
             result.attempts = attempt
-            if result.status == "passed" or attempt == attempts or time.monotonic() >= self.deadline:
+            if result.status != "failed" or attempt == attempts or time.monotonic() >= self.deadline:
                 break
             time.sleep(interval)
         self.results.append(result)
+        if result.status == "error":
+            raise MatchTimeout(f"{result.label} (line {step.line}): {result.message}")
         if result.status == "failed":
             raise ExpectationFailed(f"{result.label} (line {step.line}): {result.message}", result)
         self._capture(step, result)
@@ -93,16 +95,20 @@ class CaseRunner:
                     outcome.exit_status, outcome.stdout[-OUTPUT_LIMIT:], outcome.stderr[-OUTPUT_LIMIT:])
                 default_exit: Any = "any" if phase == "teardown" else 0
                 problems = [check_exit(expect.get("exit", default_exit), outcome.exit_status)]
-                problems += [check_text(expect[s], getattr(outcome, s), s) for s in ("stdout", "stderr")
-                             if s in expect]
+                problems += [check_text(expect[s], getattr(outcome, s), s, self.deadline)
+                             for s in ("stdout", "stderr") if s in expect]
             elif step.action == "check":
                 spec = {k: v for k, v in body.items() if k != "value"}
                 result.command = f"check {body['value']!r}"
-                problems = [check_text(spec, str(body["value"]), "value")]
+                problems = [check_text(spec, str(body["value"]), "value", self.deadline)]
             else:
                 problems = self._file(body, result)
         except CommandTimeout as exc:
             problems = [str(exc)]
+        except MatchTimeout as exc:  # the suite's regex, not the runtime, is at fault: no verdict
+            result.duration = round(time.monotonic() - started, 3)
+            result.status, result.message = "error", str(exc)
+            return result
         result.duration = round(time.monotonic() - started, 3)
         failed = [p for p in problems if p]
         if failed:
@@ -170,21 +176,19 @@ class CaseRunner:
             if mode != int(str(body["mode"]), 8):
                 problems.append(f"{path} has mode {mode:04o}, expected {body['mode']}")
         if "content" in body:
-            problems.append(check_text(body["content"], file.content_string, f"content of {path}"))
+            problems.append(check_text(body["content"], file.content_string, f"content of {path}", self.deadline))
         return problems
 
     def _capture(self, step: Step, result: StepResult) -> None:
-        import re
-
         for name, source in step.capture.items():
             if isinstance(source, str):
                 value = getattr(result, source)
             else:
                 text = getattr(result, source.get("from", "stdout"))
-                match = re.search(source["regex"], text, re.MULTILINE) if "regex" in source else None
-                if "regex" in source and match is None:
+                groups = search(source["regex"], text, self.deadline) if "regex" in source else None
+                if "regex" in source and groups is None:
                     result.status = "failed"
                     result.message = f"capture {name}: /{source['regex']}/ not found in {source.get('from', 'stdout')}"
                     raise ExpectationFailed(f"{result.label} (line {step.line}): {result.message}", result)
-                value = (match.group(1) if match and match.groups() else match.group(0)) if match else text
+                value = (groups[1] if len(groups) > 1 else groups[0]) or "" if groups else text
             self.variables[name] = self.captured[name] = value.strip()
