@@ -14,6 +14,7 @@ off instead, so the client sees a truncated body rather than a well-formed short
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import queue
@@ -73,10 +74,8 @@ def produce(request: Request, work: Callable[[Emit], None], *, hold: int = 0, ra
             return
         except BaseException as exc:  # handed to the request's thread, which answers with it
             final = _Failure(exc)
-        try:
+        with contextlib.suppress(Cancelled):
             emit(final)
-        except Cancelled:
-            pass
 
     threading.Thread(target=run, name="refrt-api-work", daemon=True).start()
     early: list[Any] = []
