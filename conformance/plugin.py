@@ -10,8 +10,10 @@ work under pytest-xdist, where items run in worker processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
+import sys
 import time
 from collections.abc import Generator, Iterator
 from datetime import UTC
@@ -20,8 +22,12 @@ from typing import Any
 
 import pytest
 
+from conformance.drivers import RuntimeDriver
 from conformance.errors import ConformanceError, SuiteError, TargetError
 from conformance.features import missing
+from conformance.reports.shards import in_shard, parse_shard
+from conformance.reports.status import STRICT_BAD, counts, difference_note, exit_code, flaky_note, retried_steps
+from conformance.reports.text import visible
 from conformance.session import RunSession
 from conformance.suite.loader import load_suite
 from conformance.suite.model import Case, Suite
@@ -30,6 +36,7 @@ from conformance.suite.runner import CaseRunner, ExpectationFailed, StepResult
 RECORD_KEY = "conformance_record"
 _session_key = pytest.StashKey[RunSession]()
 _results_key = pytest.StashKey[dict[str, Any]]()
+_hosts_error_key = pytest.StashKey[str]()
 
 
 class SetupFailed(ConformanceError):
@@ -42,21 +49,45 @@ class TeardownFailed(ConformanceError):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "conformance suites")
-    group.addoption("--target", default="local", help="target host: local, ssh://user@host, qemu, vagrant")
+    group.addoption("--target", default=None,
+                    help="target host: local (default), ssh://user@host, qemu, vagrant (testinfra's --hosts also works "
+                         "for one local:// or ssh:// host)")
     group.addoption("--runtime", action="append", default=None,
                     help="runtime under test (repeatable): refrt, podman, docker. Default: refrt")
     group.addoption("--report-dir", default=None, help="write junit.xml, results.json, report.html, summary.md")
     group.addoption("--destroy", default="always", choices=("always", "passing", "never"),
                     help="what to do with a disposable VM target at the end (as Test Kitchen)")
+    group.addoption("--strict-differences", action="store_true", default=False,
+                    help="a known difference (a case failing on a runtime that declares one of its differences: "
+                         "keys absent) counts as a failure: exit 1")
+    group.addoption("--shard", default=None, type=_shard_option, metavar="K/N",
+                    help="run only shard K of N: a stable split of the cases by the hash of their ids; join the "
+                         "shards' results.json with 'conformance report merge'")
+
+
+def _shard_option(value: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     runtimes = config.getoption("runtime") or ["refrt"]
     worker = getattr(config, "workerinput", None)
     run_id = worker.get("conformance_run_id") if worker else None
-    config.stash[_session_key] = RunSession(config.getoption("target"), runtimes, run_id=run_id,
+    target = config.getoption("target")
+    try:
+        target = target_from_hosts(config, target)
+    except ConformanceError as exc:
+        # Refused only if suites are collected: the same pytest may run plain testinfra tests with --hosts.
+        config.stash[_hosts_error_key] = str(exc)
+    config.stash[_session_key] = RunSession(target or "local", runtimes, run_id=run_id,
                                             destroy=config.getoption("destroy"))
-    config.stash[_results_key] = {"cases": [], "collect_errors": [], "started": time.time()}
+    config.stash[_results_key] = {"cases": [], "collect_errors": [], "started": time.time(),
+                                  "shard": config.getoption("shard")}
     for level in ("must", "should", "may"):
         config.addinivalue_line("markers", f"{level}: a suite case of level {level.upper()} (select with -m)")
     # SIGTERM unwinds like Ctrl-C, so sessionfinish still destroys VMs and removes containers.
@@ -66,6 +97,62 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+_TESTINFRA_SSH = ("ssh", "paramiko", "safe-ssh")
+
+
+def target_from_hosts(config: pytest.Config, target: str | None) -> str | None:
+    """The target named by testinfra's own ``--hosts`` (pytest-testinfra is installed, so users reach for it).
+
+    One ``local://`` or ``ssh://``/``paramiko://`` host (with testinfra's ``--ssh-identity-file``, ``--sudo`` and
+    its ``ssh_identity_file``/``timeout``/``sudo`` URL options) becomes that target; anything this harness cannot
+    honour exactly - several hosts, another backend, options it would have to ignore, a different ``--target`` -
+    raises a :class:`ConformanceError` naming it. Without ``--hosts`` this returns ``target`` unchanged.
+    """
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    hosts = config.getoption("hosts", None)
+    if not hosts:
+        return target
+    specs = [h.strip() for h in str(hosts).split(",") if h.strip()]
+    if len(specs) != 1:
+        raise ConformanceError(f"--hosts={hosts}: a conformance run has one target; give one host "
+                               "(run once per host, or split one run with --shard)")
+    raw = specs[0]
+    for option in ("ssh_config", "ssh_extra_args", "sudo_user", "ansible_inventory", "force_ansible"):
+        if config.getoption(option, None):
+            raise ConformanceError(f"--hosts={raw}: testinfra's --{option.replace('_', '-')} is not supported by "
+                                   "the conformance targets; use --target ssh://user@host:port?key=PATH")
+    connection = config.getoption("connection", None)
+    if "://" not in raw:
+        raw = "local://" if raw == "local" else f"{connection or 'ssh'}://{raw}"
+    parts = urlsplit(raw)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "local":
+        mapped = "local"
+    elif parts.scheme in _TESTINFRA_SSH and parts.hostname:
+        options: dict[str, str] = {}
+        key = query.pop("ssh_identity_file", None) or config.getoption("ssh_identity_file", None)
+        if key:
+            options["key"] = key
+        if "timeout" in query:
+            options["timeout"] = query.pop("timeout")
+        if config.getoption("sudo", False) or query.pop("sudo", "false").lower() in ("1", "true", "yes"):
+            options["sudo"] = "true"
+        if query:
+            raise ConformanceError(f"--hosts={specs[0]}: option {sorted(query)[0]!r} is not supported by the "
+                                   "conformance ssh target (supported: ssh_identity_file, timeout, sudo)")
+        user = f"{quote(parts.username)}@" if parts.username else "root@"
+        port = f":{parts.port}" if parts.port else ""
+        mapped = f"ssh://{user}{parts.hostname}{port}" + (
+            "?" + "&".join(f"{k}={quote(v, safe='/~')}" for k, v in options.items()) if options else "")
+    else:
+        raise ConformanceError(f"--hosts={specs[0]}: testinfra's {parts.scheme!r} backend cannot be a conformance "
+                               "target; use --target local, ssh://user@host[:port], qemu or vagrant")
+    if target is not None and target != mapped:
+        raise ConformanceError(f"--hosts={specs[0]} and --target {target} name different targets; give one")
+    return mapped
 
 
 def pytest_configure_node(node: Any) -> None:
@@ -87,16 +174,28 @@ class SuiteFile(pytest.File):
         runtimes = self.config.stash[_session_key].runtimes
         for case in self.suite.cases:
             for runtime in (runtimes if case.uses_runtime else [None]):
-                name = f"{case.id}[{runtime}]" if runtime else case.id
+                name = f"{case.id}[{runtime_label(runtime)}]" if runtime else case.id
                 item = CaseItem.from_parent(self, name=name, suite=self.suite, case=case, runtime=runtime)
                 item.add_marker(getattr(pytest.mark, case.level.lower()))
-                item.extra_keyword_matches.add(self.suite.name)
+                # -k sees the item's name (case id and runtime label), its file, its level, and these:
+                item.extra_keyword_matches.update((self.suite.name, case.title))
                 yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, SuiteError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo))
+
+
+def runtime_label(spec: str) -> str:
+    """How a runtime appears in item names (and so to ``-k``): its spec, except that an argument holding a path
+    (``custom:/x/no-user``) is replaced by a short hash of it (``custom-1a2b3c``). pytest's ``-k`` matches any
+    substring of an item's name, so ``-k user`` would otherwise select every case run by ``/x/no-user``.
+    Records and reports keep the full spec in ``runtime``."""
+    name, _, argument = spec.partition(":")
+    if "/" not in argument:
+        return spec
+    return f"{name}-{hashlib.sha256(argument.encode()).hexdigest()[:6]}"
 
 
 class CaseItem(pytest.Item):
@@ -109,6 +208,7 @@ class CaseItem(pytest.Item):
         self.failure: ExpectationFailed | None = None
         self.tmp = ""
         self.record: dict[str, Any] | None = None
+        self.position = 0
 
     @property
     def session_state(self) -> RunSession:
@@ -162,12 +262,14 @@ class CaseItem(pytest.Item):
                 state.target.run(f"rm -rf {self.tmp}", timeout=60)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        # What the target printed is shown escaped (reports/text.py): a raw NUL or terminal escape would garble
+        # the terminal, and undecodable bytes could not even cross to the pytest-xdist controller.
         exc = excinfo.value
         if isinstance(exc, ExpectationFailed):
-            return _describe_failure(exc.result)
+            return visible(_describe_failure(exc.result))
         if isinstance(exc, ConformanceError):
             evidence = getattr(exc, "evidence", "")
-            return f"{type(exc).__name__}: {exc}" + (f"\n--- evidence ---\n{evidence}" if evidence else "")
+            return visible(f"{type(exc).__name__}: {exc}" + (f"\n--- evidence ---\n{evidence}" if evidence else ""))
         return str(super().repr_failure(excinfo))
 
     def _repr_failure_py(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
@@ -213,9 +315,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     elif report.failed:
         message = str(report.longrepr) if report.longrepr else "failed"
         if report.when == "call":
-            record["status"] = "failed"
             record["message"] = message.split("\n", 1)[0]
-        elif record["status"] != "failed":
+            difference = known_difference(item)
+            if difference is None:
+                record["status"] = "failed"
+            else:
+                record["status"], record["difference"] = "known_difference", difference
+                record["reason"] = difference_note(difference)
+                if not item.config.getoption("strict_differences"):
+                    # pytest's own name for an expected failure: shown as "x", not counted as failed.
+                    report.outcome, report.wasxfail = "skipped", record["reason"]
+        elif record["status"] not in ("failed", "known_difference"):
             record["status"] = "error"
             record["message"] = message.split("\n", 1)[0]
         record["details"] = (record.get("details", "") + "\n" + message).strip()
@@ -226,11 +336,52 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if item.runner is not None:
             record["steps"] = [r.to_dict() for r in item.runner.results]
             record["captured"] = item.runner.captured
+        retried = retried_steps(record["steps"])
+        if record["status"] == "passed" and retried:
+            record["status"], record["reason"] = "flaky", flaky_note(retried)
+            record["retried"] = [{k: s[k] for k in ("phase", "label", "attempts")} for s in retried]
         record["target"] = {"name": state.target_spec, **state.facts}
         if item.runtime and record["status"] != "skipped":
             record["runtime_version"] = _safe_version(state, item.runtime)
         report.user_properties.append((RECORD_KEY, json.dumps(record)))
     return report
+
+
+def known_difference(item: CaseItem) -> dict[str, str] | None:
+    """The first of the case's ``differences:`` keys that the runtime's driver declares absent (``False``), with
+    the comment the driver wrote next to that declaration; None when the failure is not a declared difference."""
+    if not item.case.differences or not item.runtime:
+        return None
+    try:
+        driver = item.session_state.driver(item.runtime)
+        declared = driver.features()
+    except ConformanceError:
+        return None
+    for key in item.case.differences:
+        if declared.get(key) is False:
+            return {"key": key, "note": _declaration_comment(driver, key)}
+    return None
+
+
+def _declaration_comment(driver: RuntimeDriver, key: str) -> str:
+    """The ``# comment`` on the line of ``features()`` that declares ``key``: drivers document each difference
+    there, and the report should say what the driver says."""
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    try:
+        source = textwrap.dedent(inspect.getsource(type(driver).features))
+        line = -1
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.STRING and token.string.strip("\"'") == key:
+                line = token.start[0]
+            elif token.type == tokenize.COMMENT and token.start[0] == line:
+                return token.string.lstrip("#").strip()
+    except (OSError, TypeError, tokenize.TokenError, SyntaxError):
+        pass
+    return ""
 
 
 def _safe_version(state: RunSession, runtime: str) -> str:
@@ -245,7 +396,7 @@ def _new_record(item: CaseItem) -> dict[str, Any]:
         "suite": item.suite.name, "case": item.case.id, "name": item.name, "title": item.case.title,
         "spec": item.case.spec, "level": item.case.level, "runtime": item.runtime or "none",
         "file": str(item.path), "line": item.case.line, "status": "passed", "reason": "", "message": "",
-        "duration": 0.0, "steps": [], "captured": {},
+        "duration": 0.0, "steps": [], "captured": {}, "position": item.position,
     }
 
 
@@ -275,16 +426,27 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
             {"file": report.nodeid, "message": str(report.longrepr).strip().splitlines()[-1]})
 
 
-def exit_code(cases: list[dict[str, Any]], collect_errors: list[Any]) -> int:
-    """0 all passed (skips allowed); 1 any conformance failure; 2 any harness error or nothing ran."""
-    statuses = {case["status"] for case in cases}
-    if collect_errors or not cases:
-        return 2
-    if "failed" in statuses:
-        return 1
-    if "error" in statuses:
-        return 2
-    return 0
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a ``--hosts`` the harness cannot honour (once suites are collected), then keep only this shard."""
+    cases = [item for item in items if isinstance(item, CaseItem)]
+    if not cases:
+        return
+    problem = config.stash.get(_hosts_error_key, "")
+    if problem:
+        sys.stderr.write(f"conformance: error: {problem}\n")
+        pytest.exit(problem, returncode=2)
+    for position, item in enumerate(cases):
+        item.position = position  # results list cases in collection order, whatever order they ran in
+    shard = config.getoption("shard")
+    if shard is None:
+        return
+    index, count = shard
+    dropped = [item for item in cases if not in_shard(f"{item.suite.name}::{item.name}", index, count)]
+    if dropped:
+        gone = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in gone]
+        config.hook.pytest_deselected(items=dropped)
 
 
 @pytest.hookimpl(trylast=True)
@@ -292,18 +454,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = config.stash[_session_key]
     results = config.stash[_results_key]
-    state.any_failed = any(c["status"] in ("failed", "error") for c in results["cases"])
+    strict = bool(config.getoption("strict_differences"))
+    bad = STRICT_BAD if strict else ("failed", "error")
+    state.any_failed = any(c["status"] in bad for c in results["cases"])
     state.close()
     if hasattr(config, "workerinput"):
         return
-    conformance_mode = bool(results["cases"]) or any(
+    # A shard may legitimately hold no case; its (empty) results still belong to the merge.
+    conformance_mode = bool(results["cases"]) or results["shard"] is not None or any(
         e["file"].endswith((".yaml", ".yml")) for e in results["collect_errors"])
     if not conformance_mode:
         return
-    code = exit_code(results["cases"], results["collect_errors"])
+    code = exit_code(results["cases"], results["collect_errors"], strict=strict,
+                     empty_ok=results["shard"] is not None)
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         code = 2
-    document = build_document(state, results, code)
+    document = build_document(state, results, code, strict=strict)
     config.stash[_document_key] = document
     report_dir = config.getoption("report_dir")
     if report_dir:
@@ -316,17 +482,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _document_key = pytest.StashKey[dict[str, Any]]()
 
 
-def build_document(state: RunSession, results: dict[str, Any], code: int) -> dict[str, Any]:
+def build_document(state: RunSession, results: dict[str, Any], code: int, *, strict: bool = False) -> dict[str, Any]:
     """The results.json document: the run's header, its summary and every case record."""
-    cases = results["cases"]
-    counts = {status: sum(1 for c in cases if c["status"] == status)
-              for status in ("passed", "failed", "skipped", "error")}
+    cases = sorted(results["cases"], key=lambda case: case["position"])
     target = next((c["target"] for c in cases if c.get("target")), {"name": state.target_spec})
     runtimes: dict[str, dict[str, str]] = {}
     for case in cases:
         if case["runtime"] != "none":
             runtimes.setdefault(case["runtime"], {"version": case.get("runtime_version", "unknown")})
-    return {
+    document = {
         "format": "conformance-results/1",
         "run_id": state.run_id,
         "started": _iso(results["started"]),
@@ -334,11 +498,15 @@ def build_document(state: RunSession, results: dict[str, Any], code: int) -> dic
         "duration": round(time.time() - results["started"], 3),
         "target": target,
         "runtimes": runtimes,
-        "summary": {**counts, "total": len(cases)},
+        "summary": counts(cases),
         "exit_code": code,
+        "strict_differences": strict,
         "collect_errors": results["collect_errors"],
         "cases": cases,
     }
+    if results["shard"] is not None:
+        document["shard"] = {"index": results["shard"][0], "count": results["shard"][1]}
+    return document
 
 
 def _iso(timestamp: float) -> str:

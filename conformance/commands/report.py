@@ -1,8 +1,13 @@
 """``conformance report merge|diff``: compatibility matrices across runs, and regressions between two runs.
 
 ``merge A/results.json B/results.json ... [--report-dir D]`` prints the matrix as a terminal table and, with
-``--report-dir``, writes ``matrix.html`` and ``matrix.md`` there. ``diff OLD NEW`` prints newly failing, newly
-passing and changed skip reasons and exits 1 when a case newly fails (0 otherwise, 2 on unreadable input).
+``--report-dir``, writes ``matrix.html`` and ``matrix.md`` there. Results of ``--shard K/N`` runs are first joined
+into the run they are parts of (all N shards must be given); when the inputs are exactly the shards of one run,
+``--report-dir`` also gets that run's ``results.json``, ``junit.xml``, ``report.html`` and ``summary.md``, the same
+reports one unsharded run writes, and the command exits with that run's exit code (so a CI merge job fails when
+the run did). Otherwise merge exits 0. ``diff OLD NEW`` prints newly failing, newly passing, newly flaky, newly
+known differences and changed skip reasons and exits 1 when a case newly fails (0 otherwise, 2 on unreadable
+input).
 """
 
 from __future__ import annotations
@@ -30,9 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    matrix = merge(load(args.results))
+    from conformance.reports import write_all
+    from conformance.reports.shards import group_shards, is_shard
+
+    documents = load(args.results)
+    runs = group_shards(documents)
+    one_sharded_run = len(runs) == 1 and all(is_shard(d) for _, d in documents)
+    matrix = merge(runs)
     if args.report_dir:
         out = Path(args.report_dir)
+        if one_sharded_run:
+            write_all(runs[0][1], out)
         try:
             out.mkdir(parents=True, exist_ok=True)
             (out / "matrix.html").write_text(render_html(matrix), encoding="utf-8")
@@ -42,6 +55,11 @@ def run_merge(args: argparse.Namespace) -> int:
     sys.stdout.write(render_terminal(matrix))
     if args.report_dir:
         print(f"matrix: {Path(args.report_dir) / 'matrix.html'}, {Path(args.report_dir) / 'matrix.md'}")
+    if one_sharded_run:
+        document = runs[0][1]
+        print(f"joined {document['joined_shards']} shards: {document['summary']['total']} cases, "
+              f"exit code {document['exit_code']}" + (f"; reports in {args.report_dir}" if args.report_dir else ""))
+        return int(document["exit_code"])
     return 0
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.errors import SuiteError
+from conformance.errors import ConformanceError, SuiteError
+from conformance.reports.shards import parse_shard
 from conformance.suite.loader import load_suite
 
 
@@ -30,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--junitxml", help="also write the JUnit report to this path")
     parser.add_argument("--destroy", choices=("always", "passing", "never"), default="always",
                         help="what happens to a disposable VM at the end (default: always)")
+    parser.add_argument("--strict", action="store_true",
+                        help="known differences (a case's declared runtime.* differences) fail the run: exit 1")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="run only shard K of N (a stable split by case id); join with 'report merge'")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.set_defaults(func=run)
 
@@ -57,6 +62,11 @@ def default_report_dir(target: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.shard is not None:
+        try:
+            parse_shard(args.shard)
+        except ValueError as exc:
+            raise ConformanceError(str(exc)) from None
     files = suite_files(args.paths)
     for file in files:
         load_suite(file)  # raises SuiteError: one line, exit 2
@@ -72,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         pytest_args += ["-k", args.keyword]
     if args.exitfirst:
         pytest_args.append("-x")
+    if args.strict:
+        pytest_args.append("--strict-differences")
+    if args.shard:
+        pytest_args += ["--shard", args.shard]
     if args.workers:
         pytest_args += ["-n", str(args.workers)]
     pytest_args.append("-v" * args.verbose if args.verbose else "-q")

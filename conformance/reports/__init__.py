@@ -1,6 +1,10 @@
 """Reports of a run, all rendered from one results document (the content of ``results.json``):
 ``junit.xml`` (CI systems), ``results.json`` (machines, merge/diff), ``report.html`` (people, offline),
 ``summary.md`` (pull requests, chat) and the terminal table printed at the end of the run.
+
+``results.json`` keeps every text exactly as the target returned it (JSON escapes what it must); every other
+format is rendered from the document through :func:`conformance.reports.text.visible_tree`, so nothing a
+container prints can make ``junit.xml`` or ``report.html`` unreadable.
 """
 
 from __future__ import annotations
@@ -12,9 +16,8 @@ from typing import Any
 from conformance.errors import ReportError
 from conformance.reports.html import render_html
 from conformance.reports.junit import render_junit
+from conformance.reports.status import STATUSES
 from conformance.reports.summary import markdown_summary, suite_totals, terminal_table
-
-STATUSES = ("passed", "failed", "skipped", "error")
 
 
 def write_all(document: dict[str, Any], report_dir: Path) -> dict[str, Path]:

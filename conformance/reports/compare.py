@@ -3,7 +3,8 @@
 ``merge`` reads any number of ``results.json`` documents (one run may already hold several runtimes) into one
 :class:`Matrix`; it renders as a terminal table (tabulate), Markdown and self-contained HTML (jinja2), each with
 per-suite totals. ``diff`` compares an OLD and a NEW run case by case (keyed by suite, case, runtime, target):
-newly failing, newly passing, changed skip reasons; any newly failing case is a regression (exit status 1).
+newly failing, newly passing, newly flaky, newly known differences, changed skip reasons; any newly failing case
+is a regression (exit status 1). Everything rendered goes through the report sanitiser (``reports/text.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import jinja2
 from tabulate import tabulate
 
 from conformance.errors import ReportError
-
-STATUSES = ("passed", "failed", "skipped", "error")
-BAD = ("failed", "error")
-SYMBOLS = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "error": "ERROR"}
+from conformance.reports.status import BAD, STATUSES, SYMBOLS
+from conformance.reports.status import detail as case_detail
+from conformance.reports.text import visible, visible_tree
 
 
 @dataclass(frozen=True, order=True)
@@ -41,11 +41,8 @@ class Cell:
 
     @property
     def detail(self) -> str:
-        """The skip reason, else the first line of the failure message."""
-        if self.reason:
-            return self.reason
-        lines = self.message.strip().splitlines()
-        return lines[0] if lines else ""
+        """The reason (skip, known difference, retries), else the first line of the failure message."""
+        return case_detail({"reason": self.reason, "message": self.message})
 
 
 @dataclass
@@ -64,7 +61,7 @@ class Matrix:
     runtime_versions: dict[str, str] = field(default_factory=dict)
 
     def totals(self) -> dict[str, dict[Column, dict[str, int]]]:
-        """Per suite and column: how many cases passed, failed, were skipped, errored, and the total."""
+        """Per suite and column: how many cases have each status, and the total."""
         out: dict[str, dict[Column, dict[str, int]]] = {}
         for row in self.rows:
             per_suite = out.setdefault(row.suite, {})
@@ -96,6 +93,10 @@ def _validate(document: dict[str, Any], source: str) -> None:
             raise ReportError(f"{source}: case #{i} lacks {', '.join(missing)}")
         if case["status"] not in STATUSES:
             raise ReportError(f"{source}: case {case['suite']}/{case['case']} has status {case['status']!r}")
+    shard = document.get("shard")
+    if shard is not None and not (isinstance(shard, dict) and isinstance(shard.get("index"), int)
+                                  and isinstance(shard.get("count"), int) and 1 <= shard["index"] <= shard["count"]):
+        raise ReportError(f"{source}: 'shard' must be {{index: K, count: N}} with 1 <= K <= N, got {shard!r}")
 
 
 def load(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
@@ -111,7 +112,10 @@ def load(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def merge(documents: list[tuple[str, dict[str, Any]]]) -> Matrix:
-    """One matrix from several runs. The same (runtime, target) from two files gets two columns (``#2``)."""
+    """One matrix from several runs. The same (runtime, target) from two files gets two columns (``#2``); shards
+    of one run should be joined first (:func:`conformance.reports.shards.group_shards`). The matrix holds display
+    text: every string is already :func:`~conformance.reports.text.visible`."""
+    documents = [(visible(source), visible_tree(document)) for source, document in documents]
     columns: list[Column] = []
     rows: dict[tuple[str, str], Row] = {}
     versions: dict[str, str] = {}
@@ -150,10 +154,13 @@ def _cell_text(cell: Cell | None) -> str:
 
 
 def _totals_text(counts: dict[str, int] | None) -> str:
+    """``passed/total`` (flaky passes included in ``passed``), then every other status that occurred."""
     if not counts:
         return "-"
-    extra = [f"{counts[s]} {s}" for s in ("failed", "error", "skipped") if counts.get(s)]
-    return f"{counts['passed']}/{counts['total']}" + (f" ({', '.join(extra)})" if extra else "")
+    extra = [f"{counts[s]} {s.replace('_', ' ')}" for s in ("failed", "error", "known_difference", "flaky", "skipped")
+             if counts.get(s)]
+    passed = counts.get("passed", 0) + counts.get("flaky", 0)
+    return f"{passed}/{counts['total']}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def render_terminal(matrix: Matrix) -> str:
@@ -229,6 +236,8 @@ class Change:
 class Diff:
     newly_failing: list[Change] = field(default_factory=list)
     newly_passing: list[Change] = field(default_factory=list)
+    newly_flaky: list[Change] = field(default_factory=list)
+    newly_known_difference: list[Change] = field(default_factory=list)
     skip_reason_changed: list[Change] = field(default_factory=list)
     other_changes: list[Change] = field(default_factory=list)
     added: list[Change] = field(default_factory=list)
@@ -261,6 +270,10 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Diff:
             result.newly_failing.append(change)
         elif a is not None and a.status != "passed" and b.status == "passed":
             result.newly_passing.append(change)
+        elif a is not None and a.status != "flaky" and b.status == "flaky":
+            result.newly_flaky.append(change)
+        elif a is not None and a.status != "known_difference" and b.status == "known_difference":
+            result.newly_known_difference.append(change)
         elif a is not None and a.status == b.status == "skipped" and a.reason != b.reason:
             result.skip_reason_changed.append(change)
         elif a is not None and a.status != b.status:
@@ -276,6 +289,8 @@ def render_diff(d: Diff) -> str:
     sections = (
         ("newly failing (regressions)", d.newly_failing),
         ("newly passing", d.newly_passing),
+        ("newly flaky (passed only on a retry)", d.newly_flaky),
+        ("newly known differences", d.newly_known_difference),
         ("skip reason changed", d.skip_reason_changed),
         ("other status changes", d.other_changes),
         ("added", d.added),
@@ -289,10 +304,10 @@ def render_diff(d: Diff) -> str:
             line = f"  {ch.name}: {status(ch.old)} -> {status(ch.new)}"
             if ch in d.skip_reason_changed and ch.old and ch.new:
                 line += f" (reason: {ch.old.reason!r} -> {ch.new.reason!r})"
-            elif ch.new and ch.new.status in BAD and ch.new.detail:
+            elif ch.new and ch.new.status != "passed" and ch.new.detail:
                 line += f": {ch.new.detail[:200]}"
             lines.append(line)
     verdict = (f"REGRESSION: {len(d.newly_failing)} case(s) newly failing" if d.regression
                else "no regression")
     lines.append(verdict)
-    return "\n".join(lines) + "\n"
+    return visible("\n".join(lines)) + "\n"

@@ -41,7 +41,8 @@ def test_results_json_has_every_status_with_details(four: tuple[Any, Path]) -> N
     status = {c["case"]: c for c in document["cases"]}
     assert {k: v["status"] for k, v in status.items()} == {
         "passes": "passed", "fails": "failed", "skipped": "skipped", "errors": "error"}
-    assert document["summary"] == {"passed": 1, "failed": 1, "skipped": 1, "error": 1, "total": 4}
+    assert document["summary"] == {"passed": 1, "flaky": 0, "failed": 1, "known_difference": 0, "skipped": 1,
+                                   "error": 1, "total": 4}
     assert document["exit_code"] == 1
     assert status["skipped"]["reason"].startswith("missing feature feature.nobody-has")
     assert "expected lt 2" in status["fails"]["message"]
