@@ -191,12 +191,15 @@ class Request:
             raise ApiError(400, f"invalid JSON body: {exc}") from None
 
     # -- output by hand ----------------------------------------------------------------------------------------
-    def stream(self, chunks: Iterable[bytes], content_type: str = "application/json", status: int = 200) -> None:
+    def stream(self, chunks: Iterable[bytes], content_type: str = "application/json", status: int = 200,
+               headers: dict[str, str] | None = None) -> None:
         """Answer with a chunked body, one chunk per item, flushed as it comes (progress, logs, events, stats)."""
         self.answered = True
         h = self.handler
         h.send_response(status)
         h.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
         h.send_header("Transfer-Encoding", "chunked")
         h.send_common_headers()
         h.end_headers()
