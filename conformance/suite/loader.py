@@ -7,6 +7,7 @@ key on which line is wrong, and so that variable use can be checked in document 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,53 @@ class _Node(dict[Any, Any]):
     key_lines: dict[Any, int]
 
 
+#: Suites are small text files; a larger one is refused before parsing.
+MAX_BYTES = 1024 * 1024
+#: Deeper nesting than any suite needs; refused before Python's recursion limit is anywhere near.
+MAX_DEPTH = 40
+#: Nodes in the document with every alias expanded: bounds alias bombs ("billion laughs").
+MAX_NODES = 50_000
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader that bounds nesting and alias expansion while composing, before anything is constructed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> size of the node with its aliases expanded
+        self._open_anchors: set[str] = set()
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise SuiteError(f"alias *{event.anchor} refers to the node that contains it", line=line)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise SuiteError(f"nesting deeper than {MAX_DEPTH} levels", line=line)
+        anchor = getattr(event, "anchor", None)
+        if anchor:
+            self._open_anchors.add(anchor)
+        try:
+            node: yaml.Node | None = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if anchor:
+                self._open_anchors.discard(anchor)
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        else:
+            children = []
+        size = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+        if size > MAX_NODES:
+            raise SuiteError(f"aliases expand this document beyond {MAX_NODES} nodes (an alias bomb?)", line=line)
+        self._sizes[id(node)] = size
+        return node
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
@@ -52,8 +98,11 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
     result.line = node.start_mark.line + 1
     result.key_lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "a mapping" if isinstance(key_node, yaml.MappingNode) else "a list"
+            raise SuiteError(f"a key must be a plain value, not {kind}", line=line)
+        key = loader.construct_object(key_node, deep=True)
         if key in result:
             raise SuiteError(f"duplicate key {key!r}", line=line)
         result[key] = loader.construct_object(value_node, deep=True)
@@ -64,22 +113,46 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Parse and validate one suite file. Raises :class:`SuiteError` with file and line."""
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; binary, non-UTF-8 and oversized files are refused with the offending line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise SuiteError(f"cannot read suite: {exc.strerror}", path=str(path)) from None
+    if len(raw) > MAX_BYTES:
+        raise SuiteError(f"file larger than {MAX_BYTES // 1024} KiB: not a suite", path=str(path))
+    if b"\0" in raw:
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise SuiteError("binary file (NUL byte): a suite is UTF-8 text", path=str(path), line=line)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x}): a suite is UTF-8 text", path=str(path),
+                         line=line) from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate one suite file. Raises :class:`SuiteError` with file and line - and nothing else,
+    whatever the file holds."""
+    path = Path(path)
+    text = _read_text(path)
     try:
         data = yaml.load(text, Loader=_Loader)
     except SuiteError as exc:
-        raise SuiteError(str(exc).split(": ", 1)[-1], path=str(path), line=exc.line) from None
+        raise SuiteError(exc.message, path=str(path), line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise SuiteError(f"invalid YAML: {exc.problem}", path=str(path), line=line) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise SuiteError(f"invalid YAML: character {exc.character!r} is not allowed", path=str(path),
+                         line=line) from None
     except yaml.YAMLError as exc:
-        raise SuiteError(f"invalid YAML: {exc}", path=str(path)) from None
+        raise SuiteError(f"invalid YAML: {' '.join(str(exc).split())}", path=str(path)) from None
+    except RecursionError:  # the depth bound should make this unreachable; still one line, never a traceback
+        raise SuiteError(f"nesting deeper than {MAX_DEPTH} levels", path=str(path)) from None
     return _Validator(str(path)).suite(data)
 
 
@@ -108,7 +181,8 @@ class _Validator:
         value = node[key]
         names = types if isinstance(types, tuple) else (types,)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in names):
-            expected = " or ".join(t.__name__ for t in names)
+            expected = " or ".join({"_Node": "a mapping", "list": "a list"}.get(t.__name__, t.__name__)
+                                   for t in names)
             raise self.fail(f"key {key!r} in {what} must be {expected}, got {_type_name(value)}",
                             node.key_lines[key])
         return value
@@ -174,9 +248,7 @@ class _Validator:
         if level not in LEVELS:
             raise self.fail(f"level of {what} must be one of MUST, SHOULD, MAY, got {level!r}",
                             node.key_lines["level"])
-        timeout = self.typed(node, "timeout", (int, float), what, default=120)
-        if timeout <= 0:
-            raise self.fail(f"timeout of {what} must be positive", node.key_lines["timeout"])
+        timeout = self.seconds(node, "timeout", what, default=120)
         differences = self.str_list(node, "differences", what)
         for key in differences:
             if not key.startswith("runtime.") or key == "runtime.":
@@ -227,12 +299,12 @@ class _Validator:
             self.mapping(body, "check", body_line, MATCHER_KEYS | {"value"})
             if "value" not in body:
                 raise self.fail("'check' needs a 'value'", body_line)
+            if not _is_scalar(body["value"]):
+                raise self.fail(f"'value' of 'check' must be a string or number, got {_type_name(body['value'])}",
+                                body.key_lines["value"])
+            self.matcher_keys(body, "check", exclude={"value"})
         if action == "file":
-            self.mapping(body, "file", body_line, FILE_KEYS)
-            if "path" not in body:
-                raise self.fail("'file' needs a 'path'", body_line)
-            if "content" in body:
-                self.matcher(body["content"], "content", body.key_lines["content"])
+            self.file(body, body_line)
         expect = self.typed(node, "expect", _Node, what, default=_Node())
         if expect:
             self.mapping(expect, "expect", node.key_lines["expect"], EXPECT_KEYS)
@@ -244,7 +316,15 @@ class _Validator:
         retry = self.typed(node, "retry", _Node, what, default=_Node())
         if retry:
             self.mapping(retry, "retry", node.key_lines["retry"], RETRY_KEYS)
-        timeout = self.typed(node, "timeout", (int, float), what, default=None)
+            attempts = retry.get("attempts", 1)
+            if not _is_int(attempts) or not 1 <= attempts <= 1000:
+                raise self.fail(f"'attempts' in retry must be a whole number from 1 to 1000, got {attempts!r}",
+                                retry.key_lines.get("attempts", retry.line))
+            interval = retry.get("interval", 0.5)
+            if not _is_number(interval) or not 0 <= interval <= 3600:
+                raise self.fail(f"'interval' in retry must be a number of seconds from 0 to 3600, got {interval!r}",
+                                retry.key_lines.get("interval", retry.line))
+        timeout = self.seconds(node, "timeout", what, default=None)
         stdin = self.typed(node, "stdin", str, what, default=None)
         for name in sorted(variables_in([body, expect, stdin])):
             if name not in known:
@@ -263,29 +343,80 @@ class _Validator:
             line = raw.key_lines[name]
             if not isinstance(name, str) or not VAR_NAME_RE.match(name) or name in BUILTIN_VARS:
                 raise self.fail(f"cannot capture into {name!r}", line)
-            if source in ("stdout", "stderr"):
+            if isinstance(source, str) and source in ("stdout", "stderr"):
                 continue
             if isinstance(source, _Node) and set(source) <= {"from", "regex"} and \
                     source.get("from", "stdout") in ("stdout", "stderr"):
                 if "regex" in source:
+                    if not isinstance(source["regex"], str):
+                        raise self.fail(f"regex of capture {name!r} must be a string", line)
                     try:
-                        compile_pattern(str(source["regex"]))
-                    except re.error as exc:
+                        compile_pattern(source["regex"])
+                    except (re.error, RecursionError, OverflowError) as exc:
                         raise self.fail(f"bad regex for capture {name!r}: {exc}", line) from None
                 continue
             raise self.fail(f"capture {name!r} must be stdout, stderr or {{from: stdout|stderr, regex: ...}}", line)
         return dict(raw)
 
+    def seconds(self, node: _Node, key: str, what: str, default: float | None) -> Any:
+        """A positive, finite number of seconds (at most a day)."""
+        value = self.typed(node, key, (int, float), what, default=default)
+        if value is not None and not 0 < value <= 86400:  # also refuses nan and inf
+            raise self.fail(f"{key} of {what} must be a number of seconds above 0 and at most 86400, got {value!r}",
+                            node.key_lines[key])
+        return value
+
+    def file(self, body: _Node, line: int) -> None:
+        self.mapping(body, "file", line, FILE_KEYS)
+        if "path" not in body:
+            raise self.fail("'file' needs a 'path'", line)
+        checks: dict[str, tuple[Any, str]] = {
+            "path": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+            "exists": (lambda v: isinstance(v, bool), "true or false"),
+            "type": (lambda v: v in ("file", "directory", "symlink"), "file, directory or symlink"),
+            "mode": (lambda v: isinstance(v, str) and re.fullmatch(r"0?[0-7]{3,4}", v) is not None,
+                     "an octal string such as \"0644\" (quoted: YAML reads 0644 as a number)"),
+        }
+        for key, (ok, expected) in checks.items():
+            if key in body and not ok(body[key]):
+                raise self.fail(f"'{key}' of 'file' must be {expected}, got {body[key]!r}", body.key_lines[key])
+        if "content" in body:
+            self.matcher(body["content"], "content", body.key_lines["content"])
+
     def matcher(self, value: Any, what: str, line: int) -> None:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return
         node = self.mapping(value, f"matcher {what!r}", line, MATCHER_KEYS)
-        for key in ("matches", "not_matches"):
-            if key in node:
+        self.matcher_keys(node, what)
+
+    def matcher_keys(self, node: _Node, what: str, exclude: frozenset[str] | set[str] = frozenset()) -> None:
+        """Each matcher key's value has the type its check needs (so nothing fails only when the case runs)."""
+        for key, value in node.items():
+            if key in exclude:
+                continue
+            line = node.key_lines[key]
+            if key in ("matches", "not_matches"):
+                if not isinstance(value, str):
+                    raise self.fail(f"{what}.{key} must be a regex string, got {_type_name(value)}", line)
                 try:
-                    compile_pattern(str(node[key]))
-                except re.error as exc:
-                    raise self.fail(f"bad regex in {what}.{key}: {exc}", node.key_lines[key]) from None
+                    compile_pattern(value)
+                except (re.error, RecursionError, OverflowError) as exc:
+                    raise self.fail(f"bad regex in {what}.{key}: {exc}", line) from None
+            elif key in ("contains", "not_contains"):
+                items = value if isinstance(value, list) else [value]
+                if not items or not all(_is_scalar(item) and not isinstance(item, bool) for item in items):
+                    raise self.fail(f"{what}.{key} must be a string or a list of strings, got {value!r}", line)
+            elif key == "equals":
+                if not _is_scalar(value):
+                    raise self.fail(f"{what}.equals must be a string or number, got {_type_name(value)}", line)
+            elif key == "empty":
+                if not isinstance(value, bool):
+                    raise self.fail(f"{what}.empty must be true or false, got {value!r}", line)
+            elif key == "lines":
+                if not _is_int(value) or value < 0:
+                    raise self.fail(f"{what}.lines must be a whole number, got {value!r}", line)
+            elif not _is_number(value):  # lt le gt ge eq ne
+                raise self.fail(f"{what}.{key} must be a number, got {value!r}", line)
 
     def exit_spec(self, value: Any, line: int) -> None:
         if value == "any" or (isinstance(value, int) and not isinstance(value, bool)):
@@ -295,6 +426,19 @@ class _Validator:
         if isinstance(value, _Node) and set(value) == {"not"} and isinstance(value["not"], int):
             return
         raise self.fail(f"'exit' must be an int, a list of ints, {{not: N}} or 'any', got {value!r}", line)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    """A string or a finite number (what a matcher compares text with)."""
+    return isinstance(value, str) or _is_number(value)
 
 
 def _type_name(value: Any) -> str:
