@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import fnmatch
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from runtime.humanize import human_duration, human_size
 from runtime.store import Image, Store
 from runtime.store.archive import import_tarball, load_archive, save_docker_archive
 from runtime.store.baseimage import bootstrap_busybox, bootstrap_debian
-from runtime.store.reference import parse_reference
+from runtime.store.reference import parse_reference, reference_matches
 
 if False:  # typing only; importing the CLI package here would be circular at run time
     from runtime.cli import Context
@@ -197,9 +196,9 @@ def _image_rows(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
         if not pairs:
             pairs = [(d.split("@")[0], NONE) for d in image.repo_digests] or [(NONE, NONE)]
         for repo, tag in pairs:
-            if wanted and not _matches(wanted, repo, tag):
+            if wanted and not reference_matches(wanted, repo, tag):
                 continue
-            if "reference" in filters and not _matches(filters["reference"], repo, tag):
+            if "reference" in filters and not reference_matches(filters["reference"], repo, tag):
                 continue
             digest = next((d.split("@")[1] for d in image.repo_digests if d.split("@")[0] == repo), NONE)
             rows.append(
@@ -218,13 +217,6 @@ def _image_rows(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def _matches(pattern: str, repo: str, tag: str) -> bool:
-    pat_repo, _, pat_tag = pattern.partition(":") if "/" not in pattern.rpartition(":")[2] else (pattern, "", "")
-    if ":" in pattern and "/" in pattern.rpartition(":")[2]:
-        pat_repo, pat_tag = pattern, ""
-    return fnmatch.fnmatchcase(repo, pat_repo) and (not pat_tag or fnmatch.fnmatchcase(tag, pat_tag))
 
 
 def _parse_filters(values: list[str]) -> dict[str, str]:

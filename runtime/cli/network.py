@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from runtime import network
@@ -16,6 +16,7 @@ from runtime.cli import Context
 from runtime.cli.format import format_rows, print_inspected
 from runtime.errors import NotFoundError, RefrtError, UsageError
 from runtime.network.errors import ContainerNotAttached
+from runtime.network.filters import ls_filter
 from runtime.network.ports import port_lines
 
 
@@ -41,36 +42,6 @@ def _filters(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-BUILTIN = ("bridge", "host", "none")
-
-
-def _ls_filter(values: list[str] | None) -> Callable[[dict[str, Any]], bool]:
-    """docker's ``network ls`` filters: label=k[=v], type=custom|builtin, name= (substring), id= (prefix),
-    driver=. Several values of one key are alternatives; different keys must all hold."""
-    wanted: dict[str, list[str]] = {}
-    for item in values or []:
-        key, _, value = item.partition("=")
-        if key not in ("label", "type", "name", "id", "driver"):
-            raise UsageError(f"invalid filter {key!r}")
-        if key == "type" and value not in ("custom", "builtin"):
-            raise UsageError(f"invalid filter: 'type'='{value}'")
-        wanted.setdefault(key, []).append(value)
-
-    def one(key: str, value: str, row: dict[str, Any]) -> bool:
-        if key == "label":
-            k, eq, v = value.partition("=")
-            return k in row["Labels"] and (not eq or row["Labels"][k] == v)
-        if key == "type":
-            return (row["Name"] in BUILTIN) == (value == "builtin")
-        if key == "name":
-            return value in row["Name"]
-        if key == "id":
-            return bool(row["ID"].startswith(value))
-        return bool(row["Driver"] == value)
-
-    return lambda row: all(any(one(k, v, row) for v in vs) for k, vs in wanted.items())
-
-
 def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
     if args.driver not in ("bridge",):
         raise UsageError(f"network driver {args.driver!r} is not supported (bridge only)")
@@ -81,7 +52,7 @@ def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
-    keep = _ls_filter(args.filter)
+    keep = ls_filter(args.filter)
     rows = [r for r in network.list_networks(ctx) if keep(r)]
     if args.quiet:
         for r in rows:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.cli import Context
 from runtime.errors import UsageError
-from runtime.store.reference import DEFAULT_DOMAIN, parse_reference
+from runtime.store.reference import parse_reference
 
 if TYPE_CHECKING:
     from runtime.registry.auth import Credentials
@@ -21,19 +21,6 @@ if TYPE_CHECKING:
 
 #: Exit status of a registry command the registry refused (docker's client exits 1).
 REGISTRY_FAILURE = 1
-
-
-def _server_domain(server: str | None) -> str:
-    """``refrt login`` takes a host[:port] or a URL; docker.io when none is given."""
-    if not server:
-        return DEFAULT_DOMAIN
-    server = server.removeprefix("https://").removeprefix("http://").rstrip("/")
-    server = server.removesuffix("/v1").removesuffix("/v2")
-    if server in ("index.docker.io", "registry-1.docker.io"):
-        return DEFAULT_DOMAIN
-    if not server or "/" in server:
-        raise UsageError(f"invalid registry server {server!r}")
-    return server
 
 
 def _read_credentials(args: argparse.Namespace) -> Credentials:
@@ -63,11 +50,12 @@ def _read_credentials(args: argparse.Namespace) -> Credentials:
 
 
 def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
-    domain = _server_domain(args.server)
     from runtime.registry.auth import CredentialStore
     from runtime.registry.client import RegistryClient
-    from runtime.registry.endpoints import endpoint_for
+    from runtime.registry.endpoints import endpoint_for, server_domain
     from runtime.registry.errors import RegistryError
+
+    domain = server_domain(args.server)
 
     store = CredentialStore(ctx.config_dir)
     stored = store.get(domain)
@@ -90,8 +78,9 @@ def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_logout(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.registry.auth import CredentialStore
+    from runtime.registry.endpoints import server_domain
 
-    domain = _server_domain(args.server)
+    domain = server_domain(args.server)
     if CredentialStore(ctx.config_dir).erase(domain):
         print(f"Removing login credentials for {domain}")
     else:

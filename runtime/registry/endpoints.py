@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runtime.errors import UsageError
 from runtime.registry.auth import CredentialStore
 from runtime.registry.client import RegistryClient
 from runtime.store.reference import DEFAULT_DOMAIN
@@ -20,3 +21,17 @@ def client_for(domain: str, config_dir: str | Path | None) -> RegistryClient:
     """A client for ``domain`` carrying the login stored for it (anonymous when there is none)."""
     credentials = CredentialStore(config_dir).get(domain)
     return RegistryClient(endpoint_for(domain), credentials=credentials)
+
+
+def server_domain(server: str | None) -> str:
+    """The registry a login names: a host[:port] or a URL (``refrt login``, the daemon's ``/auth``); docker.io
+    when none is given."""
+    if not server:
+        return DEFAULT_DOMAIN
+    server = server.removeprefix("https://").removeprefix("http://").rstrip("/")
+    server = server.removesuffix("/v1").removesuffix("/v2")
+    if server in ("index.docker.io", "registry-1.docker.io"):
+        return DEFAULT_DOMAIN
+    if not server or "/" in server:
+        raise UsageError(f"invalid registry server {server!r}")
+    return server

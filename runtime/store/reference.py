@@ -7,6 +7,7 @@ client reuses :func:`parse_reference` to know which host and repository to talk 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 
@@ -115,3 +116,11 @@ def familiar_reference(text: str) -> str:
 
 def is_digest(text: str) -> bool:
     return bool(_DIGEST_RE.match(text))
+
+
+def reference_matches(pattern: str, repo: str, tag: str) -> bool:
+    """Whether ``repo:tag`` (familiar form) matches a ``docker images REPOSITORY[:TAG]`` / ``reference=`` filter
+    pattern (glob patterns; a ``:`` inside a registry's host:port is not a tag separator)."""
+    head, sep, last = pattern.rpartition(":")
+    pat_repo, pat_tag = (head, last) if sep and "/" not in last else (pattern, "")
+    return fnmatch.fnmatchcase(repo, pat_repo) and (not pat_tag or fnmatch.fnmatchcase(tag, pat_tag))

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from runtime.cli.registry import _server_domain
 from runtime.errors import UsageError
 from runtime.registry import manifests
 from runtime.registry.endpoints import endpoint_for
+from runtime.registry.endpoints import server_domain as _server_domain
 from runtime.registry.errors import UnsupportedManifestError
 from runtime.registry.manifests import Platform
 
