@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "volume": "volumes",
     **dict.fromkeys(("info", "version", "system", "daemon"), "system"),
 }
-_GLOBAL_OPTIONS_WITH_VALUE = ("--root", "--state", "--config")
+_GLOBAL_OPTIONS_WITH_VALUE = ("--root", "--state", "--config", "-H", "--host")
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,36 @@ def command_name(argv: Sequence[str]) -> str | None:
     return None
 
 
+# Parsers built ahead by :func:`preload` (in the daemon's zygote); each worker is a fork that uses one once.
+_PREBUILT: dict[str | None, argparse.ArgumentParser] = {}
+
+
+def preload() -> None:
+    """Build the parser of every command group, and the full one, ahead of the commands (the daemon's zygote)."""
+    for group in (*COMMAND_MODULES, None):
+        _PREBUILT[group] = _new_parser(group)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command group, or with just the group of command ``only`` when it is known."""
+    group = COMMANDS.get(only) if only is not None else None
+    prebuilt = _PREBUILT.pop(group, None)  # used once: parsing leaves defaults behind on the parser
+    return prebuilt if prebuilt is not None else _new_parser(group)
+
+
+def _new_parser(group: str | None) -> argparse.ArgumentParser:
     parser = _Parser(prog="refrt", description="refrt: the reference container runtime")
     parser.add_argument("--root", help="persistent state directory (REFRT_ROOT, default /var/lib/refrt)")
     parser.add_argument("--state", help="volatile state directory (REFRT_STATE, default /run/refrt)")
     parser.add_argument("--config", help="client config directory holding config.json (REFRT_CONFIG)")
     parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks")
+    # the thin client's options (runtime.client reads and removes them; here for --help and in-process runs)
+    parser.add_argument("-H", "--host", dest="client_host",
+                        help="daemon socket, unix://PATH (REFRT_HOST, default <state>/refrt.sock)")
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="run the command in this process, not in the daemon (REFRT_NO_DAEMON=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    groups = (COMMANDS[only],) if only in COMMANDS else COMMAND_MODULES
+    groups = (group,) if group is not None else COMMAND_MODULES
     for name in groups:
         importlib.import_module(f"runtime.cli.{name}").register(sub)
     return parser

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import runtime
+from runtime.errors import UsageError
 
 if TYPE_CHECKING:
     from runtime.cli import Context
@@ -136,13 +137,21 @@ def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.daemon.server import serve
 
-    return serve(ctx, args.host, verbose=args.debug_requests)
+    if args.idle_timeout < 0:
+        raise UsageError("--idle-timeout must be 0 (never) or a number of seconds")
+    return serve(ctx, args.host or getattr(args, "client_host", None), verbose=args.debug_requests,
+                 idle_timeout=args.idle_timeout, on_demand=args.on_demand, ready_fd=args.ready_fd)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("daemon", help="serve the Docker Engine API for this root (foreground)")
     p.add_argument("-H", "--host", default=None, help="unix://PATH to listen on (default: <state>/refrt.sock)")
     p.add_argument("--debug-requests", action="store_true", help="log every request on stderr")
+    p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="stop after this long without connections (default 0: never)")
+    # set by the thin client when it starts a daemon on demand
+    p.add_argument("--on-demand", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_daemon)
     p = sub.add_parser("info", help="show system-wide information")
     p.add_argument("-f", "--format", default="")

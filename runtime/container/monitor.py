@@ -105,6 +105,7 @@ def spawn(ctx: Any, container: Container, attach: Attach | None) -> StartHandle:
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
+            _close_inherited_fds({status_w, attach.stdin, attach.stdout, attach.stderr})
             code = Monitor(ctx, container, attach, status_w).run()
         except BaseException:
             code = 125
@@ -115,6 +116,16 @@ def spawn(ctx: Any, container: Container, attach: Attach | None) -> StartHandle:
     os.close(status_w)
     os.waitpid(pid, 0)
     return StartHandle(status_r)
+
+
+def _close_inherited_fds(keep: set[int | None]) -> None:
+    """The monitor outlives its caller, so it must not hold the caller's other descriptors: a daemon's sockets
+    and lock, a CLI worker's client connection (whose client would never see it close) or a lock file."""
+    low = 3
+    for fd in sorted(k for k in keep if k is not None and k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
 
 
 class Monitor:

@@ -1,25 +1,54 @@
-"""The daemon's life: where its socket is, serving it, and stopping cleanly.
+"""The daemon's life: one per root, its socket, live restore, the CLI's zygote, idling out, stopping cleanly.
 
 ``refrt daemon [--host unix://PATH]`` serves in the foreground until SIGTERM/SIGINT. The default socket is
-``<state>/refrt.sock`` (``/run/refrt/refrt.sock`` for the default root), so each root has its own daemon.
+``<state>/refrt.sock`` (``/run/refrt/refrt.sock`` for the default root), so each root has its own daemon:
+
+- ``<state>/refrt-daemon.lock`` is flock'ed for the daemon's whole life; a second daemon on the same root is
+  refused, except that an explicit ``refrt daemon`` takes over from a daemon the thin client started on demand
+  (it asks it to stop and waits for the lock).
+- ``<state>/refrt-daemon.pid`` holds the pid, the socket and the mode (``explicit`` or ``on-demand``), so a
+  client whose default socket is silent finds a daemon that listens elsewhere.
+- Live restore: containers keep their monitors, which never depended on the daemon. On start every container is
+  reconciled from disk; running ones stay untouched, those whose monitor died meanwhile are finished off.
+- The zygote (:mod:`runtime.daemon.zygote`) is forked before any thread starts; ``POST /refrt/cli`` hands it
+  the thin client's connections.
+- A daemon started on demand stops after ``idle_timeout`` seconds without a connection; any daemon stops when its
+  socket file is removed or replaced (its root was deleted, as tests do with temporary roots).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import os
 import signal
+import socket
+import struct
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from runtime.daemon import Daemon
-from runtime.daemon.http import UnixHTTPServer
+from runtime.daemon.http import ApiError, Request, Router, UnixHTTPServer
 from runtime.daemon.routes import build_router
-from runtime.errors import UsageError
+from runtime.errors import RefrtError, UsageError
 from runtime.paths import Paths
 
 SOCKET_NAME = "refrt.sock"
+LOCK_NAME = "refrt-daemon.lock"
+PIDFILE_NAME = "refrt-daemon.pid"
+CLI_PATH = "/refrt/cli"
+TAKEOVER_WAIT = 15.0
+
+
+class DaemonRunning(RefrtError):
+    """Another daemon serves this root."""
+
+    exit_code = 1
 
 
 def default_socket(paths: Paths) -> Path:
@@ -37,28 +66,282 @@ def socket_path(host: str | None, paths: Paths) -> Path:
     return Path(host)
 
 
-def serve(ctx: Any, host: str | None = None, *, verbose: bool = False,
-          ready: threading.Event | None = None) -> int:
-    """Serve the Engine API for ``ctx.paths`` on ``host`` until SIGTERM or SIGINT."""
-    path = socket_path(host, ctx.paths)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    daemon = Daemon(paths=ctx.paths, ctx=ctx)
-    server = UnixHTTPServer(str(path), build_router(daemon), verbose=verbose)
-
-    def stop(_signum: int, _frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    if ready is not None:
-        ready.set()
+def read_pidfile(paths: Paths) -> tuple[int, str, str] | None:
+    """(pid, socket path, mode) of the daemon that serves ``paths``, or None."""
     try:
+        pid, sock, mode = (paths.state / PIDFILE_NAME).read_text().split("\n")[:3]
+        return int(pid), sock, mode
+    except (OSError, ValueError):
+        return None
+
+
+# -- one daemon per root ----------------------------------------------------------------------------------------
+def _take_lock(paths: Paths, on_demand: bool) -> int:
+    fd = os.open(paths.state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        pass
+    other = read_pidfile(paths)
+    if other is not None and other[2] == "on-demand" and not on_demand:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(other[0], signal.SIGTERM)  # a disposable daemon: an explicit one takes over
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                time.sleep(0.02)
+    os.close(fd)
+    where = f" (pid {other[0]}, unix://{other[1]})" if other else ""
+    raise DaemonRunning(f"a daemon already serves the root {paths.root}{where}")
+
+
+def live_restore(ctx: Any) -> tuple[int, int]:
+    """Reconcile every container with the process table: (containers, still running)."""
+    from runtime.container import lifecycle
+    from runtime.container.state import all_containers
+
+    containers = all_containers(ctx.paths)
+    running = 0
+    for c in containers:
+        with contextlib.suppress(RefrtError, OSError):
+            lifecycle.reconcile(ctx, c)
+            running += c.state.running
+    return len(containers), running
+
+
+# -- the zygote and CLI sessions --------------------------------------------------------------------------------
+class Zygote:
+    """The daemon's end of the zygote: hands it connections, learns when their commands end, restarts it."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, threading.Event] = {}
+        self._ids = itertools.count(1)
+        self._closing = False
+        self.control, self.pid = self._fork()
+
+    def _fork(self) -> tuple[socket.socket, int]:
+        """Fork it from this process (only before any thread exists: see the module's doc)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if threading.active_count() > 1:
+            return ours, self._exec(ours, theirs)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the zygote
+            code = 0
+            try:
+                ours.close()
+                keep = theirs.fileno()
+                os.closerange(3, keep)  # the root's lock, the ready pipe: not the zygote's to hold
+                os.closerange(keep + 1, 65536)
+                from runtime.daemon.zygote import serve
+
+                serve(theirs, self.paths)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        return ours, pid
+
+    def _exec(self, ours: socket.socket, theirs: socket.socket) -> int:
+        """A fresh zygote process (its imports are its own): when this process already runs threads."""
+        package_parent = str(Path(__file__).resolve().parents[2])
+        code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+                "from runtime.daemon.zygote import main; main(sys.argv[1:])")
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code, str(theirs.fileno()),
+                                 str(self.paths.root), str(self.paths.state)], pass_fds=[theirs.fileno()])
+        theirs.close()
+        return proc.pid
+
+    def start_reader(self) -> None:
+        threading.Thread(target=self._read, name="zygote-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.control.recv(64)
+            except InterruptedError:
+                continue
+            except OSError:
+                message = b""
+            if message.startswith(b"D"):
+                with self._lock:
+                    event = self._pending.pop(message[1:], None)
+                if event is not None:
+                    event.set()
+                continue
+            if message:
+                continue
+            # the zygote died: its sessions' workers go on by themselves; release their threads, start another
+            with self._lock:
+                if self._closing:
+                    return
+                pending, self._pending = self._pending, {}
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, os.WNOHANG)
+                self.control.close()
+                self.control, self.pid = self._fork()
+            for event in pending.values():
+                event.set()
+
+    def run_session(self, conn: socket.socket) -> None:
+        """Pass the hijacked connection to the zygote and wait until its command has ended."""
+        event = threading.Event()
+        with self._lock:
+            sid = str(next(self._ids)).encode()
+            self._pending[sid] = event
+            socket.send_fds(self.control, [b"S" + sid], [conn.fileno()])
+        event.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            with contextlib.suppress(OSError):
+                self.control.shutdown(socket.SHUT_RDWR)  # wakes our reader, and the zygote sees EOF
+            self.control.close()
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(self.pid, 0)
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid
+
+
+def cli_route(zygote: Zygote) -> tuple[str, str, Any]:
+    """``POST /refrt/cli``: the thin client's private endpoint (upgraded to the protocol of the zygote)."""
+
+    def handle(request: Request) -> None:
+        if (request.headers.get("Upgrade") or "").lower() != "refrt-cli":
+            raise ApiError(400, "this endpoint needs Upgrade: refrt-cli")
+        uid = _peer_uid(request.handler.connection)
+        if uid not in (0, os.getuid()):
+            raise ApiError(403, f"uid {uid} may not run refrt commands through this daemon")
+        conn = request.hijack("application/vnd.refrt.cli")
+        zygote.run_session(conn)
+
+    return ("POST", CLI_PATH, handle)
+
+
+# -- the server ---------------------------------------------------------------------------------------------------
+class DaemonServer(UnixHTTPServer):
+    """Counts live connections, so the idle watch knows when nobody uses the daemon."""
+
+    def __init__(self, path: str, router: Router, *, verbose: bool = False) -> None:
+        self.active = 0
+        self.socket_inode = 0
+        self.last_activity = time.monotonic()
+        self._count_lock = threading.Lock()
+        super().__init__(path, router, verbose=verbose)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            self.active += 1
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self.active -= 1
+                self.last_activity = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self._count_lock:
+            return 0.0 if self.active else time.monotonic() - self.last_activity
+
+
+def _watch(server: DaemonServer, path: Path, idle_timeout: float, stop: threading.Event) -> None:
+    """Stop when idle too long (on-demand daemons), or when our socket file was removed or replaced."""
+    inode = server.socket_inode
+    while not stop.wait(0.5):
+        try:
+            gone = path.stat().st_ino != inode
+        except OSError:
+            gone = True
+        idle = idle_timeout > 0 and server.idle_for() >= idle_timeout
+        if gone or idle:
+            why = "its socket was removed" if gone else f"idle for {idle_timeout:g}s"
+            print(f"refrt daemon: stopping: {why}", file=sys.stderr, flush=True)
+            server.shutdown()
+            return
+
+
+def serve(ctx: Any, host: str | None = None, *, verbose: bool = False, ready: threading.Event | None = None,
+          idle_timeout: float = 0, on_demand: bool = False, ready_fd: int | None = None) -> int:
+    """Serve the Engine API for ``ctx.paths`` on ``host`` until SIGTERM or SIGINT (or idle, see the module)."""
+    paths: Paths = ctx.paths
+    path = socket_path(host, paths)
+    paths.state.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _take_lock(paths, on_demand)
+    pidfile = paths.state / PIDFILE_NAME
+    stopping = threading.Event()
+    zygote: Zygote | None = None
+    server: DaemonServer | None = None
+    try:
+        pidfile.write_text(f"{os.getpid()}\n{path}\n{'on-demand' if on_demand else 'explicit'}\n")
+        total, running = live_restore(ctx)
+        zygote = Zygote(paths)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        router = _api_router(Daemon(paths=paths, ctx=ctx))
+        router.add(*cli_route(zygote))
+        server = DaemonServer(str(path), router, verbose=verbose)
+        server.socket_inode = path.stat().st_ino
+        zygote.start_reader()
+        srv = server
+
+        def stop(_signum: int, _frame: object) -> None:
+            threading.Thread(target=srv.shutdown, daemon=True).start()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        threading.Thread(target=_watch, args=(server, path, idle_timeout, stopping), daemon=True).start()
+        print(f"refrt daemon: pid {os.getpid()} serving {paths.root} on unix://{path} "
+              f"({total} containers restored, {running} running)", file=sys.stderr, flush=True)
+        if ready is not None:
+            ready.set()
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
         server.serve_forever(poll_interval=0.5)
     finally:
-        server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        stopping.set()
+        if server is not None:
+            server.server_close()
+            _unlink_if_ours(path, server)
+        if zygote is not None:
+            zygote.close()
+        if (read_pidfile(paths) or (0,))[0] == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                pidfile.unlink()
+        os.close(lock)
     return 0
+
+
+def _api_router(daemon: Daemon) -> Router:
+    """The Engine API's routes; if a part of it cannot load, the daemon still serves the CLI (which every refrt
+    command goes through) and says why in its log."""
+    try:
+        return build_router(daemon)
+    except Exception:
+        import traceback
+
+        print("refrt daemon: the Engine API is not served, it failed to load:", file=sys.stderr)
+        traceback.print_exc()
+        return Router()
+
+
+def _unlink_if_ours(path: Path, server: DaemonServer) -> None:
+    """Remove the socket file unless another daemon already replaced it."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == server.socket_inode:
+            path.unlink()
+

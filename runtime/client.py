@@ -1,0 +1,277 @@
+"""The thin ``refrt`` client: hand the command to the root's daemon, relay signals, exit with the command's code.
+
+Why: a command used to pay for an interpreter with ``site`` and the runtime's imports (about 55 ms) before any
+work. This module imports nothing beyond what the interpreter has loaded already and two built-in modules
+(``_socket``, ``_signal``; their wrappers ``socket`` and ``signal`` import ``enum`` and ``selectors``), so under
+``python3 -I -S`` a command costs little more than the interpreter's start. The daemon's zygote runs the real
+command line in a forked, pre-imported worker (protocol: :mod:`runtime.daemon.zygote`).
+
+Which daemon: ``-H``/``--host`` or ``REFRT_HOST`` (``unix://PATH``), else the default socket of the root chosen by
+``--root``/``--state``/``REFRT_ROOT``/``REFRT_STATE`` (``<state>/refrt.sock``), else the socket named in the root's
+daemon pidfile (a ``refrt daemon --host`` elsewhere). When none listens, the client starts one on demand: detached
+(setsid), under ``<state>/refrt-daemon-start.lock`` so concurrent clients start one daemon, and it waits on a pipe
+until the daemon says it is ready. That daemon stops by itself after ``REFRT_DAEMON_IDLE`` seconds (default 60)
+without connections. An explicit host that does not answer is an error, not a reason to start one.
+
+``refrt daemon``, ``--no-daemon`` and ``REFRT_NO_DAEMON=1`` run the command line in this process, as before.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # no stub; the built-in under the signal module
+import _socket
+import os
+import sys
+
+PROTOCOL = b"refrt-cli-1"
+DEFAULT_ROOT = "/var/lib/refrt"
+DEFAULT_STATE = "/run/refrt"
+SOCKET_NAME = "refrt.sock"
+PIDFILE_NAME = "refrt-daemon.pid"
+START_LOCK_NAME = "refrt-daemon-start.lock"
+LOG_NAME = "refrt-daemon.log"
+DEFAULT_IDLE = "60"
+FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH,
+             _signal.SIGUSR1, _signal.SIGUSR2)
+_UPGRADE = (b"POST /refrt/cli HTTP/1.1\r\nHost: refrt\r\nConnection: Upgrade\r\nUpgrade: refrt-cli\r\n"
+            b"Content-Length: 0\r\n\r\n")
+_WITH_VALUE = ("--root", "--state", "--config", "-H", "--host")
+
+
+class ClientError(Exception):
+    """A one-line failure of the client itself (exit 125, as for every refrt failure)."""
+
+
+def _globals(argv: list[str]) -> tuple[dict[str, str], str | None]:
+    """The global options before the command word, and the command word."""
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-") or word == "-":
+            return found, word
+        name, eq, value = word.partition("=")
+        if name in _WITH_VALUE:
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            found[name.replace("-H", "--host") if name == "-H" else name] = value
+        elif word == "--no-daemon":
+            found[word] = "1"
+        i += 1
+    return found, None
+
+
+def _state_dir(options: dict[str, str]) -> str:
+    """The state directory exactly as :class:`runtime.paths.Paths` resolves it."""
+    root = os.path.abspath(options.get("--root") or os.environ.get("REFRT_ROOT") or DEFAULT_ROOT)
+    state = options.get("--state") or os.environ.get("REFRT_STATE")
+    if state:
+        return os.path.abspath(state)
+    return DEFAULT_STATE if root == DEFAULT_ROOT else os.path.join(root, "run")
+
+
+def _host_path(host: str) -> str:
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    if "://" in host:
+        raise ClientError(f"unsupported daemon host {host!r}: only unix:// sockets are served")
+    return host
+
+
+def _connect(path: str) -> _socket.socket | None:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def _connect_root(state: str) -> _socket.socket | None:
+    """The root's default socket, else the one its daemon's pidfile names."""
+    sock = _connect(os.path.join(state, SOCKET_NAME))
+    if sock is not None:
+        return sock
+    try:
+        with open(os.path.join(state, PIDFILE_NAME)) as f:
+            other = f.read().split("\n")[1]
+    except (OSError, IndexError):
+        return None
+    return _connect(other) if other else None
+
+
+def _start_daemon(options: dict[str, str], state: str) -> _socket.socket:
+    """Start the root's daemon unless another client just did (the start lock serializes them)."""
+    import fcntl
+
+    os.makedirs(state, exist_ok=True)
+    lock = os.open(os.path.join(state, START_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect_root(state)
+        if sock is not None:
+            return sock
+        _spawn_daemon(options, state)
+        sock = _connect_root(state)
+        if sock is None:
+            raise ClientError(f"the daemon started but does not listen in {state}")
+        return sock
+    finally:
+        os.close(lock)
+
+
+def _spawn_daemon(options: dict[str, str], state: str) -> None:
+    ready_r, ready_w = os.pipe()
+    log_path = os.path.join(state, LOG_NAME)
+    argv = [sys.executable, "-I", "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")]
+    for name in ("--root", "--state", "--config"):
+        if name in options:
+            argv += [name, options[name]]
+    argv += ["daemon", "--on-demand", "--idle-timeout", os.environ.get("REFRT_DAEMON_IDLE") or DEFAULT_IDLE,
+             "--ready-fd", str(ready_w)]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - becomes the daemon
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.close(ready_r)
+                os.set_inheritable(ready_w, True)
+                null = os.open(os.devnull, os.O_RDONLY)
+                log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                os.dup2(null, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.chdir("/")
+                os.execv(argv[0], argv)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.waitpid(pid, 0)
+    said = b""
+    while True:
+        chunk = os.read(ready_r, 64)
+        if not chunk:
+            break
+        said += chunk
+    os.close(ready_r)
+    if b"ready" not in said:
+        raise ClientError(f"the daemon did not start: {_last_line(log_path)} (see {log_path})")
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no log"
+
+
+def _upgrade(sock: _socket.socket) -> bytes | None:
+    """Ask for the CLI protocol; None when the connection closed first (a daemon that was just stopping)."""
+    try:
+        sock.sendall(_UPGRADE)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            answer += chunk
+    except (BrokenPipeError, ConnectionResetError):
+        return None
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)
+    if len(status) < 2 or status[1] != b"101":
+        message = rest.decode(errors="replace").strip()
+        if '"message"' in message:
+            message = message.split('"message"', 1)[1].strip(' :}"\n').rstrip('"')
+        raise ClientError(f"the daemon refused the command ({head.splitlines()[0].decode(errors='replace')}): "
+                          f"{message}")
+    return rest
+
+
+def _stdio() -> list[int]:
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
+def _send_header(sock: _socket.socket, argv: list[str]) -> None:
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = "/"
+    mask = os.umask(0o22)
+    os.umask(mask)
+    fields = [PROTOCOL, os.fsencode(cwd), b"%o" % mask, b"%d" % len(argv), *(os.fsencode(a) for a in argv),
+              *(k + b"=" + v for k, v in os.environb.items())]
+    payload = b"\0".join(fields)
+    message = len(payload).to_bytes(4, "big") + payload
+    rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in _stdio())
+    sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+    if sent < len(message):
+        sock.sendall(message[sent:])
+
+
+def _wait(sock: _socket.socket, pending: bytes) -> int:
+    def forward(signum: int, _frame: object) -> None:
+        try:  # noqa: SIM105 - contextlib costs a millisecond of imports
+            sock.send(bytes((signum,)))
+        except OSError:
+            pass
+
+    for signum in FORWARDED:
+        _signal.signal(signum, forward)
+    answer = pending
+    while len(answer) < 5:
+        chunk = sock.recv(64)
+        if not chunk:
+            raise ClientError("the daemon lost the command (its worker ended without an exit code)")
+        answer += chunk
+    value = int.from_bytes(answer[1:5], "big", signed=True)
+    return 128 + value if answer[:1] == b"S" else value
+
+
+def run_in_process(argv: list[str]) -> int:
+    from runtime.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    options, command = _globals(words)
+    no_daemon = "--no-daemon" in options or os.environ.get("REFRT_NO_DAEMON", "").lower() in ("1", "true", "yes")
+    if no_daemon or command == "daemon":
+        return run_in_process(words)
+    try:
+        host = options.get("--host") or os.environ.get("REFRT_HOST")
+        state = _state_dir(options)
+        for _ in range(5):
+            if host:
+                sock = _connect(_host_path(host))
+                if sock is None:
+                    raise ClientError(f"cannot connect to the refrt daemon at {host}: is it running?")
+            else:
+                sock = _connect_root(state) or _start_daemon(options, state)
+            try:
+                pending = _upgrade(sock)
+                if pending is None:
+                    continue  # it was stopping (idle): start or find the next one
+                _send_header(sock, words)
+                return _wait(sock, pending)
+            finally:
+                sock.close()
+        raise ClientError("the daemon keeps closing the connection")
+    except ClientError as exc:
+        sys.stderr.write(f"refrt: {exc}\n")
+        return 125

@@ -1,0 +1,294 @@
+"""The zygote: a single-threaded, pre-imported process that forks one worker per CLI command.
+
+Why: a ``refrt`` call used to pay for an interpreter start and the runtime's imports before doing any work. The
+daemon forks the zygote at start, before it starts any thread (forking a threaded server is unsafe: a lock held by
+another thread stays held forever in the child). The zygote imports the whole command line once; each command is
+then a ``fork()`` of it, which costs about a millisecond.
+
+The protocol, end to end (see :mod:`runtime.client` for the client's half):
+
+- The daemon answers ``POST /refrt/cli`` (``Upgrade: refrt-cli``) with 101 and passes the connection's descriptor
+  to the zygote over a ``SOCK_SEQPACKET`` pair: a message ``S<session id>`` with the descriptor attached.
+- The zygote forks a worker. The worker reads the client's header from the connection: a 4-byte length, then
+  NUL-separated fields (version, cwd, umask, argument count, arguments, ``KEY=VALUE`` environment entries; none of
+  them can contain NUL, as for execve) with the client's stdin, stdout and stderr attached (SCM_RIGHTS).
+- The worker puts those descriptors on 0/1/2, takes the client's cwd, umask and environment, and runs
+  :func:`runtime.cli.main`. Then it sends ``E`` + the exit code (a :data:`FRAME`) and exits.
+- Meanwhile every byte the client sends is a signal number (SIGINT, SIGTERM, SIGWINCH ...): the worker sends it
+  to itself, so the CLI's own handlers (sig-proxy to the container, raw mode) work unchanged. The connection is in
+  O_ASYNC mode, so SIGIO interrupts whatever the worker does. EOF means the client is gone (SIGKILLed): the worker
+  kills itself, as the old in-process CLI would have died with it.
+- When the zygote reaps a worker that died of a signal, it sends ``S`` + the signal number, so the client exits
+  as a killed command would (128 + n). Then it tells the daemon ``D<session id>``: the daemon holds the session's
+  HTTP thread until then, which is how it knows that a command still runs (no idle exit meanwhile).
+
+Workers run in their own session (setsid), so a signal meant for the daemon never reaches them; they survive the
+daemon and the zygote, and still report their exit code to their client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from runtime.paths import Paths
+
+FRAME = struct.Struct("!ci")  # kind (E: exit code, S: killed by signal), value
+EXIT, SIGNALED = b"E", b"S"
+HEADER_VERSION = b"refrt-cli-1"
+MAX_HEADER = 4 * 1024 * 1024
+# Signals a client may forward; anything else in the stream is ignored.
+FORWARDED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH,
+                       signal.SIGUSR1, signal.SIGUSR2})
+# What the daemon preloads: every command group and what their handlers import lazily.
+PRELOAD = (
+    "runtime.cli.format", "runtime.container.lifecycle", "runtime.container.monitor", "runtime.container.exec",
+    "runtime.container.inspect", "runtime.container.logs", "runtime.container.stats", "runtime.container.oneshot",
+    "runtime.store.store", "runtime.registry", "runtime.network", "runtime.network.commands", "runtime.volumes",
+    "runtime.build", "runtime.cgroups", "runtime.humanize", "argparse", "json", "subprocess", "tarfile", "hashlib",
+)
+
+
+def preload() -> None:
+    """Import the command line and what its commands import lazily (a failing optional import is skipped)."""
+    import runtime.cli
+
+    runtime.cli.preload()
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def serve(control: socket.socket, paths: Paths) -> None:
+    """The zygote's loop: fork a worker per session the daemon passes; report each worker's end. Returns when
+    the daemon closes ``control`` (it exited or was killed)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of a foreground daemon: the daemon decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _name("refrt-zygote")
+    preload()
+    gc.collect()
+    gc.freeze()  # the preloaded objects stay shared with every worker instead of being copied by the collector
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    sessions: dict[int, tuple[bytes, int]] = {}
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    try:
+        while True:
+            for fd, _ in poller.poll():
+                if fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                    _reap(control, sessions)
+                    continue
+                try:
+                    message, fds, _, _ = socket.recv_fds(control, 64, 1, socket.MSG_CMSG_CLOEXEC)
+                except InterruptedError:
+                    continue
+                if not message:
+                    return
+                if not fds:
+                    continue
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the worker
+                    keep = fds[0]
+                    control.detach()
+                    _worker(keep, paths)
+                sessions[pid] = (message[1:], fds[0])
+            _reap(control, sessions)
+    finally:
+        for _, conn in sessions.values():
+            with contextlib.suppress(OSError):
+                os.close(conn)
+
+
+def _reap(control: socket.socket, sessions: dict[int, tuple[bytes, int]]) -> None:
+    while sessions:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        found = sessions.pop(pid, None)
+        if found is None:
+            continue
+        sid, conn = found
+        if os.WIFSIGNALED(status):
+            with contextlib.suppress(OSError):
+                os.write(conn, FRAME.pack(SIGNALED, os.WTERMSIG(status)))
+        os.close(conn)
+        with contextlib.suppress(OSError):
+            control.send(b"D" + sid)
+
+
+# -- the worker -------------------------------------------------------------------------------------------------
+def _worker(conn_fd: int, paths: Paths) -> None:  # pragma: no cover - runs in the forked worker
+    """Run one command for the client on ``conn_fd``; never returns."""
+    code = 125
+    try:
+        os.setsid()
+        _name("refrt-worker")
+        signal.set_wakeup_fd(-1)
+        _close_fds_except(conn_fd)
+        _default_signals()
+        conn = socket.socket(fileno=conn_fd)
+        argv, env, cwd, umask, stdio = _read_header(conn)
+        _take_stdio(stdio)
+        _take_environment(env, paths)
+        os.umask(umask)
+        _watch_client(conn)
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            print(f"refrt: cannot use the working directory {cwd}: {exc.strerror}", file=sys.stderr)
+            code = 125
+        else:
+            code = _run_cli(argv, paths)
+        _flush()
+        with contextlib.suppress(OSError):
+            conn.sendall(FRAME.pack(EXIT, code))
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+            _flush()
+    finally:
+        os._exit(code & 0xFF)
+
+
+def _close_fds_except(keep: int) -> None:
+    """Only 0/1/2 and the connection: other sessions' connections and the zygote's pipes stay out of the
+    command (and out of the container monitors it forks)."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+
+
+def _default_signals() -> None:
+    """The dispositions a fresh ``python3`` has, which the CLI's code expects."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
+                   signal.SIGWINCH, signal.SIGALRM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _read_header(conn: socket.socket) -> tuple[list[str], list[bytes], str, int, list[int]]:
+    conn.settimeout(30)
+    data, fds = b"", []
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+        chunk, ancillary, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(8 * 4), socket.MSG_CMSG_CLOEXEC)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4)]
+        if not chunk:
+            raise ConnectionError("the client closed the connection before its header")
+        data += chunk
+        if len(data) > MAX_HEADER:
+            raise ConnectionError("client header too large")
+    conn.settimeout(None)
+    fields = data[4:].split(b"\0")
+    if fields[0] != HEADER_VERSION or len(fields) < 4 or len(fds) != 3:
+        raise ConnectionError("not a refrt client header")
+    cwd, umask, count = os.fsdecode(fields[1]), int(fields[2], 8), int(fields[3])
+    argv = [os.fsdecode(word) for word in fields[4:4 + count]]
+    return argv, fields[4 + count:], cwd, umask, fds
+
+
+def _take_stdio(fds: list[int]) -> None:
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]  # out of 0/1/2's way before dup2
+    for fd in fds:
+        os.close(fd)
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+        os.close(fd)
+    # new text streams: a terminal's stdout is line-buffered, a pipe's is not, as in a fresh interpreter
+    sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", errors="surrogateescape",  # noqa: SIM115
+                      buffering=1 if os.isatty(1) else -1, closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _take_environment(env: list[bytes], paths: Paths) -> None:
+    """The client's environment; a client that named no root gets the daemon's (it asked this daemon)."""
+    os.environ.clear()
+    for item in env:
+        key, sep, value = item.partition(b"=")
+        if key and sep:
+            os.environb[key] = value
+    if not os.environ.get("REFRT_ROOT"):
+        os.environ["REFRT_ROOT"] = str(paths.root)
+        os.environ["REFRT_STATE"] = str(paths.state)
+
+
+def _watch_client(conn: socket.socket) -> None:
+    """Signals forwarded by the client, and its disappearance, interrupt the command wherever it is (SIGIO)."""
+    me = os.getpid()
+
+    def on_input(_signum: int, _frame: Any) -> None:
+        while True:
+            try:
+                data = conn.recv(256, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                os.kill(me, signal.SIGKILL)  # the client is gone: so is its command, as before the daemon
+            for signum in data:
+                if signum in FORWARDED:
+                    os.kill(me, signum)
+
+    signal.signal(signal.SIGIO, on_input)
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETOWN, me)
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETFL, fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
+    on_input(signal.SIGIO, None)  # what arrived before O_ASYNC was set
+
+
+def _run_cli(argv: list[str], paths: Paths) -> int:
+    from runtime.cli import main
+
+    sys.argv = ["refrt", *argv]
+    try:
+        return int(main(argv))
+    except SystemExit as exc:  # argparse's --help and exit()
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print(exc.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _name(name: str) -> None:
+    from runtime import syscalls
+
+    with contextlib.suppress(OSError):
+        syscalls.set_process_name(name)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def main(argv: list[str]) -> None:
+    """Entry of a zygote started afresh (the daemon's first one died): ``CONTROL_FD ROOT STATE``."""
+    control = socket.socket(fileno=int(argv[0]))
+    serve(control, Paths(root=Path(argv[1]), state=Path(argv[2])))
