@@ -14,11 +14,13 @@ import os
 import socket
 import sys
 import termios
+from dataclasses import dataclass
 from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import driver_for_host
-from runtime.container import capabilities, init, namespaces, terminal, users
+from runtime.container import capabilities, init, namespaces, seccomp, terminal, users
+from runtime.container.seccomp import kernel as seccomp_kernel
 from runtime.container.lifecycle import reconcile
 from runtime.container.state import Container
 from runtime.errors import ConflictError, RefrtError
@@ -28,6 +30,75 @@ class NotRunning(ConflictError):
     """``exec`` into a container that is not running (docker's CLI exits 1 here)."""
 
     exit_code = 1
+
+
+@dataclass
+class ExecProcess:
+    """A started exec: ``pid`` is our child that waits for the command and exits with its code (128+n for a
+    signal); ``master`` is the pty master with a TTY, else -1."""
+
+    pid: int
+    master: int = -1
+
+
+def spawn(
+    ctx: Any,
+    c: Container,
+    argv: list[str],
+    *,
+    env: list[str],
+    stdio: tuple[int, int, int],
+    workdir: str = "",
+    user: str = "",
+    tty: bool = False,
+    detach: bool = False,
+    keep_fds_only: bool = False,
+) -> ExecProcess:
+    """Start ``argv`` in ``c`` on the given stdin/stdout/stderr (with ``tty``, on a new pty of the container's
+    instead). ``keep_fds_only``: the child closes every other descriptor it inherited (a daemon's sockets and
+    relay pipes must not stay open in it). Raises the command's start error (126/127) as the CLI reports it."""
+    reconcile(ctx, c)
+    if not c.state.running:
+        raise NotRunning(f"container {c.id} is not running")
+    spec = c.spec
+    full_env = _merge_env(c.env, env, tty)
+    caps = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
+    console: socket.socket | None = None
+    console_child: socket.socket | None = None
+    if tty and not detach:
+        console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the intermediate process
+        os.close(err_r)
+        if console is not None:
+            console.close()
+        if keep_fds_only:
+            keep = {*stdio, err_w, console_child.fileno() if console_child is not None else -1}
+            for fd in map(int, os.listdir("/proc/self/fd")):
+                if fd > 2 and fd not in keep:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        _enter_and_run(c, argv, full_env, workdir or spec.workdir or c.image_config.get("WorkingDir") or "/",
+                       user or spec.user or c.image_config.get("User") or "", caps, stdio, console_child,
+                       detach, err_w)
+    os.close(err_w)
+    master = -1
+    if console is not None and console_child is not None:
+        console_child.close()
+        received = terminal.receive_fd(console)
+        console.close()
+        master = received if received is not None else -1
+    failure = _read_all(err_r)
+    if failure:
+        os.waitpid(pid, 0)
+        if master >= 0:
+            os.close(master)
+        report = json.loads(failure)
+        error = RefrtError(report["message"])
+        error.exit_code = int(report["code"])
+        raise error
+    return ExecProcess(pid, master)
 
 
 def exec_in(
@@ -42,50 +113,19 @@ def exec_in(
     interactive: bool = False,
     detach: bool = False,
 ) -> int:
-    reconcile(ctx, c)
-    if not c.state.running:
-        raise NotRunning(f"container {c.id} is not running")
-    spec = c.spec
-    full_env = _merge_env(c.env, env, tty)
-    caps = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
+    """``refrt exec``: the command on the CLI's own stdio; waits and returns its exit code (0 with ``detach``)."""
     stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
     stdio = (stdin, 1, 2)
     if detach:
         null = os.open(os.devnull, os.O_RDWR)
         stdio = (null, null, null)
-    console: socket.socket | None = None
-    console_child: socket.socket | None = None
-    if tty and not detach:
-        console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the intermediate process
-        os.close(err_r)
-        if console is not None:
-            console.close()
-        _enter_and_run(c, argv, full_env, workdir or spec.workdir or c.image_config.get("WorkingDir") or "/",
-                       user or spec.user or c.image_config.get("User") or "", caps, stdio, console_child,
-                       detach, err_w)
-    os.close(err_w)
-    master = -1
-    if console is not None and console_child is not None:
-        console_child.close()
-        received = terminal.receive_fd(console)
-        console.close()
-        master = received if received is not None else -1
-    failure = _read_all(err_r)
-    if failure:
-        os.waitpid(pid, 0)
-        report = json.loads(failure)
-        error = RefrtError(report["message"])
-        error.exit_code = int(report["code"])
-        raise error
+    proc = spawn(ctx, c, argv, env=env, stdio=stdio, workdir=workdir, user=user, tty=tty, detach=detach)
     if detach:
-        os.waitpid(pid, 0)
+        os.waitpid(proc.pid, 0)
         return 0
-    if master >= 0:
-        return _pump_tty(pid, master, interactive)
-    return _wait_forwarding_signals(pid)
+    if proc.master >= 0:
+        return _pump_tty(proc.pid, proc.master, interactive)
+    return _wait_forwarding_signals(proc.pid)
 
 
 def _enter_and_run(
@@ -125,15 +165,14 @@ def _enter_and_run(
         user = users.resolve(user_spec)
         full_env = init._with_home(env, user.home)
         executable = init.find_executable(argv[0], full_env)
-        capabilities.drop_bounding_set(caps)
-        syscalls.set_no_new_privs()
-        os.setgroups(user.groups)
-        os.setgid(user.gid)
-        os.setuid(user.uid)
-        capabilities.apply_process_sets(caps, user.uid)
+        security = seccomp.parse(c.spec.security_opt)
+        program = seccomp.filter_for(security, c.spec.privileged, caps)
+        seccomp_kernel.join_new_session_keyring()  # as runc's exec: never the caller's keys
+        init.drop_privileges(caps, user, security.no_new_privileges, program)
         os.chdir(workdir)
         init._reset_signals()
         init._close_other_fds(err_w)
+        init.install_late_filter(security.no_new_privileges, program)
         try:
             os.execve(executable, argv, init._env_dict(full_env))
         except OSError as exc:

@@ -27,7 +27,7 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import hooks, init, namespaces, terminal, userns
+from runtime.container import hooks, init, namespaces, seccomp, terminal, userns
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
 from runtime.container.logs import LogWriter
@@ -455,6 +455,8 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         rootfs.masked_paths = ()
         rootfs.readonly_paths = ()
         rootfs.sysfs_writable = True
+    caps = resolve_caps(spec.cap_add, spec.cap_drop, spec.privileged)
+    security = seccomp.parse(spec.security_opt)
     return init.LaunchPlan(
         rootfs=rootfs,
         argv=c.argv,
@@ -465,7 +467,9 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         network_mode=spec.network.mode,
         join_netns=hooks.netns_to_join(ctx, spec.network),
         cgroup_namespace=c.cgroup_driver == 2,
-        capabilities=resolve_caps(spec.cap_add, spec.cap_drop, spec.privileged),
+        capabilities=caps,
+        no_new_privs=security.no_new_privileges,
+        seccomp=seccomp.filter_for(security, spec.privileged, caps),
         tty=spec.tty,
     )
 
