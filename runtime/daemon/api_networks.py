@@ -38,6 +38,13 @@ def _ipam(body: dict[str, Any]) -> tuple[str, str]:
     return str(configs[0].get("Subnet") or ""), str(configs[0].get("Gateway") or "")
 
 
+def _shaped(data: dict[str, Any]) -> dict[str, Any]:
+    """docker's clients parse ``Created`` as a time: the built-in ``host``/``none`` get Go's zero time."""
+    if not data.get("Created"):
+        data["Created"] = "0001-01-01T00:00:00Z"
+    return data
+
+
 def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response | None]]]:
     ctx = daemon.ctx
 
@@ -46,11 +53,11 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         scopes = filters.pop("scope", [])
         keep = ls_filter([f"{key}={value}" for key, values in filters.items() for value in values])
         rows = [r for r in network.list_networks(ctx) if keep(r) and (not scopes or "local" in scopes)]
-        return Response([network.inspect_network(ctx, r["ID"] if r["Name"] != "bridge" else "bridge")
+        return Response([_shaped(network.inspect_network(ctx, r["ID"] if r["Name"] != "bridge" else "bridge"))
                          for r in rows])
 
     def inspect(request: Request) -> Response:
-        return Response(network.inspect_network(ctx, request.params["id"]))
+        return Response(_shaped(network.inspect_network(ctx, request.params["id"])))
 
     def create(request: Request) -> Response:
         body = _body(request)
