@@ -159,6 +159,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--privileged", action="store_true")
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--security-opt", action="append", default=[])
     p.add_argument("-m", "--memory", default="")
     p.add_argument("--memory-swap", default="")
     p.add_argument("--cpus", default="")
@@ -184,7 +185,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The parsed flags as a ContainerSpec (nothing is created yet)."""
     from runtime.cgroups import Resources
-    from runtime.container import ContainerSpec
+    from runtime.container import ContainerSpec, seccomp
     from runtime.container.hooks import default_network_mode
 
     env: list[str] = []
@@ -253,6 +254,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         privileged=args.privileged,
         cap_add=list(args.cap_add),
         cap_drop=list(args.cap_drop),
+        security_opt=seccomp.normalize(args.security_opt),
     )
 
 

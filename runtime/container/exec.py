@@ -17,11 +17,10 @@ import termios
 from dataclasses import dataclass
 from typing import Any
 
-from runtime import syscalls
 from runtime.cgroups import driver_for_host
 from runtime.container import capabilities, init, namespaces, seccomp, terminal, users
-from runtime.container.seccomp import kernel as seccomp_kernel
 from runtime.container.lifecycle import reconcile
+from runtime.container.seccomp import kernel as seccomp_kernel
 from runtime.container.state import Container
 from runtime.errors import ConflictError, RefrtError
 

@@ -2,9 +2,16 @@
 
 It runs as PID 1 of the new PID namespace, in the parent's cgroup already, and follows runc's order: new
 namespaces, wait for the parent (cgroup and network are set up from outside), the filesystem (rootfs.py),
-hostname, loopback, then privileges are reduced - bounding set, no_new_privs, user and group, effective
-capabilities - and finally the working directory and execve. A failure before execve is reported to the parent
-as one JSON line on a close-on-exec pipe; EOF on that pipe means execve succeeded.
+hostname, loopback, a new session keyring, then privileges are reduced - bounding set, no_new_privs, user and
+group, effective capabilities - and finally the working directory, the seccomp filter and execve. A failure
+before execve is reported to the parent as one JSON line on a close-on-exec pipe; EOF on that pipe means execve
+succeeded.
+
+Where the seccomp filter goes in follows runc (libcontainer/standard_init_linux.go): installing a filter
+needs either no_new_privs or CAP_SYS_ADMIN. With ``--security-opt no-new-privileges`` it is the very last step
+before execve, so the fewest calls run under it; without (docker's default) it goes in while the process still
+holds CAP_SYS_ADMIN, right before the capabilities and the user are dropped - then setgroups, setuid, capset
+and prctl run under the filter, which allows them.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 from runtime import syscalls
 from runtime.container import capabilities, namespaces, terminal, userns, users
 from runtime.container.rootfs import RootfsPlan, setup_rootfs
+from runtime.container.seccomp import kernel as seccomp_kernel
 from runtime.errors import CannotInvokeError, CommandNotFoundError, RefrtError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -41,7 +49,8 @@ class LaunchPlan:
     network_mode: str = "none"
     join_netns: str = ""  # --network container:NAME: that container's /proc/<pid>/ns/net
     capabilities: list[str] = field(default_factory=lambda: list(capabilities.DEFAULT))
-    no_new_privs: bool = True  # docker sets it only on request; the issue asks for it always
+    no_new_privs: bool = False  # docker's default; --security-opt no-new-privileges sets it
+    seccomp: bytes | None = None  # the packed BPF filter (runtime.container.seccomp.filter_for); None: unconfined
     tty: bool = False
     console_fd: int = -1  # with -t: unix socket on which the pty master is sent to the parent
     window: tuple[int, int] = (0, 0)
@@ -78,11 +87,13 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         ensure_workdir(plan.workdir)
         if plan.userns_fd >= 0:
             userns.enter(plan.userns_fd)
-        drop_privileges(plan, user)
+        seccomp_kernel.join_new_session_keyring()  # the caller's keys out of reach (keyctl is refused later)
+        drop_privileges(plan.capabilities, user, plan.no_new_privs, plan.seccomp)
         os.chdir(plan.workdir or "/")
         syscalls.set_parent_death_signal(signal.SIGKILL)  # the monitor's death ends the container
         _reset_signals()
         _close_other_fds(err_w)
+        install_late_filter(plan.no_new_privs, plan.seccomp)
         try:
             os.execve(executable, plan.argv, _env_dict(env))
         except OSError as exc:
@@ -144,14 +155,24 @@ def exec_error(name: str, exc: OSError) -> RefrtError:
     return CannotInvokeError(f'exec: "{name}": {exc.strerror.lower() if exc.strerror else exc}')
 
 
-def drop_privileges(plan: LaunchPlan, user: users.User) -> None:
-    capabilities.drop_bounding_set(plan.capabilities)
-    if plan.no_new_privs:
+def drop_privileges(caps: list[str], user: users.User, no_new_privs: bool, seccomp: bytes | None) -> None:
+    """Bounding set, then no_new_privs or (without it) the seccomp filter while CAP_SYS_ADMIN is still held,
+    then groups, user and the capability sets."""
+    capabilities.drop_bounding_set(caps)
+    if no_new_privs:
         syscalls.set_no_new_privs()
+    elif seccomp is not None:
+        seccomp_kernel.install_filter(seccomp)
     os.setgroups(user.groups)
     os.setgid(user.gid)
     os.setuid(user.uid)  # for a non-zero uid the kernel clears permitted and effective capabilities here
-    capabilities.apply_process_sets(plan.capabilities, user.uid)
+    capabilities.apply_process_sets(caps, user.uid)
+
+
+def install_late_filter(no_new_privs: bool, seccomp: bytes | None) -> None:
+    """With no_new_privs the filter needs no privilege, so it goes in last, right before execve."""
+    if no_new_privs and seccomp is not None:
+        seccomp_kernel.install_filter(seccomp)
 
 
 def ensure_workdir(workdir: str) -> None:

@@ -35,6 +35,7 @@ class ContainerSpec:
     privileged: bool = False
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)  # normalized (runtime.container.seccomp.normalize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
