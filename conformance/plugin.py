@@ -426,16 +426,29 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
             {"file": report.nodeid, "message": str(report.longrepr).strip().splitlines()[-1]})
 
 
+def _refuse_hosts(config: pytest.Config) -> None:
+    problem = config.stash.get(_hosts_error_key, "")
+    if problem:
+        sys.stderr.write(f"conformance: error: {problem}\n")
+        pytest.exit(problem, returncode=2)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """(xdist) The controller collects nothing itself: it refuses a bad ``--hosts`` once a worker has collected
+    suite cases, before any is scheduled."""
+    if any(".yaml::" in i or ".yml::" in i for i in ids):
+        _refuse_hosts(node.config)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse a ``--hosts`` the harness cannot honour (once suites are collected), then keep only this shard."""
     cases = [item for item in items if isinstance(item, CaseItem)]
     if not cases:
         return
-    problem = config.stash.get(_hosts_error_key, "")
-    if problem:
-        sys.stderr.write(f"conformance: error: {problem}\n")
-        pytest.exit(problem, returncode=2)
+    if not hasattr(config, "workerinput"):  # under pytest-xdist the controller refuses, see below
+        _refuse_hosts(config)
     for position, item in enumerate(cases):
         item.position = position  # results list cases in collection order, whatever order they ran in
     shard = config.getoption("shard")

@@ -352,6 +352,7 @@ def test_testinfra_hosts_is_honoured_as_the_target(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--hosts=docker://web"], "'docker' backend cannot be a conformance target"),
+    (["--hosts=docker://web", "-n", "2"], "'docker' backend cannot be a conformance target"),  # xdist controller
     (["--hosts=ssh://a,ssh://b"], "a conformance run has one target"),
     (["--hosts=ssh://root@h?controlpath=/x"], "option 'controlpath' is not supported"),
     (["--hosts=ssh://root@h", "--target", "qemu"], "name different targets"),
