@@ -59,7 +59,7 @@ def info_data(ctx: Context) -> dict[str, Any]:
         "DockerRootDir": str(ctx.paths.root),
         "ExecRoot": str(ctx.paths.state),
         "ServerVersion": runtime.__version__,
-        "SecurityOptions": ["name=no-new-privileges"],
+        "SecurityOptions": ["name=seccomp,profile=default"],  # no_new_privs only on request, as docker's default
         "Runtimes": {"refrt": {"path": sys.executable}},
         "DefaultRuntime": "refrt",
     }
@@ -95,7 +95,8 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
  Cgroup Version: {data['CgroupVersion']}
  Default Runtime: refrt
  Security Options:
-  no-new-privileges
+  seccomp
+   Profile: default
  Kernel Version: {data['KernelVersion']}
  Operating System: {data['OperatingSystem']}
  OSType: linux

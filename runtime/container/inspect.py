@@ -93,6 +93,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "CapAdd": spec.cap_add or None,
             "CapDrop": spec.cap_drop or None,
             "Privileged": spec.privileged,
+            "SecurityOpt": spec.security_opt or None,
             "ReadonlyRootfs": spec.read_only,
             "UsernsMode": "" if spec.userns == "host" else spec.userns,
             "Memory": res.memory,
