@@ -116,3 +116,16 @@ def test_an_empty_shard_passes_and_still_writes_its_results(tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout[-2000:]
     document = load(tmp_path / "results.json")
     assert document["cases"] == [] and document["shard"] == {"index": empty, "count": count}
+
+
+def test_merge_joins_shards_next_to_another_run(runs: dict[str, Any]) -> None:
+    """Shards and an ordinary results file: the shards become one column, the other run its own (matrix only)."""
+    root = runs["root"]
+    result = conformance("report", "merge", *(str(root / f"s{k}" / "results.json") for k in (1, 2, 3)),
+                         str(root / "whole" / "results.json"))
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["suite", "case", "none@local", "none@local", "#2"]
+    assert "joined" not in result.stdout  # no single run's reports from a mixed set
+    rows = [line.split() for line in result.stdout.splitlines()[2:12]]
+    assert {row[1]: row[2:] for row in rows}["flaky"] == ["flaky", "flaky"]
