@@ -55,6 +55,7 @@ class LegacyBuilder(Builder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._offsets: dict[str, int] = {}
+        self._names: dict[str, str] = {}
         self._total = 0
         self._from_steps: set[int] = set()
 
@@ -62,6 +63,8 @@ class LegacyBuilder(Builder):
         df = super().load()
         for stage in df.stages:
             self._offsets[stage.label] = self._total
+            if stage.name:
+                self._names[stage.label] = stage.name
             self._total += len(stage.instructions) + 1
         return df
 
@@ -71,9 +74,12 @@ class LegacyBuilder(Builder):
         found = _STAGE_TITLE.match(title)
         if found and found.group(1) in self._offsets:
             number = self._offsets[found.group(1)] + int(found.group(2))
-            self.say(f"Step {number}/{self._total} : {found.group(3)}")
-            if found.group(3).upper().startswith("FROM "):
+            text = found.group(3)
+            if text.upper().startswith("FROM "):
                 self._from_steps.add(step.number)
+                if found.group(1) in self._names:
+                    text += f" AS {self._names[found.group(1)]}"  # the builder's title has the base only
+            self.say(f"Step {number}/{self._total} : {text}")
         elif "ONBUILD]" in title:
             self.say(f"# Executing build trigger: {title.partition('] ')[2]}")
         return step
@@ -180,10 +186,14 @@ def run_build(daemon: Daemon, request: Request) -> None:
 
         def work(emit: Emit) -> None:
             gone = False
+            held: list[str] = []  # -q: the output is only shown if the build fails, as dockerd does
 
             def emit_text(text: str) -> None:
                 nonlocal gone
-                if quiet or gone:
+                if quiet:
+                    held.append(text)
+                    return
+                if gone:
                     return
                 try:
                     emit({"stream": text})
@@ -201,7 +211,9 @@ def run_build(daemon: Daemon, request: Request) -> None:
             if gone:
                 raise Cancelled()
             if "error" in outcome:
-                raise _BuildFailed(outcome["error"])
+                if held:
+                    emit({"stream": "".join(held)})
+                raise outcome["error"]
             image: Image = outcome["image"]
             emit({"aux": {"ID": image.id}})
             if quiet:
@@ -211,20 +223,9 @@ def run_build(daemon: Daemon, request: Request) -> None:
             for tag in tags:
                 emit({"stream": f"Successfully tagged {parse_reference(tag).familiar}\n"})
 
-        try:
-            produce(request, work)
-        except _BuildFailed as failed:
-            raise failed.cause from None
+        produce(request, work, on_error=_legacy_error)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-class _BuildFailed(Exception):
-    """A build error on its way to the stream, worded as the legacy builder words it."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(_legacy_error(cause)["error"])
-        self.cause = cause
 
 
 # ---------------------------------------------------------------------------------------------------- commit

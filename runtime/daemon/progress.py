@@ -51,8 +51,10 @@ def _encode(item: Any) -> bytes:
 
 
 def produce(request: Request, work: Callable[[Emit], None], *, hold: int = 0, raw: bool = False,
-            content_type: str = "application/json") -> None:
-    """Run ``work(emit)`` in a thread and stream what it emits (dicts as JSON lines, bytes as they are)."""
+            content_type: str = "application/json",
+            on_error: Callable[[BaseException], dict[str, Any]] | None = None) -> None:
+    """Run ``work(emit)`` in a thread and stream what it emits (dicts as JSON lines, bytes as they are).
+    ``on_error`` words an error that comes mid-stream (default: :func:`error_message`)."""
     items: queue.Queue[Any] = queue.Queue(maxsize=64)
     cancelled = threading.Event()
 
@@ -99,7 +101,7 @@ def produce(request: Request, work: Callable[[Emit], None], *, hold: int = 0, ra
             if isinstance(item, _Failure):
                 if raw:
                     raise item.exc  # the connection is closed without the last chunk: a visible truncation
-                yield _encode(error_message(str(item.exc)))
+                yield _encode(on_error(item.exc) if on_error else error_message(str(item.exc)))
                 return
             yield _encode(item)
 

@@ -1,0 +1,263 @@
+"""The Engine API's images, build, registry, networks and volumes parts, spoken to directly over the socket.
+
+Every check runs against refrt's daemon and against a real dockerd (``engine``), so the shapes and statuses
+asserted here are docker's, not refrt's idea of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import socket
+import tarfile
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from conformance.services.registry import Registry
+from tests.fixtures.registry import TEST_CREDENTIALS
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=180)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(180)
+        self.sock.connect(self.unix_path)
+
+
+def api(host: str, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+        ) -> tuple[int, bytes]:
+    """One request to the Engine API at ``unix://…``: (status, body)."""
+    conn = _UnixConnection(host.removeprefix("unix://"))
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    hdrs = {"Content-Type": "application/json" if isinstance(body, (dict, list)) else "application/x-tar",
+            **(headers or {})}
+    try:
+        conn.request(method, "/v1.41" + url, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def q(value: Any) -> str:
+    """A JSON query parameter (docker's filters, buildargs, labels), URL-encoded."""
+    return quote(json.dumps(value))
+
+
+def stream(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for name, text in files.items():
+            raw = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            info.mode = 0o644
+            tf.addfile(info, io.BytesIO(raw))
+    return out.getvalue()
+
+
+def registry_auth(username: str, password: str, server: str) -> str:
+    doc = json.dumps({"username": username, "password": password, "serveraddress": server})
+    return base64.urlsafe_b64encode(doc.encode()).decode()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# ------------------------------------------------------------------------------------------------------- images
+
+
+def test_images_json_has_dockers_fields(engine: str) -> None:
+    status, body = api(engine, "GET", "/images/json")
+    assert status == 200
+    [busybox] = [i for i in json.loads(body) if "busybox:latest" in (i["RepoTags"] or [])]
+    assert {"Containers", "Created", "Id", "Labels", "ParentId", "RepoDigests", "RepoTags", "SharedSize", "Size",
+            "VirtualSize"} <= set(busybox)
+    assert busybox["Id"].startswith("sha256:") and isinstance(busybox["Created"], int) and busybox["Size"] > 0
+    status, body = api(engine, "GET", "/images/json?filters=" + q({"reference": ["busybox"]}))
+    assert status == 200 and [i["RepoTags"] for i in json.loads(body)] == [["busybox:latest"]]
+
+
+def test_inspect_history_and_missing_image(engine: str) -> None:
+    status, body = api(engine, "GET", "/images/busybox/json")
+    assert status == 200
+    data = json.loads(body)
+    assert data["Id"].startswith("sha256:") and "busybox:latest" in data["RepoTags"]
+    assert data["RootFS"]["Type"] == "layers" and data["Os"] == "linux"
+    status, body = api(engine, "GET", "/images/busybox/history")
+    assert status == 200
+    history = json.loads(body)
+    assert history[0]["Id"] == data["Id"] and history[0]["Tags"] == ["busybox:latest"]
+    assert {"Id", "Created", "CreatedBy", "Tags", "Size", "Comment"} <= set(history[0])
+    missing = unique("nosuch")
+    status, body = api(engine, "GET", f"/images/{missing}/json")
+    assert status == 404 and f"No such image: {missing}" in json.loads(body)["message"]
+
+
+def test_tag_then_delete_untags(engine: str) -> None:
+    repo = unique("h6tag")
+    status, _ = api(engine, "POST", f"/images/busybox/tag?repo={repo}/x&tag=1")
+    assert status == 201
+    status, body = api(engine, "DELETE", f"/images/{repo}/x:1")
+    assert status == 200 and json.loads(body) == [{"Untagged": f"{repo}/x:1"}]
+    status, body = api(engine, "DELETE", f"/images/{repo}/x:1")
+    assert status == 404
+
+
+def test_save_then_load_and_import(engine: str) -> None:
+    status, archive = api(engine, "GET", "/images/get?names=busybox")
+    assert status == 200
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == ["busybox:latest"]
+    status, body = api(engine, "POST", "/images/load?quiet=0", archive)
+    assert status == 200
+    assert any("Loaded image: busybox:latest" in m.get("stream", "") for m in stream(body))
+    repo = unique("h6import")
+    status, body = api(engine, "POST", f"/images/create?fromSrc=-&repo={repo}&tag=1&message=hi",
+                       tar_of({"hello.txt": "imported\n"}))
+    assert status == 200
+    [message] = stream(body)
+    assert message["status"].startswith("sha256:")
+    status, body = api(engine, "GET", f"/images/{repo}:1/json")
+    assert status == 200 and json.loads(body)["Comment"] == "hi"
+    status, body = api(engine, "DELETE", f"/images/{repo}:1")
+    assert status == 200 and {"Deleted": message["status"]} in json.loads(body)
+
+
+def test_prune_answers_dockers_shape(engine: str) -> None:
+    status, body = api(engine, "POST", "/images/prune")
+    assert status == 200 and set(json.loads(body)) == {"ImagesDeleted", "SpaceReclaimed"}
+
+
+# -------------------------------------------------------------------------------------------------------- build
+
+
+def test_build_streams_legacy_progress_with_args_labels_and_target(engine: str) -> None:
+    tag = unique("h6build") + ":1"
+    dockerfile = ("FROM busybox AS base\nARG GREETING=none\nRUN echo \"say $GREETING\" > /greeting\n"
+                  "FROM base AS final\nLABEL stage=final\n"
+                  "FROM busybox AS unused\nRUN exit 9\n")
+    query = (f"/build?t={tag}&target=final&buildargs=" + q({"GREETING": "hello"})
+             + "&labels=" + q({"built.by": "h6"}))
+    status, body = api(engine, "POST", query, tar_of({"Dockerfile": dockerfile}))
+    assert status == 200
+    messages = stream(body)
+    text = "".join(m.get("stream", "") for m in messages)
+    assert not [m for m in messages if "error" in m], messages
+    assert "Step 1/7 : FROM busybox AS base" in text and "Step 4/7 : FROM base AS final" in text
+    assert "Step 6/7" not in text  # the unused stage is not built
+    [image_id] = [m["aux"]["ID"] for m in messages if "aux" in m]
+    assert f"Successfully built {image_id[7:19]}" in text and f"Successfully tagged {tag}" in text
+    status, body = api(engine, "GET", f"/images/{tag}/json")
+    labels = json.loads(body)["Config"]["Labels"]
+    assert labels == {"stage": "final", "built.by": "h6"}
+    api(engine, "DELETE", f"/images/{tag}")
+
+
+def test_build_failure_is_dockers_error_message(engine: str) -> None:
+    status, body = api(engine, "POST", "/build?q=1", tar_of({"Dockerfile": "FROM busybox\nRUN exit 3\n"}))
+    assert status == 200
+    [error] = [m for m in stream(body) if "error" in m]
+    assert error["error"] == "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+    assert error["errorDetail"]["code"] == 3
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def test_auth_push_pull_with_registry_auth_header(engine: str, auth_registry: Registry) -> None:
+    host = auth_registry.host
+    good = registry_auth(TEST_CREDENTIALS.username, TEST_CREDENTIALS.password, host)
+    bad = registry_auth(TEST_CREDENTIALS.username, "wrong", host)
+    status, body = api(engine, "POST", "/auth", {"username": TEST_CREDENTIALS.username, "password": "wrong",
+                                                  "serveraddress": host})
+    assert status == 401, body
+    status, body = api(engine, "POST", "/auth", {"username": TEST_CREDENTIALS.username,
+                                                  "password": TEST_CREDENTIALS.password, "serveraddress": host})
+    assert status == 200 and json.loads(body)["Status"] == "Login Succeeded"
+    repo = f"{host}/h6/api"
+    assert api(engine, "POST", f"/images/busybox/tag?repo={repo}&tag=v1")[0] == 201
+    status, body = api(engine, "POST", f"/images/{repo}/push?tag=v1", headers={"X-Registry-Auth": bad})
+    assert status != 200 or any("error" in m for m in stream(body))
+    status, body = api(engine, "POST", f"/images/{repo}/push?tag=v1", headers={"X-Registry-Auth": good})
+    assert status == 200
+    messages = stream(body)
+    assert not [m for m in messages if "error" in m], messages
+    [aux] = [m["aux"] for m in messages if "aux" in m]
+    assert aux["Tag"] == "v1" and aux["Digest"].startswith("sha256:") and aux["Size"] > 0
+    assert f"v1: digest: {aux['Digest']} size: {aux['Size']}" in [m.get("status") for m in messages]
+    assert api(engine, "DELETE", f"/images/{repo}:v1")[0] == 200
+    status, body = api(engine, "POST", f"/images/create?fromImage={repo}&tag=v1", headers={"X-Registry-Auth": good})
+    assert status == 200
+    assert f"Digest: {aux['Digest']}" in [m.get("status") for m in stream(body)]
+    status, body = api(engine, "POST", f"/images/create?fromImage={repo}&tag=nope", headers={"X-Registry-Auth": good})
+    assert status == 404 and "not found" in json.loads(body)["message"]
+    status, body = api(engine, "GET", f"/images/{repo}:v1/json")
+    assert f"{repo}@{aux['Digest']}" in json.loads(body)["RepoDigests"]
+    api(engine, "DELETE", f"/images/{repo}:v1")
+
+
+# ------------------------------------------------------------------------------------------- networks, volumes
+
+
+def test_network_create_inspect_duplicate_delete_prune(engine: str) -> None:
+    name = unique("h6net")
+    status, body = api(engine, "POST", "/networks/create",
+                       {"Name": name, "CheckDuplicate": True, "Driver": "bridge", "Labels": {"h6": name},
+                        "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.213.7.0/24"}]}})
+    assert status == 201, body
+    created = json.loads(body)
+    assert set(created) == {"Id", "Warning"}
+    try:
+        status, body = api(engine, "GET", f"/networks/{name}")
+        assert status == 200
+        data = json.loads(body)
+        assert data["Id"] == created["Id"] and data["Driver"] == "bridge" and data["Labels"] == {"h6": name}
+        assert data["IPAM"]["Config"][0]["Subnet"] == "10.213.7.0/24"
+        status, body = api(engine, "POST", "/networks/create", {"Name": name, "CheckDuplicate": True})
+        assert status == 409, body
+        listed = json.loads(api(engine, "GET", "/networks?filters=" + q({"name": [name]}))[1])
+        assert [n["Name"] for n in listed] == [name]
+        status, body = api(engine, "POST", "/networks/prune?filters=" + q({"label": [f"h6={name}"]}))
+        assert status == 200 and json.loads(body)["NetworksDeleted"] == [name]
+    finally:
+        api(engine, "DELETE", f"/networks/{name}")
+    status, body = api(engine, "GET", f"/networks/{name}")
+    assert status == 404
+
+
+def test_volume_create_list_inspect_delete_prune(engine: str) -> None:
+    name = unique("h6vol")
+    status, body = api(engine, "POST", "/volumes/create", {"Name": name, "Labels": {"h6": "1"}})
+    assert status == 201
+    created = json.loads(body)
+    assert created["Name"] == name and created["Driver"] == "local" and created["Labels"] == {"h6": "1"}
+    status, body = api(engine, "GET", "/volumes?filters=" + q({"name": [name]}))
+    assert status == 200
+    listed = json.loads(body)
+    assert set(listed) >= {"Volumes", "Warnings"} and [v["Name"] for v in listed["Volumes"]] == [name]
+    status, body = api(engine, "GET", f"/volumes/{name}")
+    assert status == 200 and json.loads(body)["Mountpoint"] == created["Mountpoint"]
+    assert api(engine, "DELETE", f"/volumes/{name}")[0] == 204
+    assert api(engine, "DELETE", f"/volumes/{name}")[0] == 404
+    other = unique("h6vol")
+    api(engine, "POST", "/volumes/create", {"Name": other, "Labels": {"h6prune": other}})
+    status, body = api(engine, "POST", "/volumes/prune?filters=" + q({"label": [f"h6prune={other}"]}))
+    assert status == 200 and json.loads(body)["VolumesDeleted"] == [other]
