@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import NotFoundError, RefrtError, UsageError
-from runtime.spec import MountSpec, NetworkRequest
+from runtime.spec import NetworkRequest
 
 if TYPE_CHECKING:  # the container machinery is imported by the handlers, so ``--help`` stays fast
     from runtime.cli import Context
@@ -62,68 +62,6 @@ def parse_signal(value: str) -> int:
         return int(signal.Signals[name])
     except KeyError:
         raise UsageError(f"Invalid signal: {value}") from None
-
-
-def parse_volume(value: str) -> MountSpec:
-    """``-v``: ``/host:/ctr[:ro]`` (bind), ``name:/ctr[:ro]`` (named volume), ``/ctr`` (anonymous volume)."""
-    parts = value.split(":")
-    options = ""
-    if len(parts) >= 3:
-        source, target, options = parts[0], parts[1], ":".join(parts[2:])
-    elif len(parts) == 2:
-        source, target = parts
-    else:
-        return MountSpec(type="volume", target=parts[0], anonymous=True)
-    if not target.startswith("/"):
-        raise UsageError(f"invalid volume specification: '{value}': mount path must be absolute")
-    read_only = "ro" in options.split(",")
-    if source.startswith("/") or source.startswith("."):
-        return MountSpec(type="bind", source=os.path.abspath(source), target=target, read_only=read_only)
-    return MountSpec(type="volume", source=source, target=target, read_only=read_only)
-
-
-def parse_mount(value: str) -> MountSpec:
-    """``--mount type=bind,source=/a,target=/b,readonly`` (and volume, tmpfs)."""
-    fields: dict[str, str] = {}
-    for item in value.split(","):
-        key, sep, val = item.partition("=")
-        fields[key.strip().lower()] = val if sep else "true"
-    kind = fields.pop("type", "volume")
-    if kind not in ("bind", "volume", "tmpfs"):
-        raise UsageError(f"invalid mount type: {kind!r}")
-    target = fields.pop("target", "") or fields.pop("destination", "") or fields.pop("dst", "")
-    if not target:
-        raise UsageError("invalid mount config: target is required")
-    source = fields.pop("source", "") or fields.pop("src", "")
-    read_only = fields.pop("readonly", fields.pop("ro", "false")) in ("true", "1", "")
-    if kind == "bind":
-        if not source:
-            raise UsageError("invalid mount config for type \"bind\": field Source must not be empty")
-        source = os.path.abspath(source)
-    options: dict[str, str] = {}
-    if kind == "tmpfs":
-        if "tmpfs-size" in fields:
-            options["size"] = fields.pop("tmpfs-size")
-        if "tmpfs-mode" in fields:
-            options["mode"] = fields.pop("tmpfs-mode")
-    options.update(fields)
-    if kind == "bind":  # docker: --mount refuses a missing source where -v creates it (runtime.volumes)
-        options["create_host_path"] = "false"
-    return MountSpec(type=kind, source=source, target=target, read_only=read_only,  # type: ignore[arg-type]
-                     options=options, anonymous=kind == "volume" and not source)
-
-
-def parse_tmpfs(value: str) -> MountSpec:
-    target, _, opts = value.partition(":")
-    options: dict[str, str] = {}
-    read_only = False
-    for item in filter(None, opts.split(",")):
-        key, _, val = item.partition("=")
-        if key == "ro":
-            read_only = True
-        elif key != "rw":
-            options[key] = val
-    return MountSpec(type="tmpfs", target=target, read_only=read_only, options=options)
 
 
 def read_env_file(path: str) -> list[str]:
@@ -187,6 +125,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     from runtime.cgroups import Resources
     from runtime.container import ContainerSpec, seccomp
     from runtime.container.hooks import default_network_mode
+    from runtime.volumes.parse import parse_mount_flag, parse_tmpfs_flag, parse_volume_flag, parse_volumes_from_flag
 
     env: list[str] = []
     for path in args.env_file:
@@ -204,9 +143,12 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         raise UsageError("Minimum memory limit allowed is 6MB")
     if args.blkio_weight and not 10 <= args.blkio_weight <= 1000:
         raise UsageError("Range of blkio weight is from 10 to 1000")
-    mounts = [parse_volume(v) for v in args.volume]
-    mounts += [parse_mount(v) for v in args.mount]
-    mounts += [parse_tmpfs(v) for v in args.tmpfs]
+    # one strict parser (runtime.volumes.parse) for every mount flag: a misspelled option is an error, never ignored
+    mounts = [parse_volume_flag(v) for v in args.volume]
+    mounts += [parse_mount_flag(v) for v in args.mount]
+    mounts += [parse_tmpfs_flag(v) for v in args.tmpfs]
+    for item in args.volumes_from:
+        parse_volumes_from_flag(item)
     mode = args.network or default_network_mode()
     expose = []
     for item in args.expose:
@@ -259,20 +201,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def _apply_volumes_from(ctx: Context, spec: Any) -> None:
-    """``--volumes-from NAME[:ro|rw]``: the other container's mounts, as binds of their host directories."""
-    from runtime.container.state import find
+    """``--volumes-from NAME[:ro|rw]``: the other container's bind and volume mounts (runtime.volumes)."""
+    from runtime.volumes import volumes_from
 
     for item in spec.volumes_from:
-        ref, _, mode = item.partition(":")
-        other = find(ctx.paths, ref)
-        for m in other.mounts:
-            if m["type"] == "tmpfs":
-                continue
-            spec.mounts.append(
-                MountSpec(type="bind", source=m.get("host_path") or m["source"], target=m["target"],
-                          read_only=(mode == "ro") or (mode != "rw" and bool(m.get("read_only"))),
-                          host_path=m.get("host_path") or m["source"])
-            )
+        spec.mounts.extend(volumes_from(ctx, item))
 
 
 def _create(ctx: Context, args: argparse.Namespace) -> Container:

@@ -40,11 +40,18 @@ from runtime.volumes.errors import (
     VolumeInUse,
     VolumeNotFound,
 )
-from runtime.volumes.parse import check_volume_name, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
+from runtime.volumes.parse import (
+    check_volume_name,
+    parse_mount_flag,
+    parse_tmpfs_flag,
+    parse_volume_flag,
+    parse_volumes_from_flag,
+)
 from runtime.volumes.populate import copy_image_path
 
 __all__ = [
-    "Volume", "VolumeStore", "parse_mount_flag", "parse_tmpfs_flag", "parse_volume_flag", "prepare_mounts",
+    "Volume", "VolumeStore", "parse_mount_flag", "parse_tmpfs_flag", "parse_volume_flag",
+    "parse_volumes_from_flag", "prepare_mounts",
     "release_mounts", "volumes_from",
 ]
 
@@ -296,9 +303,7 @@ def _find_container_dir(paths: Paths, ref: str) -> Path:
 def volumes_from(ctx: HasPaths, container_ref: str) -> list[MountSpec]:
     """``--volumes-from NAME[:ro|:rw]``: that container's bind and volume mounts (from its ``config.json``
     ``mounts``), with the given access mode if any. tmpfs mounts are not shared, as in docker."""
-    ref, _, mode = container_ref.partition(":")
-    if mode not in ("", "ro", "rw"):
-        raise BadMountSpec(f"invalid mode for --volumes-from: {mode!r}")
+    ref, mode = parse_volumes_from_flag(container_ref)
     config = json.loads((_find_container_dir(ctx.paths, ref) / "config.json").read_text())
     raw = config.get("mounts") or (config.get("spec") or {}).get("mounts") or []
     out: list[MountSpec] = []

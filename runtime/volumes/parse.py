@@ -5,6 +5,11 @@ Options kept in ``MountSpec.options`` (what the container code may use): ``propa
 binds: a missing host directory is created; "false" for ``--mount``: it must exist), ``selinux`` (``z``/``Z``,
 accepted and ignored), and for tmpfs ``size`` (bytes or with k/m/g suffix, as given), ``mode`` (octal) and bare
 flags such as ``noexec`` (value "").
+
+This is the one parser of mount options: the CLI (``-v``, ``--mount``, ``--tmpfs``, ``--volumes-from``) and the
+Engine API's ``Binds``/``Tmpfs`` use it. It is strict, as docker is, because a misspelled read-only option that
+is silently ignored gives a writable mount: every unknown or malformed option is a :class:`BadMountSpec`
+(exit 125) naming it, raised before anything is created.
 """
 
 from __future__ import annotations
@@ -39,25 +44,32 @@ def check_volume_name(name: str) -> str:
 
 
 def _apply_modes(spec: MountSpec, modes: str, value: str) -> MountSpec:
-    seen_rw = False
-    for mode in filter(None, modes.split(",")):
+    """``-v`` modes, comma-separated, each kind at most once (docker refuses ``ro,rw`` or ``z,Z``)."""
+    seen: set[str] = set()
+    for mode in modes.split(",") if modes else []:
         if mode in ("ro", "rw"):
-            if seen_rw:
-                raise BadMountSpec(f"invalid mode: {modes} in {value!r}")
-            seen_rw = True
+            kind = "access"
             spec.read_only = mode == "ro"
         elif mode in PROPAGATIONS:
+            kind = "propagation"
             if spec.type != "bind":
                 raise BadMountSpec(f"invalid mode: propagation {mode} applies to bind mounts only: {value!r}")
             spec.options["propagation"] = mode
         elif mode in ("z", "Z"):
+            kind = "label"
             spec.options["selinux"] = mode
         elif mode == "nocopy":
+            kind = "nocopy"
             if spec.type != "volume":
                 raise BadMountSpec(f"invalid mode: nocopy applies to volumes only: {value!r}")
             spec.options["nocopy"] = "true"
-        elif mode not in CONSISTENCY:
-            raise BadMountSpec(f"invalid mode: {mode} in {value!r}")
+        elif mode in CONSISTENCY:
+            kind = "consistency"
+        else:
+            raise BadMountSpec(f"invalid mode: {mode!r} in {value!r}")
+        if kind in seen:
+            raise BadMountSpec(f"invalid mode: {modes!r} sets the {kind} twice in {value!r}")
+        seen.add(kind)
     return spec
 
 
@@ -86,18 +98,24 @@ def parse_volume_flag(value: str) -> MountSpec:
     return _apply_modes(spec, modes, value)
 
 
-def _flag(value: str, raw: str) -> bool:
-    if value in ("", "1", "true"):
+_TRUE = ("", "1", "t", "T", "true", "TRUE", "True")  # Go's strconv.ParseBool, as docker's CLI uses it
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+
+
+def _flag(key: str, value: str, raw: str) -> bool:
+    if value in _TRUE:
         return True
-    if value in ("0", "false"):
+    if value in _FALSE:
         return False
-    raise BadMountSpec(f"invalid boolean value {value!r} in {raw!r}")
+    raise BadMountSpec(f"invalid value for {key}: {value!r} in {raw!r} (true, false, 1 or 0)")
 
 
 def parse_mount_flag(value: str) -> MountSpec:
     """``--mount type=bind|volume|tmpfs,source=,target=,readonly,...`` (docker's keys and aliases)."""
     fields: dict[str, str] = {}
-    for item in filter(None, value.split(",")):
+    for item in value.split(","):
+        if not item:
+            raise BadMountSpec(f"invalid field '' must be a key=value pair in {value!r}")
         key, eq, val = item.partition("=")
         key = key.strip().lower()
         if key in fields and key != "volume-opt":
@@ -114,7 +132,7 @@ def parse_mount_flag(value: str) -> MountSpec:
     spec = MountSpec(type=kind, target=target)  # type: ignore[arg-type]
     for key in ("readonly", "ro"):
         if key in fields:
-            spec.read_only = _flag(fields.pop(key), value)
+            spec.read_only = _flag(key, fields.pop(key), value)
     if kind == "bind":
         if not source:
             raise BadMountSpec(f"invalid mount config for type \"bind\": field Source must not be empty: {value!r}")
@@ -125,13 +143,14 @@ def parse_mount_flag(value: str) -> MountSpec:
             if prop not in PROPAGATIONS:
                 raise BadMountSpec(f"invalid bind-propagation {prop!r}")
             spec.options["propagation"] = prop
-        fields.pop("bind-nonrecursive", None)
+        if "bind-nonrecursive" in fields:
+            _flag("bind-nonrecursive", fields.pop("bind-nonrecursive"), value)
     elif kind == "volume":
         if source:
             spec.source = check_volume_name(source)
         else:
             spec.anonymous = True
-        if "volume-nocopy" in fields and _flag(fields.pop("volume-nocopy"), value):
+        if "volume-nocopy" in fields and _flag("volume-nocopy", fields.pop("volume-nocopy"), value):
             spec.options["nocopy"] = "true"
         driver = fields.pop("volume-driver", "local")
         if driver != "local":
@@ -147,22 +166,42 @@ def parse_mount_flag(value: str) -> MountSpec:
             spec.options["size"] = fields.pop("tmpfs-size")
         if "tmpfs-mode" in fields:
             spec.options["mode"] = fields.pop("tmpfs-mode")
+    if fields.get("consistency", "consistent") not in CONSISTENCY:
+        raise BadMountSpec(f"invalid consistency {fields['consistency']!r} in {value!r}")
     fields.pop("consistency", None)
     if fields:
         raise BadMountSpec(f"unexpected key {next(iter(fields))!r} in {value!r}")
     return spec
 
 
+#: ``--tmpfs`` options: mount(8) flags, and tmpfs's own ``key=value`` parameters
+TMPFS_FLAGS = ("ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "sync", "async", "dirsync",
+               "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
+               "nostrictatime", "tmpcopyup", "notmpcopyup")
+TMPFS_PARAMETERS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge")
+
+
 def parse_tmpfs_flag(value: str) -> MountSpec:
     """``--tmpfs TARGET[:OPTIONS]`` with mount(8)-style options (``size=64m,mode=1777,noexec``)."""
     target, _, opts = value.partition(":")
     spec = MountSpec(type="tmpfs", target=_check_target(target, value))
-    for item in filter(None, opts.split(",")):
+    for item in opts.split(",") if opts else []:
         key, eq, val = item.partition("=")
-        if key == "ro":
-            spec.read_only = True
-        elif key == "rw":
-            spec.read_only = False
+        if key in TMPFS_FLAGS and not eq:
+            if key in ("ro", "rw"):
+                spec.read_only = key == "ro"
+            else:
+                spec.options[key] = ""
+        elif key in TMPFS_PARAMETERS and eq and val:
+            spec.options[key] = val
         else:
-            spec.options[key] = val if eq else ""
+            raise BadMountSpec(f"invalid tmpfs option {item!r} in {value!r}")
     return spec
+
+
+def parse_volumes_from_flag(value: str) -> tuple[str, str]:
+    """``--volumes-from CONTAINER[:ro|:rw]``: the container reference and the access mode ("" keeps each)."""
+    ref, sep, mode = value.partition(":")
+    if not ref or (sep and mode not in ("ro", "rw")):
+        raise BadMountSpec(f"invalid mode for --volumes-from: {mode!r} in {value!r} (ro or rw)")
+    return ref, mode

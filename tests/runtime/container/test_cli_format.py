@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from runtime.cli.containers import parse_mount, parse_signal, parse_size, parse_volume
+from runtime.cli.containers import parse_signal, parse_size
 from runtime.cli.format import TemplateError, format_rows, go_string, render
 from runtime.errors import UsageError
 from tests.runtime.container.conftest import Refrt
@@ -46,16 +46,7 @@ def test_flag_parsers() -> None:
     with pytest.raises(UsageError):
         parse_size("lots")
     assert parse_signal("TERM") == 15 and parse_signal("SIGKILL") == 9 and parse_signal("1") == 1
-    bind = parse_volume("/srv:/data:ro")
-    assert (bind.type, bind.source, bind.target, bind.read_only) == ("bind", "/srv", "/data", True)
-    named = parse_volume("cache:/cache")
-    assert (named.type, named.source, named.anonymous) == ("volume", "cache", False)
-    anonymous = parse_volume("/scratch")
-    assert (anonymous.type, anonymous.target, anonymous.anonymous) == ("volume", "/scratch", True)
-    mount = parse_mount("type=tmpfs,target=/t,tmpfs-size=1m")
-    assert (mount.type, mount.target, mount.options) == ("tmpfs", "/t", {"size": "1m"})
-    with pytest.raises(UsageError):
-        parse_mount("type=bind,target=/x")
+    # -v/--mount/--tmpfs: runtime.volumes.parse, tested in tests/runtime/volumes
 
 
 def test_info_and_version(refrt: Refrt) -> None:
