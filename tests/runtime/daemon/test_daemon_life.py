@@ -1,0 +1,182 @@
+"""The daemon's life: one per root, started on demand once under concurrency, idling out, stopping cleanly, and
+live restore (a SIGKILLed daemon leaves its containers running, and the next one finds them).
+
+No daemon, zygote or worker of the test's root may be left after any test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime.daemon.cli_helpers import (
+    daemon_pid,
+    env,
+    lean,
+    processes,
+    refrt,
+    remove_all_containers,
+    stop_daemons,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("life")
+    made = refrt(root, "image", "bootstrap", "busybox", timeout=300)
+    assert made.returncode == 0, made.stderr
+    stop_daemons(root)
+    yield root
+    remove_all_containers(root)
+    stop_daemons(root)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(busybox_root: Path) -> Iterator[None]:
+    yield
+    stop_daemons(busybox_root)
+
+
+def _explicit_daemon(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(lean(root, "daemon", *args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def _api_get(path: Path, url: str) -> tuple[int, Any]:
+    conn = _UnixConnection(path)
+    try:
+        conn.request("GET", url)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_one_daemon_per_root(tmp_path: Path) -> None:
+    first = _explicit_daemon(tmp_path)
+    try:
+        sock = tmp_path / "run" / "refrt.sock"
+        assert wait_until(lambda: _listening(sock), timeout=30), "the daemon does not listen"
+        second = subprocess.run(lean(tmp_path, "daemon"), env=env(), capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert second.returncode == 1
+        assert second.stderr.strip() == (f"refrt: a daemon already serves the root {tmp_path} "
+                                         f"(pid {first.pid}, unix://{sock})")
+        assert refrt(tmp_path, "ps", "-q").returncode == 0  # the client uses the explicit daemon
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert not sock.exists() and not (tmp_path / "run" / "refrt-daemon.pid").exists()
+    assert not processes(tmp_path)
+
+
+def test_explicit_daemon_takes_over_from_an_on_demand_one(tmp_path: Path) -> None:
+    assert refrt(tmp_path, "ps").returncode == 0
+    on_demand = daemon_pid(tmp_path)
+    api = tmp_path / "api.sock"
+    explicit = _explicit_daemon(tmp_path, "--host", f"unix://{api}")
+    try:
+        assert wait_until(lambda: _listening(api), timeout=30)
+        assert wait_until(lambda: not any(pid == on_demand for pid, _ in processes(tmp_path)), timeout=10)
+        result = refrt(tmp_path, "ps", "-q")  # the default socket is gone: the pidfile names the explicit one
+        assert result.returncode == 0, result.stderr
+        assert [pid for pid, name in processes(tmp_path) if name == "refrt-daemon"] == [explicit.pid]
+    finally:
+        explicit.terminate()
+        explicit.wait(timeout=30)
+    assert not processes(tmp_path)
+
+
+def test_ten_clients_at_once_start_one_daemon(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: refrt(tmp_path, "ps", "-q"), range(10)))
+    assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results]
+    assert len(processes(tmp_path, ("refrt-daemon",))) == 1
+    log = (tmp_path / "run" / "refrt-daemon.log").read_text()
+    assert log.count(" serving ") == 1, log
+    stop_daemons(tmp_path)
+
+
+def test_an_on_demand_daemon_idles_out(tmp_path: Path) -> None:
+    assert refrt(tmp_path, "ps", environ=env(REFRT_DAEMON_IDLE="1")).returncode == 0
+    assert processes(tmp_path, ("refrt-daemon",))
+    assert wait_until(lambda: not processes(tmp_path), timeout=15), "the idle daemon did not stop"
+    assert "stopping: idle for 1s" in (tmp_path / "run" / "refrt-daemon.log").read_text()
+    assert not (tmp_path / "run" / "refrt.sock").exists()
+
+
+def test_a_running_command_keeps_an_idle_daemon(busybox_root: Path) -> None:
+    result = refrt(busybox_root, "run", "--rm", "busybox", "sleep", "3", environ=env(REFRT_DAEMON_IDLE="1"))
+    assert result.returncode == 0, result.stderr
+    assert processes(busybox_root, ("refrt-daemon",)), "the daemon stopped under a running command"
+
+
+def test_a_daemon_stops_when_its_socket_goes(tmp_path: Path) -> None:
+    assert refrt(tmp_path, "ps").returncode == 0
+    (tmp_path / "run" / "refrt.sock").unlink()
+    assert wait_until(lambda: not processes(tmp_path), timeout=10)
+
+
+def test_live_restore(busybox_root: Path) -> None:
+    """SIGKILL the daemon under a running container; the next daemon lists it running, and it can be stopped
+    through the thin client and seen through the Engine API."""
+    root = busybox_root
+    started = refrt(root, "run", "-d", "--name", "survivor", "busybox", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    cid = started.stdout.strip()
+    state = json.loads((root / "containers" / cid / "state.json").read_text())
+    os.kill(daemon_pid(root), signal.SIGKILL)
+    assert wait_until(lambda: not processes(root), timeout=10), "zygote or workers outlived the daemon"
+    os.kill(state["pid"], 0)  # still there
+    try:
+        listed = refrt(root, "ps", "--format", "{{.Names}} {{.Status}}")  # starts the next daemon on demand
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.startswith("survivor Up"), listed.stdout
+        assert "1 running" in (root / "run" / "refrt-daemon.log").read_text().splitlines()[-1]
+        status, body = _api_get(root / "run" / "refrt.sock", "/v1.41/containers/json")
+        assert status == 200
+        assert [(c["Id"], c["State"]) for c in body] == [(cid, "running")]
+        assert json.loads((root / "containers" / cid / "state.json").read_text())["pid"] == state["pid"]
+        stopped = refrt(root, "stop", "-t", "1", "survivor")
+        assert stopped.returncode == 0, stopped.stderr
+        status, body = _api_get(root / "run" / "refrt.sock", "/v1.41/containers/json?all=1")
+        assert [(c["Id"], c["State"]) for c in body] == [(cid, "exited")]
+    finally:
+        refrt(root, "rm", "-f", "survivor")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state["pid"], 0)
+            raise AssertionError("the container outlived rm -f")
