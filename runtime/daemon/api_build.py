@@ -60,12 +60,18 @@ class LegacyBuilder(Builder):
         self._from_steps: set[int] = set()
 
     def load(self) -> Dockerfile:
+        """Number the steps as the legacy builder does: global ARGs, then every stage up to the target, then one
+        ``LABEL`` step per ``labels`` entry (the legacy builder adds them as instructions)."""
         df = super().load()
-        for stage in df.stages:
+        self._total = len(df.meta_args)
+        for stage in df.stages[: self._target(df).index + 1]:
             self._offsets[stage.label] = self._total
             if stage.name:
                 self._names[stage.label] = stage.name
             self._total += len(stage.instructions) + 1
+        self._total += len(self.opts.labels)
+        for number, instr in enumerate(df.meta_args, start=1):
+            self.say(f"Step {number}/{self._total} : {' '.join(instr.original.split())}")
         return df
 
     def begin(self, title: str) -> Step:
@@ -82,6 +88,10 @@ class LegacyBuilder(Builder):
             self.say(f"Step {number}/{self._total} : {text}")
         elif "ONBUILD]" in title:
             self.say(f"# Executing build trigger: {title.partition('] ')[2]}")
+        elif title == "exporting to image":
+            first = self._total - len(self.opts.labels) + 1
+            for number, key in enumerate(sorted(self.opts.labels), start=first):
+                self.say(f"Step {number}/{self._total} : LABEL {key}={self.opts.labels[key]}")
         return step
 
     def done(self, step: Step, cached: bool = False) -> None:

@@ -362,6 +362,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         from runtime.registry.auth import Credentials
         from runtime.registry.client import RegistryClient
         from runtime.registry.endpoints import endpoint_for, server_domain
+        from runtime.registry.errors import AuthenticationError, RegistryError
 
         body = request.json()
         if not isinstance(body, dict):
@@ -370,8 +371,14 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         if not username or not password:
             raise ApiError(400, "username and password are required")
         domain = server_domain(str(body.get("serveraddress") or ""))
-        with registry_errors(), RegistryClient(endpoint_for(domain), credentials=Credentials(username, password)) as c:
-            c.login()
+        with RegistryClient(endpoint_for(domain), credentials=Credentials(username, password)) as client:
+            try:
+                client.login()
+            except AuthenticationError:
+                raise ApiError(401, f"login attempt to {client.base_url}/v2/ failed with status: 401 Unauthorized"
+                               ) from None
+            except RegistryError as exc:
+                raise ApiError(500, str(exc)) from None
         return Response({"Status": "Login Succeeded", "IdentityToken": ""})
 
     return [

@@ -161,9 +161,10 @@ def test_build_streams_legacy_progress_with_args_labels_and_target(engine: str) 
     messages = stream(body)
     text = "".join(m.get("stream", "") for m in messages)
     assert not [m for m in messages if "error" in m], messages
-    assert "Step 1/7 : FROM busybox AS base" in text and "Step 4/7 : FROM base AS final" in text
-    assert "Step 6/7" not in text  # the unused stage is not built
-    [image_id] = [m["aux"]["ID"] for m in messages if "aux" in m]
+    # the legacy builder's numbering: stages up to the target, then one LABEL step per label given
+    assert "Step 1/6 : FROM busybox AS base" in text and "Step 4/6 : FROM base AS final" in text
+    assert "Step 6/6 : LABEL built.by=h6" in text and "exit 9" not in text
+    image_id = [m["aux"]["ID"] for m in messages if "aux" in m][-1]  # dockerd also reports each stage's image
     assert f"Successfully built {image_id[7:19]}" in text and f"Successfully tagged {tag}" in text
     status, body = api(engine, "GET", f"/images/{tag}/json")
     labels = json.loads(body)["Config"]["Labels"]
@@ -188,7 +189,8 @@ def test_auth_push_pull_with_registry_auth_header(engine: str, auth_registry: Re
     bad = registry_auth(TEST_CREDENTIALS.username, "wrong", host)
     status, body = api(engine, "POST", "/auth", {"username": TEST_CREDENTIALS.username, "password": "wrong",
                                                   "serveraddress": host})
-    assert status == 401, body
+    # dockerd 20.10 answers 500, later ones 401; both with the registry's refusal in the message
+    assert status in (401, 500) and "401 Unauthorized" in json.loads(body)["message"], body
     status, body = api(engine, "POST", "/auth", {"username": TEST_CREDENTIALS.username,
                                                   "password": TEST_CREDENTIALS.password, "serveraddress": host})
     assert status == 200 and json.loads(body)["Status"] == "Login Succeeded"
