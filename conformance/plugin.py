@@ -6,6 +6,11 @@ as a pytest *error*; a failed expectation in ``steps:`` is stored and raised fro
 ``teardown:`` runs in the item's teardown (an error there is an *error*); a missing feature is a *skip* raised in
 setup with the key in its reason. Each item's full record travels in ``report.user_properties`` so reports also
 work under pytest-xdist, where items run in worker processes.
+
+Two verdicts go beyond pytest's (see ``conformance/reports/status.py``): a case whose steps passed only on a retry
+is ``flaky`` (a pytest pass), and a failure on a runtime whose driver declares one of the case's ``differences:``
+keys absent is a ``known_difference`` (pytest's xfail, unless ``--strict-differences``). ``--shard K/N`` keeps a
+stable part of the items; testinfra's ``--hosts`` is turned into the target or refused, never ignored.
 """
 
 from __future__ import annotations
