@@ -43,10 +43,12 @@ class RefrtDriver(RuntimeDriver):
         return self.target.scheme == "local"
 
     def _base_argv(self) -> list[str]:
+        # refrt's thin client with a lean interpreter (isolated, no site): the command runs in the root's daemon,
+        # started on demand. Run as a file, runtime/__main__.py puts its own package on sys.path.
         if self._local:
-            python = [sys.executable, "-m", "runtime"]
+            python = [sys.executable, "-I", "-S", str(Path(runtime.__file__).parent / "__main__.py")]
         else:
-            python = ["env", f"PYTHONPATH={REMOTE_DIR}", "python3", "-m", "runtime"]
+            python = ["python3", "-I", "-S", f"{REMOTE_DIR}/runtime/__main__.py"]
         root = os.environ.get("CONFORMANCE_REFRT_ROOT", HARNESS_ROOT)
         return [*python, "--root", root, "--state", f"{root}/run"]
 
