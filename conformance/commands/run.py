@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--target", default="local", help="local (default), ssh://user@host[:port], qemu, vagrant")
     parser.add_argument("--runtime", action="append", help="runtime under test, repeatable (default: refrt)")
     parser.add_argument("--report-dir", help="where reports go (default reports/<timestamp>-<target>/)")
-    parser.add_argument("-k", dest="keyword", help="only cases matching this pytest -k expression")
+    parser.add_argument("-k", dest="keyword",
+                        help="only cases matching this pytest -k expression (case ids, titles, suite names)")
     parser.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure or error")
     parser.add_argument("-n", dest="workers", type=int, help="run N targets in parallel (pytest-xdist)")
     parser.add_argument("--junitxml", help="also write the JUnit report to this path")
