@@ -56,7 +56,10 @@ def run_merge(args: argparse.Namespace) -> int:
     if args.report_dir:
         print(f"matrix: {Path(args.report_dir) / 'matrix.html'}, {Path(args.report_dir) / 'matrix.md'}")
     if one_sharded_run:
+        from conformance.reports.summary import terminal_table
+
         document = runs[0][1]
+        print("\n" + terminal_table(document) + "\n")
         print(f"joined {document['joined_shards']} shards: {document['summary']['total']} cases, "
               f"exit code {document['exit_code']}" + (f"; reports in {args.report_dir}" if args.report_dir else ""))
         return int(document["exit_code"])

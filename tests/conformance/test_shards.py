@@ -83,6 +83,8 @@ def test_three_shards_merged_equal_one_whole_run(runs: dict[str, Any]) -> None:
     assert table == [line for line in (root / "merged" / "summary.md").read_text().splitlines()
                      if line.startswith("|")]
     assert "joined 3 shards: 10 cases, exit code 1" in runs["merge"].stdout
+    assert "FLAKY     shardable::flaky" in runs["merge"].stdout  # the run's terminal table, as the run printed it
+    assert "FLAKY     shardable::flaky" in runs["whole"].stdout
     assert (root / "merged" / "matrix.html").exists()
 
 
