@@ -53,6 +53,36 @@ class RuntimeDriver(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop what ``prepare`` started (daemons). Must not raise."""
 
+    def leftovers_exist(self) -> bool:
+        """Whether state of this driver's run may still be on the target (a root, a session directory)."""
+        return True
+
+    def reclaim(self) -> dict[str, int]:
+        """Remove what an interrupted (SIGKILLed) run with this driver's run id left on the target.
+
+        Called on a driver made for the dead run's id by the next run, before it prepares anything; returns
+        what was removed by kind (``containers``, ``networks``, ``volumes``...), for its one-line notice. The
+        default removes the objects labelled with the run id, then calls :meth:`close` (daemons, stores).
+        Must not raise.
+        """
+        removed: dict[str, int] = {}
+        if not self.leftovers_exist():
+            return removed
+        label = f"label={RUN_LABEL}={self.run_id}"
+        kinds = (("containers", ["ps", "-a"], self.force_remove_args()),
+                 ("networks", ["network", "ls"], ["network", "rm"]),
+                 ("volumes", ["volume", "ls"], ["volume", "rm", "-f"]))
+        for kind, listing, remove in kinds:
+            try:
+                found = self.cli([*listing, "-q", "--filter", label], timeout=60)
+                ids = found.stdout.split() if found.exit_status == 0 else []
+                if ids and self.cli([*remove, *ids], timeout=300).exit_status == 0:
+                    removed[kind] = len(ids)
+            except Exception:  # a dead runtime has nothing to list; close() still runs
+                continue
+        self.close()
+        return removed
+
     @classmethod
     def parametrize(cls, argument: str) -> type[RuntimeDriver]:
         """``--runtime NAME:ARG`` (``podman:runc``, ``custom:/usr/bin/nerdctl``): this driver with an argument.

@@ -151,6 +151,19 @@ class DockerDriver(DockerLikeDriver):
         )
         self.target.run(script, timeout=120)
 
+    def leftovers_exist(self) -> bool:
+        s, e = shlex.quote(self.session), shlex.quote(self.exec_root)
+        return self.target.run(f"test -d {s} || test -d {e}", timeout=30).exit_status == 0
+
+    def reclaim(self) -> dict[str, int]:
+        """An interrupted run's dockerd outlives it (it runs in a session of its own): count and stop it too."""
+        alive = self.leftovers_exist() and self.target.run(
+            f"kill -0 $(cat {shlex.quote(self.pidfile)} 2>/dev/null) 2>/dev/null", timeout=30).exit_status == 0
+        removed = super().reclaim()
+        if alive:
+            removed["dockerd"] = 1
+        return removed
+
     def close(self) -> None:
         try:
             self.stop_daemon()

@@ -150,6 +150,9 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.push_prints_digest": False,  # push prints no digest without --digestfile
         }
 
+    def leftovers_exist(self) -> bool:
+        return self.target.run(f"test -f {shlex.quote(self.session)}/containers.conf", timeout=30).exit_status == 0
+
     def close(self) -> None:
         """Drop the run's whole store (``system reset`` unmounts what podman mounted), then its directory."""
         try:

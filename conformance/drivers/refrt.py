@@ -19,6 +19,7 @@ from pathlib import Path
 import runtime
 from conformance.drivers.base import RuntimeDriver, register_driver, with_run_label
 from conformance.errors import DriverError
+from conformance.targets.base import Target
 
 # The harness's own refrt root; CONFORMANCE_REFRT_ROOT moves it (tests give each run its own).
 HARNESS_ROOT = "/var/lib/conformance/refrt"
@@ -38,6 +39,11 @@ def package_hash(package_dir: Path) -> str:
 class RefrtDriver(RuntimeDriver):
     name = "refrt"
 
+    def __init__(self, target: Target, run_id: str) -> None:
+        super().__init__(target, run_id)
+        #: The refrt root this driver uses; fixed at creation so a run record can name it.
+        self.root = os.environ.get("CONFORMANCE_REFRT_ROOT", HARNESS_ROOT)
+
     @property
     def _local(self) -> bool:
         return self.target.scheme == "local"
@@ -49,8 +55,7 @@ class RefrtDriver(RuntimeDriver):
             python = [sys.executable, "-I", "-S", str(Path(runtime.__file__).parent / "__main__.py")]
         else:
             python = ["python3", "-I", "-S", f"{REMOTE_DIR}/runtime/__main__.py"]
-        root = os.environ.get("CONFORMANCE_REFRT_ROOT", HARNESS_ROOT)
-        return [*python, "--root", root, "--state", f"{root}/run"]
+        return [*python, "--root", self.root, "--state", f"{self.root}/run"]
 
     def argv(self, args: list[str]) -> list[str]:
         return [*self._base_argv(), *with_run_label(args, self.run_id)]
@@ -90,6 +95,10 @@ class RefrtDriver(RuntimeDriver):
 
     def features(self) -> dict[str, bool]:
         return {"runtime.refrt": True, "runtime.build.heredoc": True}
+
+    def leftovers_exist(self) -> bool:
+        # Running refrt on a root that is gone would create it anew.
+        return self.target.run(f"test -d {shlex.quote(self.root)}", timeout=30).exit_status == 0
 
     def cleanup(self) -> None:
         # Containers first (they hold networks and volumes), then user networks and unused volumes.
