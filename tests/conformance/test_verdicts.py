@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -279,6 +280,81 @@ def test_report_diff_shows_a_new_known_difference(tmp_path: Path) -> None:
     diff = conformance("report", "diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
     assert diff.returncode == 0
     assert "newly known differences: 1" in diff.stdout and "runtime.network_isolation" in diff.stdout
+
+
+_GAPPY_DRIVER = """
+from conformance.drivers.base import RuntimeDriver, register_driver
+
+
+@register_driver
+class GappyDriver(RuntimeDriver):
+    \"\"\"A runtime that fails every container step (exit 3) and declares one difference.\"\"\"
+
+    name = "gappy"
+
+    def argv(self, args):
+        return ["/bin/sh", "-c", "echo gappy cannot $0; exit 3", " ".join(args)]
+
+    def prepare(self):
+        pass
+
+    def version(self):
+        return "0.0"
+
+    def features(self):
+        return {
+            "runtime.gap": False,  # gappy has this gap, documented
+            "runtime.no_gap": True,
+        }
+"""
+
+_GAPPY_SUITE = """name: gaps
+description: failures that are, and are not, declared differences
+cases:
+  - id: declared
+    title: fails where the driver declares the gap
+    differences: [runtime.gap]
+    steps:
+      - container: run --rm busybox true
+  - id: undeclared
+    title: names a key the driver declares present, so its failure is a failure
+    differences: [runtime.no_gap]
+    steps:
+      - container: run --rm busybox true
+"""
+
+
+def test_known_difference_through_the_plugin(tmp_path: Path) -> None:
+    """A driver (registered by a pytest plugin here) declares runtime.gap absent: the case naming it fails as a
+    known difference with the driver's own comment, pytest shows an xfail, the run exits 0 - unless strict."""
+    (tmp_path / "gappy_driver.py").write_text(_GAPPY_DRIVER)
+    suite = tmp_path / "gaps.yaml"
+    suite.write_text(_GAPPY_SUITE)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "gappy_driver",
+                               str(suite), "--runtime", "gappy", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+
+    both = run("--report-dir", str(tmp_path / "both"))
+    assert both.returncode == 1, both.stdout[-3000:]
+    records = {c["case"]: c for c in json.loads((tmp_path / "both" / "results.json").read_text())["cases"]}
+    assert records["undeclared"]["status"] == "failed"
+    declared = records["declared"]
+    assert declared["status"] == "known_difference"
+    assert declared["difference"] == {"key": "runtime.gap", "note": "gappy has this gap, documented"}
+    assert declared["reason"] == "known difference runtime.gap: gappy has this gap, documented"
+    assert "exit status 3" in declared["message"]
+    assert "1 failed, 1 xfailed" in both.stdout
+
+    lenient = run("-k", "declared and not undeclared", "--report-dir", str(tmp_path / "lenient"))
+    assert lenient.returncode == 0, lenient.stdout[-3000:]
+    strict = run("-k", "declared and not undeclared", "--strict-differences", "--report-dir", str(tmp_path / "s"))
+    assert strict.returncode == 1, strict.stdout[-3000:]
+    document = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert document["strict_differences"] is True and document["summary"]["known_difference"] == 1
+    failure = etree.parse(str(tmp_path / "s" / "junit.xml")).find(".//failure")
+    assert failure is not None and failure.get("type") == "KnownDifference"
 
 
 @pytest.mark.slow
