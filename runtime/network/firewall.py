@@ -6,6 +6,7 @@ Every refrt root owns dedicated chains named after its root tag ``<t>`` (see ``s
     nat     RF<t>-POST   masquerade        <- POSTROUTING
     filter  RF<t>-FWD    forwarding policy <- FORWARD (inserted first, so a host's DROP policy does not bite)
     filter  RF<t>-ISO    network isolation (jumped to from RF<t>-FWD)
+    filter  RF<t>-IN     host loopback guard  <- INPUT (inserted first)
 
 and every rule carries ``-m comment --comment refrt:<t>[:net:<id12>|:ctr:<id12>]``. Rules are removed by that
 tag (``delete_tagged``), so two roots - two concurrent tests - never remove each other's rules, a crashed run's
@@ -15,6 +16,12 @@ Published ports are reached from the host through DNAT in OUTPUT as well as PRER
 because the bridge has ``route_localnet`` and ``RF<t>-POST`` masquerades loopback sources leaving through it
 (the kernel path, no userland proxy). ``ip_forward`` is switched on while any refrt root has a bridge and put
 back to its former value when the last one goes (host-wide bookkeeping under ``/run/refrt-net``).
+
+``route_localnet`` has a price (CVE-2020-8558): the host then accepts packets for 127.0.0.0/8 that arrive on the
+bridge, so a container that crafts them (CAP_NET_RAW is in docker's default set) reaches services bound only to
+the host's loopback. ``RF<t>-IN`` drops, per bridge, every packet to 127.0.0.0/8 arriving on it unless conntrack
+knows it as part of a DNAT'ed or an established flow - the replies of ``-p 127.0.0.1:P:...`` connections. This
+is the rule Kubernetes added for the same CVE, kept in refrt's own chain and removed with the network.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from runtime.network.errors import NetworkError
 
 HOST_STATE = Path("/run/refrt-net")
 BUILTIN_JUMPS = (("nat", "PREROUTING", "DNAT"), ("nat", "OUTPUT", "DNAT"), ("nat", "POSTROUTING", "POST"),
-                 ("filter", "FORWARD", "FWD"))
+                 ("filter", "FORWARD", "FWD"), ("filter", "INPUT", "IN"))
+CHAINS = (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO"), ("filter", "IN"))
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ def ensure_base(tag: str) -> None:
         words = dump(table)
         chains = {w[1] for w in words if w[:1] == ["-N"]}
         jumps = {(w[1], w[-1]) for w in words if w[:1] == ["-A"] and _comment_of(w) == comment}
-        for t, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
+        for t, suffix in CHAINS:
             if t == table and chain(tag, suffix) not in chains:
                 script[table].append(f":{chain(tag, suffix)} - [0:0]")
         for t, builtin, suffix in BUILTIN_JUMPS:
@@ -128,7 +136,7 @@ def remove_base(tag: str) -> None:
     script: dict[str, list[str]] = {"nat": [], "filter": []}
     for table in script:
         chains = {w[1] for w in dump(table) if w[:1] == ["-N"]}
-        for t, suffix in (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO")):
+        for t, suffix in CHAINS:
             if t == table and chain(tag, suffix) in chains:
                 script[table] += [f"-F {chain(tag, suffix)}", f"-X {chain(tag, suffix)}"]
     restore(script)
@@ -176,6 +184,9 @@ def network_rules(tag: str, net_id: str, bridge_name: str, subnet: str, internal
             Rule("nat", chain(tag, "POST"), ("-s", subnet, "!", "-o", bridge_name, "-j", "MASQUERADE"), c),
         ]
     rules.append(Rule("nat", chain(tag, "POST"), ("-s", "127.0.0.0/8", "-o", bridge_name, "-j", "MASQUERADE"), c))
+    # CVE-2020-8558: the host's loopback is not reachable from the bridge, except replies of DNAT'ed flows
+    rules.append(Rule("filter", chain(tag, "IN"), ("-i", bridge_name, "-d", "127.0.0.0/8", "-m", "conntrack", "!",
+                                                   "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"), c))
     # a container reaching a published port of its own network through the host: without this the reply would
     # go straight back over the bridge with the wrong source address
     rules.append(Rule("nat", chain(tag, "POST"), ("-s", subnet, "-o", bridge_name, "-m", "conntrack", "--ctstate",
