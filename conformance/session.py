@@ -35,6 +35,7 @@ from conformance.drivers import RuntimeDriver, get_driver
 from conformance.errors import ConformanceError, TargetError
 from conformance.features import Feature, target_features
 from conformance.targets import Target, get_target
+from conformance.targets.base import set_progress_writer
 
 #: Where run records live on the harness host. Runs that should see each other must share it.
 STATE_DIR = Path(os.environ.get("CONFORMANCE_STATE_DIR", "/var/tmp/conformance/runs"))
@@ -229,12 +230,32 @@ class RunSession:
         self._service_dirs: list[Path] = []
         self._broken: dict[str, ConformanceError] = {}
         self.record = RunRecord(self.run_id, target_spec)
+        self._install_progress()
         #: What the start of this run removed after interrupted runs ("" when nothing); printed once here.
         self.reclaimed = ""
         if os.environ.get("PYTEST_XDIST_WORKER") is None:  # the controller cleans; workers only record
             self.reclaimed = reclaim_interrupted_runs(target_spec)
             if self.reclaimed:
                 print(f"conformance: {self.reclaimed}", file=sys.stderr)
+
+    def _install_progress(self) -> None:
+        """Send targets' progress lines (VM boot, provisioning) to the stderr the run started with.
+
+        The target comes up inside the first case that needs it, where pytest captures file descriptor 2; a
+        duplicate of it taken now (pytest_configure, capture suspended) still reaches the terminal or CI log.
+        """
+        try:
+            stream = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace", closefd=True)
+        except OSError:
+            return
+        self._progress_stream = stream
+
+        def write(line: str) -> None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.write(line + "\n")
+                stream.flush()
+
+        set_progress_writer(write)
 
     def _remembered(self, key: str) -> None:
         if key in self._broken:
@@ -356,3 +377,8 @@ class RunSession:
                     self._target.down()
             self._target = None
         self.record.remove()
+        set_progress_writer(None)
+        stream = getattr(self, "_progress_stream", None)
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()

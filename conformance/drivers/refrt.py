@@ -10,6 +10,7 @@ SIGKILLed earlier run left behind, because ``prepare`` starts with a cleanup.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -19,7 +20,7 @@ from pathlib import Path
 import runtime
 from conformance.drivers.base import RuntimeDriver, register_driver, with_run_label
 from conformance.errors import DriverError
-from conformance.targets.base import Target
+from conformance.targets.base import Target, progress_step
 
 # The harness's own refrt root; CONFORMANCE_REFRT_ROOT moves it (tests give each run its own).
 HARNESS_ROOT = "/var/lib/conformance/refrt"
@@ -62,23 +63,28 @@ class RefrtDriver(RuntimeDriver):
 
     def prepare(self) -> None:
         if not self._local:
-            self._provision()
+            # On a remote target provisioning takes a while: say what happens, as it happens.
+            with progress_step(self.target.scheme, f"provisioning refrt in {REMOTE_DIR}") as notes:
+                notes.append("copied" if self._provision() else "already current")
         self.cleanup()
         for image in BASE_IMAGES:
             if self.cli(["image", "inspect", image], timeout=60).exit_status == 0:
                 continue
-            result = self.cli(["image", "bootstrap", image], timeout=600)
+            with contextlib.nullcontext() if self._local else progress_step(
+                    self.target.scheme, f"refrt: creating the {image} base image"):
+                result = self.cli(["image", "bootstrap", image], timeout=600)
             if result.exit_status != 0:
                 raise DriverError(f"refrt cannot create the {image} base image: "
                                   f"{(result.stderr or result.stdout).strip()[-500:]}")
 
-    def _provision(self) -> None:
+    def _provision(self) -> bool:
+        """Copy the runtime package to the target unless the copy there is current; True when it copied."""
         package = Path(runtime.__file__).parent
         wanted = package_hash(package)
         marker = f"{REMOTE_DIR}/.hash"
         have = self.target.run(f"cat {marker} 2>/dev/null", timeout=30).stdout.strip()
         if have == wanted:
-            return
+            return False
         check = self.target.run("command -v python3", timeout=30)
         if check.exit_status != 0:
             raise DriverError("refrt needs python3 on the target, and it has none")
@@ -86,6 +92,7 @@ class RefrtDriver(RuntimeDriver):
         self.target.put(package, f"{REMOTE_DIR}/runtime")
         self.target.run(f"find {REMOTE_DIR} -name __pycache__ -prune -exec rm -rf {{}} + ; "
                         f"echo {shlex.quote(wanted)} > {marker}", timeout=60)
+        return True
 
     def version(self) -> str:
         result = self.cli(["version", "--format", "{{.Client.Version}}"], timeout=60)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import abc
 import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,6 +112,49 @@ class Target(abc.ABC):
         facts = dict(zip(keys, out, strict=False))
         facts["backend"] = self.scheme
         return facts
+
+
+_PROGRESS: list[Callable[[str], None]] = []
+
+
+def set_progress_writer(writer: Callable[[str], None] | None) -> None:
+    """Where progress lines go (default: stderr). A run installs a writer that reaches the terminal even
+    while pytest captures the output of the case that happens to bring the target up."""
+    _PROGRESS[:] = [writer] if writer is not None else []
+
+
+def progress(line: str) -> None:
+    """Write one progress line now (a target bringing itself up says what it does, as it does it)."""
+    if _PROGRESS:
+        _PROGRESS[0](line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def progress_step(scheme: str, what: str) -> Iterator[list[str]]:
+    """``qemu: restoring snapshot …`` when a step starts, ``qemu: restoring snapshot … 2.4 s`` when it ends (or
+    ``… failed after 2.4 s``), so a minute of VM start-up is never silent. What the step appends to the list
+    it is given is shown before the duration (``qemu: detecting acceleration … tcg, 3.1 s``)."""
+    progress(f"{scheme}: {what} …")
+    started = time.monotonic()
+    notes: list[str] = []
+    try:
+        yield notes
+    except BaseException:
+        progress(f"{scheme}: {what} … failed after {seconds(time.monotonic() - started)} s")
+        raise
+    progress(f"{scheme}: {what} … {''.join(n + ', ' for n in notes)}{seconds(time.monotonic() - started)} s")
+
+
+def image_progress(scheme: str) -> Callable[[str], None]:
+    """A ``progress`` callback for the VM image builders: their step lines, not every line of their tools."""
+
+    def say(line: str) -> None:
+        if line.strip() and not line.startswith(" "):
+            progress(f"{scheme}: image: {line.strip()}")
+
+    return say
 
 
 def seconds(value: float) -> str:

@@ -25,11 +25,19 @@ import time
 from typing import Any
 
 from conformance.errors import TargetError
-from conformance.targets.base import TargetSpec, register_target
+from conformance.targets.base import TargetSpec, image_progress, progress, progress_step, register_target
 from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
 from conformance.targets.ssh import SshSession, parse_destroy
 from vm.image import BuiltImage, ensure_image
-from vm.qemu import Machine, MachineConfig, clock_fix_command, connect_ssh, detect_accel, ensure_golden
+from vm.qemu import (
+    Machine,
+    MachineConfig,
+    clock_fix_command,
+    connect_ssh,
+    detect_accel,
+    ensure_golden,
+    golden_for,
+)
 from vm.state import reap_orphans
 
 log = logging.getLogger(__name__)
@@ -89,9 +97,16 @@ class QemuTarget(DisposableVmTarget):
         install_cleanup_hooks()
         for leftover in reap_orphans():
             log.info("removed VM %s left behind by a killed run", leftover.vm_id)
+            progress(f"qemu: removed VM {leftover.vm_id} left behind by a killed run")
         start = time.monotonic()
-        image = self.image = ensure_image(progress=log.info)
-        accel = detect_accel(image) if self.accel == "auto" else self.accel
+        with progress_step("qemu", "checking the guest image"):
+            image = self.image = ensure_image(progress=image_progress("qemu"))
+        if self.accel == "auto":
+            with progress_step("qemu", "detecting acceleration") as notes:
+                accel = detect_accel(image)
+                notes.append(accel)
+        else:
+            accel = self.accel
         self.timings["image"] = time.monotonic() - start
         machine = Machine(
             image, self.config, accel, die_with_owner=self.destroy == "always", extra_cmdline=self.append
@@ -99,25 +114,36 @@ class QemuTarget(DisposableVmTarget):
         try:
             if self.snapshot:
                 start = time.monotonic()
-                golden = ensure_golden(image, self.config, accel, self.boot_timeout)
+                made = golden_for(image, self.config, accel).ready
+                with progress_step("qemu", "golden snapshot ready" if made else
+                                   "making the golden snapshot (first boot of this image)"):
+                    golden = ensure_golden(image, self.config, accel, self.boot_timeout)
                 self.timings["golden"] = time.monotonic() - start
                 start = time.monotonic()
                 self.machine = machine
-                machine.start(golden.disk, incoming=golden.state)
-                session = connect_ssh(machine, self.ssh_timeout)
-                session.run(clock_fix_command(), timeout=60)
+                with progress_step("qemu", f"restoring snapshot ({accel})") as notes:
+                    machine.start(golden.disk, incoming=golden.state)
+                    notes.append(f"VM {machine.vm_id}")
+                with progress_step("qemu", f"waiting for SSH on 127.0.0.1:{machine.port}"):
+                    session = connect_ssh(machine, self.ssh_timeout)
+                with progress_step("qemu", "setting the guest clock"):
+                    session.run(clock_fix_command(), timeout=60)
                 self.timings["restore"] = time.monotonic() - start
             else:
                 start = time.monotonic()
                 self.machine = machine
-                machine.start(image.disk)
-                session = connect_ssh(machine, self.boot_timeout)
+                with progress_step("qemu", f"booting ({accel}, cold)") as notes:
+                    machine.start(image.disk)
+                    notes.append(f"VM {machine.vm_id}")
+                with progress_step("qemu", f"waiting for SSH on 127.0.0.1:{machine.port}"):
+                    session = connect_ssh(machine, self.boot_timeout)
                 self.timings["boot"] = time.monotonic() - start
         except BaseException:
             machine.destroy()
             self.machine = None
             raise
         self._adopt(session)
+        progress(f"qemu: ready: VM {machine.vm_id} at root@127.0.0.1:{machine.port}")
 
     def _kept(self, machine: Any) -> None:
         if machine.qmp is not None:

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from conformance.errors import TargetError
-from conformance.targets.base import TargetSpec, register_target
+from conformance.targets.base import TargetSpec, image_progress, progress, progress_step, register_target
 from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
 from conformance.targets.ssh import SshSession, parse_destroy
 from vm.errors import VmBootError
@@ -56,19 +56,25 @@ class VagrantTarget(DisposableVmTarget):
         if self.session is not None:
             return
         install_cleanup_hooks()
-        reap_orphans()
+        for leftover in reap_orphans():
+            progress(f"vagrant: removed VM {leftover.vm_id} left behind by a killed run")
         start = time.monotonic()
-        image = ensure_image(progress=log.info)
-        ensure_box(image, progress=log.info)
+        with progress_step("vagrant", "checking the guest image"):
+            image = ensure_image(progress=image_progress("vagrant"))
+        with progress_step("vagrant", "checking the box"):
+            ensure_box(image, progress=image_progress("vagrant"))
         self.timings["box"] = time.monotonic() - start
         machine = VagrantMachine(image, memory_mb=self.memory_mb, cpus=self.cpus, driver=self.driver)
         self.machine = machine
         try:
             start = time.monotonic()
-            endpoint = machine.up(self.boot_timeout)
+            with progress_step("vagrant", f"vagrant up ({self.driver})") as notes:
+                endpoint = machine.up(self.boot_timeout)
+                notes.append(f"VM {machine.vm_id}")
             session = SshSession(endpoint.host, endpoint.port, endpoint.user, key=endpoint.key)
             try:
-                session.connect(timeout=120)
+                with progress_step("vagrant", f"waiting for SSH on {endpoint.host}:{endpoint.port}"):
+                    session.connect(timeout=120)
             except TargetError as exc:
                 raise VmBootError(f"vagrant VM {machine.vm_id} did not answer SSH: {exc}",
                                   evidence=machine.evidence()) from exc
@@ -78,6 +84,7 @@ class VagrantTarget(DisposableVmTarget):
             self.machine = None
             raise
         self._adopt(session)
+        progress(f"vagrant: ready: VM {machine.vm_id} at {session.address}")
 
     def status(self) -> dict[str, Any]:
         machine = self.machine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -35,9 +36,16 @@ def test_commands_exit_status_stdout_stderr_and_stdin(qemu_vm: QemuTarget) -> No
 
 
 def test_timeout_kills_the_remote_command(qemu_vm: QemuTarget) -> None:
-    with pytest.raises(CommandTimeout):
-        qemu_vm.run("sleep 300 & sleep 301; echo never", timeout=2)
-    left = qemu_vm.run("pgrep -f 'sleep 30[01]' || true").stdout.strip()
+    """The command's process group and tree die - also a child that was orphaned but kept the group (302) -
+    and reading stops at the deadline although that child held the channel open."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as info:
+        qemu_vm.run("(sleep 302 &); sleep 300 & sleep 301; echo never", timeout=2)
+    assert time.monotonic() - started < 15
+    assert re.fullmatch(r"timed out after 2 s on root@127\.0\.0\.1:\d+; killed process group \d+", str(info.value))
+    left = qemu_vm.run("pgrep -f 'sleep 30[012]' || true").stdout.strip()
     assert left == ""
 
 
@@ -93,10 +101,17 @@ def test_ssh_drop_mid_command_is_a_target_error_and_next_run_reconnects(qemu_vm:
     assert qemu_vm.run("echo back").stdout == "back\n"
 
 
-def test_disposable_vm_leaves_no_process_overlay_or_port_forward() -> None:
+def test_disposable_vm_leaves_no_process_overlay_or_port_forward(capfd: pytest.CaptureFixture[str]) -> None:
     target = get_target("qemu")
     assert isinstance(target, QemuTarget)
     target.up()
+    # Bringing the VM up said what it did, step by step, with durations, as it happened (on stderr).
+    lines = capfd.readouterr().err.splitlines()
+    for step in (r"checking the guest image", r"(restoring snapshot \((kvm|tcg)\)|booting \((kvm|tcg), cold\))",
+                 r"waiting for SSH on 127\.0\.0\.1:\d+"):
+        assert any(re.fullmatch(rf"qemu: {step} …", line) for line in lines), lines
+        assert any(re.fullmatch(rf"qemu: {step} … (.+, )?\d+(\.\d)? s", line) for line in lines), lines
+    assert any(line.startswith("qemu: ready: VM ") for line in lines), lines
     try:
         status = target.status()
         assert target.machine is not None
