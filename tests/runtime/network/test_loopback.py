@@ -90,7 +90,9 @@ def _handshake(netns: str, gateway_mac: bytes, src_ip: str, port: int, timeout: 
                         _answer_arp(raw, data, own_mac, src_ip)
                         continue
                     ip = data[14:]
-                    if data[12:14] != b"\x08\x00" or len(ip) < 40 or ip[9] != 6 or ip[12:16] != socket.inet_aton("127.0.0.1"):
+                    if data[12:14] != b"\x08\x00" or len(ip) < 40 or ip[9] != 6:
+                        continue
+                    if ip[12:16] != socket.inet_aton("127.0.0.1"):
                         continue
                     tcp = ip[(ip[0] & 0xF) * 4:]
                     their_port, our_port, their_seq = struct.unpack("!HHI", tcp[:8])
