@@ -23,7 +23,6 @@ import os
 import secrets
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,7 +34,7 @@ from conformance.drivers import RuntimeDriver, get_driver
 from conformance.errors import ConformanceError, TargetError
 from conformance.features import Feature, target_features
 from conformance.targets import Target, get_target
-from conformance.targets.base import set_progress_writer
+from conformance.targets.base import progress, set_progress_writer
 
 #: Where run records live on the harness host. Runs that should see each other must share it.
 STATE_DIR = Path(os.environ.get("CONFORMANCE_STATE_DIR", "/var/tmp/conformance/runs"))
@@ -133,8 +132,8 @@ def reclaim_interrupted_runs(target_spec: str) -> str:
             counts += found
             runs += bool(found)
         except Exception as exc:  # never stop a run because an old one cannot be cleaned; say why
-            print(f"conformance: could not clean up after interrupted run {data.get('run_id', path.name)}: {exc}",
-                  file=sys.stderr)
+            progress(f"conformance: could not clean up after interrupted run {data.get('run_id', path.name)}: "
+                     f"{' '.join(str(exc).split())}")
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -229,14 +228,23 @@ class RunSession:
         self._services: dict[str, Any] = {}
         self._service_dirs: list[Path] = []
         self._broken: dict[str, ConformanceError] = {}
-        self.record = RunRecord(self.run_id, target_spec)
-        self._install_progress()
-        #: What the start of this run removed after interrupted runs ("" when nothing); printed once here.
+        self._record: RunRecord | None = None
+        #: What this run removed after interrupted runs ("" when nothing), said once when it began to work.
         self.reclaimed = ""
-        if os.environ.get("PYTEST_XDIST_WORKER") is None:  # the controller cleans; workers only record
-            self.reclaimed = reclaim_interrupted_runs(target_spec)
-            if self.reclaimed:
-                print(f"conformance: {self.reclaimed}", file=sys.stderr)
+        self._install_progress()
+
+    @property
+    def record(self) -> RunRecord:
+        """This run's record, made when the run first needs the target or a service - a pytest session that
+        never does (unit tests with the plugin loaded) neither records nor reclaims. Making it first removes
+        what interrupted runs left (the controller does; xdist workers only record)."""
+        if self._record is None:
+            self._record = RunRecord(self.run_id, self.target_spec)
+            if os.environ.get("PYTEST_XDIST_WORKER") is None:
+                self.reclaimed = reclaim_interrupted_runs(self.target_spec)
+                if self.reclaimed:
+                    progress(f"conformance: {self.reclaimed}")
+        return self._record
 
     def _install_progress(self) -> None:
         """Send targets' progress lines (VM boot, provisioning) to the stderr the run started with.
@@ -265,6 +273,7 @@ class RunSession:
     def target(self) -> Target:
         self._remembered("target")
         if self._target is None:
+            self.record  # noqa: B018 - recorded (and earlier runs reclaimed) before anything is created
             target = get_target(self.target_spec)
             if hasattr(target, "destroy_policy"):
                 target.destroy_policy = self.destroy
@@ -376,7 +385,9 @@ class RunSession:
                 with contextlib.suppress(Exception):
                     self._target.down()
             self._target = None
-        self.record.remove()
+        if self._record is not None:
+            self._record.remove()
+            self._record = None
         set_progress_writer(None)
         stream = getattr(self, "_progress_stream", None)
         if stream is not None:

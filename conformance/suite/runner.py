@@ -74,7 +74,7 @@ class CaseRunner:
             result.attempts = attempt
             if result.status != "failed" or attempt == attempts or time.monotonic() >= self.deadline:
                 break
-            time.sleep(interval)
+            time.sleep(max(0.0, min(interval, self.deadline - time.monotonic())))
         self.results.append(result)
         if result.status == "error":
             raise MatchTimeout(f"{result.label} (line {step.line}): {result.message}")
