@@ -158,7 +158,7 @@ class LocalTarget(Target):
                 f"timed out after {seconds(timeout or 0)} s; killed process group {proc.pid}",
                 evidence=(out + err).decode(errors="replace")[-2000:], killed=f"process group {proc.pid}")
         return CommandResult(command=command, exit_status=status,
-                             stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+                             stdout=out.decode(errors="surrogateescape"), stderr=err.decode(errors="surrogateescape"),
                              duration=time.monotonic() - started)
 
     def put(self, local: Path, remote: str) -> None:

@@ -192,8 +192,8 @@ class SshSession:
         return CommandResult(
             command=command,
             exit_status=status,
-            stdout=stdout.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
+            stdout=stdout.decode(errors="surrogateescape"),
+            stderr=err.decode(errors="surrogateescape"),
             duration=time.monotonic() - start,
         )
 
