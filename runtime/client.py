@@ -29,6 +29,7 @@ DEFAULT_STATE = "/run/refrt"
 SOCKET_NAME = "refrt.sock"
 PIDFILE_NAME = "refrt-daemon.pid"
 START_LOCK_NAME = "refrt-daemon-start.lock"
+DAEMON_LOCK_NAME = "refrt-daemon.lock"
 LOG_NAME = "refrt-daemon.log"
 DEFAULT_IDLE = "60"
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH,
@@ -113,13 +114,47 @@ def _start_daemon(options: dict[str, str], state: str) -> _socket.socket:
         sock = _connect_root(state)
         if sock is not None:
             return sock
-        _spawn_daemon(options, state)
-        sock = _connect_root(state)
-        if sock is None:
-            raise ClientError(f"the daemon started but does not listen in {state}")
-        return sock
+        if not _daemon_alive(state):
+            try:
+                _spawn_daemon(options, state)
+            except ClientError:
+                if not _daemon_alive(state):
+                    raise
+        return _wait_for_daemon(state)  # it is ours, or one that holds the root but does not listen yet
     finally:
         os.close(lock)
+
+
+def _daemon_alive(state: str) -> bool:
+    """Whether a daemon holds the root's lock (it may still be starting: live restore runs before it listens)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(state, DAEMON_LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _wait_for_daemon(state: str, timeout: float = 60) -> _socket.socket:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = _connect_root(state)
+        if sock is not None:
+            return sock
+        if not _daemon_alive(state):
+            raise ClientError(f"the daemon of {state} stopped before it listened (see {state}/{LOG_NAME})")
+        if time.monotonic() > deadline:
+            raise ClientError(f"a daemon holds {state} but does not listen after {timeout:g}s")
+        time.sleep(0.005)
 
 
 def _spawn_daemon(options: dict[str, str], state: str) -> None:

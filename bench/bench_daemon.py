@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Benchmark: ``refrt run --rm --network none busybox true`` through the daemon against ``runc run``, interleaved.
+
+Both start one container with fresh namespaces over the same busybox rootfs (the bundle is set up by
+``bench_run.prepare``). refrt goes its whole way: the thin client under ``python3 -I -S``, the daemon's
+pre-imported worker, image lookup, overlay, cgroups, monitor, state files and the ``--rm`` clean-up. The two
+commands alternate run by run, so a load change on the machine hits both alike; the medians and their ratio
+are printed, with ``refrt ps`` (goal: 25 ms or less) and the interpreter's bare start for scale.
+
+``--trace`` also runs the command line in this process, with every set-up step timed (CLI, monitor, container
+init): where the time that is left goes.
+
+    sudo .venv/bin/python bench/bench_daemon.py [--runs 30] [--trace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_run import REPO, prepare  # the sibling benchmark's set-up, not a copy
+
+MAIN = REPO / "runtime" / "__main__.py"
+
+
+def timed(argv: list[str]) -> float:
+    """Wall time of one command in ms; it must succeed."""
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved(commands: dict[str, list[str]], runs: int, warmup: int) -> dict[str, list[float]]:
+    for _ in range(warmup):
+        for argv in commands.values():
+            timed(argv)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            times[name].append(timed(argv))
+    return times
+
+
+# -- --trace: the set-up steps, timed in this process ------------------------------------------------------------
+TRACED = {
+    "runtime.cli.containers": ["_create"],
+    "runtime.container.lifecycle": ["create", "start"],
+    "runtime.container.monitor": ["spawn", "build_plan", "_read_all"],
+    "runtime.container.monitor.Monitor": ["_start_container", "_finish", "_teardown", "_auto_remove"],
+    "runtime.container.monitor.OutputPump": ["pump_until_exit"],
+    "runtime.container.hooks": ["network_attach", "network_detach"],
+    "runtime.container.namespaces": ["fork_into_new_pid_namespace"],
+    "runtime.container.init": ["setup_rootfs", "drop_privileges"],
+    "runtime.container.state.Container": ["save_state"],
+    "runtime.cgroups.v1.V1Driver": ["create"],
+    "runtime.cgroups.v1.V1Cgroup": ["add", "remove", "kill_all"],
+    "runtime.cgroups.v2.V2Driver": ["create"],
+    "runtime.cgroups.v2.V2Cgroup": ["add", "remove", "kill_all"],
+}
+
+
+def _resolve(dotted: str) -> Any:
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        with contextlib.suppress(ImportError):
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+            return obj
+    raise ImportError(dotted)
+
+
+def trace(root: Path, runs: int) -> None:
+    """Run the command line in this process (pre-imported, as the daemon's worker is) with the steps timed. The
+    monitor and the container's init are forks of this process, so they report through an inherited pipe."""
+    sys.path.insert(0, str(REPO))
+    from runtime.cli import main, preload
+    from runtime.container import init, monitor
+    from runtime.daemon.zygote import preload as preload_all
+
+    preload_all()
+    report_r, report_w = os.pipe()
+    os.set_blocking(report_r, False)
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        func = getattr(owner, name)
+
+        @functools.wraps(func)
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.write(report_w, f"{label} {(time.perf_counter() - start) * 1e3:.3f}\n".encode())
+
+        setattr(owner, name, timed_call)
+
+    for dotted, names in TRACED.items():
+        with contextlib.suppress(ImportError, AttributeError):
+            owner = _resolve(dotted)
+            for name in names:
+                wrap(owner, name, f"{dotted.removeprefix('runtime.')}.{name}")
+    close_except: Callable[[set[int | None]], None] = monitor._close_inherited_fds
+    monitor._close_inherited_fds = lambda keep: close_except({*keep, report_w})
+    init._close_other_fds = lambda keep: close_except({keep, report_w})
+    argv = ["--root", str(root), "run", "--rm", "--network", "none", "busybox", "true"]
+    steps: dict[str, list[float]] = defaultdict(list)
+    totals = []
+    for _ in range(runs + 2):
+        preload()
+        start = time.perf_counter()
+        if main(argv) != 0:
+            raise SystemExit("bench_daemon: the traced run failed")
+        totals.append((time.perf_counter() - start) * 1e3)
+        time.sleep(0.05)
+        with contextlib.suppress(BlockingIOError):
+            for line in os.read(report_r, 1 << 20).decode().splitlines():
+                label, ms = line.rsplit(" ", 1)
+                steps[label].append(float(ms))
+    print(f"\nin-process run, steps (median ms over {runs + 2} runs; nested steps are included in their callers):")
+    print(f"  {'whole command':<48} {statistics.median(totals):8.1f}")
+    for label, values in sorted(steps.items(), key=lambda item: -statistics.median(item[1])):
+        print(f"  {label:<48} {statistics.median(values):8.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--trace", action="store_true", help="also time the set-up steps in-process")
+    args = parser.parse_args()
+    if shutil.which("runc") is None:
+        print("bench_daemon: runc is not installed", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
+        work = Path(tmp)
+        env["PYTHONPATH"] = str(REPO)
+        root, bundle = prepare(work, env)
+        python = [sys.executable, "-I", "-S"]
+        refrt = [*python, str(MAIN), "--root", str(root)]
+        daemon = subprocess.Popen([*refrt, "daemon"], stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while subprocess.run([*refrt, "ps", "-q"], capture_output=True, check=False).returncode != 0:
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise SystemExit("bench_daemon: the daemon did not come up")
+                time.sleep(0.1)
+            times = interleaved({
+                "refrt": [*refrt, "run", "--rm", "--network", "none", "busybox", "true"],
+                "runc": ["runc", "--root", str(work / "runc-state"), "run", "--bundle", str(bundle),
+                         f"bench-{os.getpid()}"],
+                "refrt ps": [*refrt, "ps"],
+                "python -I -S": [*python, "-c", "pass"],
+            }, args.runs, args.warmup)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+        if args.trace:
+            trace(root, args.runs)
+    print(f"\n{'command':<14} {'median ms':>10} {'min ms':>8} {'max ms':>8}   ({args.runs} interleaved runs)")
+    for name, values in times.items():
+        print(f"{name:<14} {statistics.median(values):>10.1f} {min(values):>8.1f} {max(values):>8.1f}")
+    ratio = statistics.median(times["refrt"]) / statistics.median(times["runc"])
+    print(f"ratio refrt/runc (medians): {ratio:.2f}x   (goal 1.0x, at least 1.5x)")
+    print(f"refrt ps: {statistics.median(times['refrt ps']):.1f} ms   (goal 25 ms or less)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
