@@ -578,7 +578,10 @@ def _detach_locked(store: NetworkStore, container_id: str) -> None:
     for net in store.networks():  # also after a failed bring-up, before any endpoint existed
         if net.default and not store.endpoints(net.id) and (net.id in net_ids or bridge.exists(net.bridge)):
             _tear_down(store, net)
-    _drop_base_if_unused(store)
+    # a container that never had a bridge (none, host, container:X) changed nothing the base rules depend on;
+    # checking them costs four iptables runs (20-30 ms) on every exit
+    if rec is None or net_ids or not (rec.mode in ("none", "host") or rec.mode.startswith("container:")):
+        _drop_base_if_unused(store)
 
 
 def detach(ctx: HasPaths, container_id: str) -> None:
