@@ -152,6 +152,7 @@ class PodmanDriver(DockerLikeDriver):
             # sockets are allowed (root's user keyring is then readable from a container)
             "runtime.seccomp.docker_profile": False,
             "runtime.seccomp.io_uring_refused": True,
+            "runtime.seccomp.vsock_refused": False,
         }
 
     def leftovers_exist(self) -> bool:
