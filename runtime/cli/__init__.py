@@ -70,7 +70,10 @@ _PREBUILT: dict[str | None, argparse.ArgumentParser] = {}
 def preload() -> None:
     """Build the parser of every command group, and the full one, ahead of the commands (the daemon's zygote)."""
     for group in (*COMMAND_MODULES, None):
-        _PREBUILT[group] = _new_parser(group)
+        try:
+            _PREBUILT[group] = _new_parser(group)
+        except Exception:  # a group that cannot load fails its own commands, when they run
+            continue
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -69,10 +69,10 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         syscalls.unshare(flags)
         os.write(sync_w, b"ns\n")
         os.close(sync_w)
-        if os.read(go_r, 16) != b"go":
-            os._exit(125)  # the parent gave up (cgroup or network failed) and reports it
-        os.close(go_r)
-        if plan.cgroup_namespace:  # now that we sit in our group, it becomes the namespace's root
+        if os.read(go_r, 2) != b"go":
+            os._exit(125)  # the parent gave up (network failed) and reports it
+        if plan.cgroup_namespace:  # once we sit in our group, it becomes the namespace's root
+            wait_for_cgroup(go_r)
             syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         setup_rootfs(plan.rootfs)
         if plan.tty:
@@ -85,6 +85,8 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         env = _with_home(plan.env, user.home)
         executable = find_executable(plan.argv[0], env)
         ensure_workdir(plan.workdir)
+        if not plan.cgroup_namespace:  # the file system was set up meanwhile; nothing runs outside the group
+            wait_for_cgroup(go_r)
         if plan.userns_fd >= 0:
             userns.enter(plan.userns_fd)
         seccomp_kernel.join_new_session_keyring()  # the caller's keys out of reach (keyctl is refused later)
@@ -105,6 +107,14 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
     except BaseException as exc:
         _report(err_w, RefrtError(f"container init: {type(exc).__name__}: {exc}"))
     os._exit(125)
+
+
+def wait_for_cgroup(go_r: int) -> None:
+    """The parent moves us into the container's cgroup while we set up the file system (the move waits for the
+    kernel, see monitor.prime_cgroup_attach); "cg" says it is done."""
+    if os.read(go_r, 2) != b"cg":
+        os._exit(125)  # the parent gave up (cgroup failed) and reports it
+    os.close(go_r)
 
 
 def become_session_leader(stdio: tuple[int, int, int]) -> None:

@@ -20,6 +20,7 @@ import os
 import selectors
 import signal
 import socket
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,50 @@ def _close_inherited_fds(keep: set[int | None]) -> None:
     os.closerange(low, 65536)
 
 
+def prime_cgroup_attach() -> threading.Thread | None:
+    """Start paying, on a thread, for the move of the container's init into its cgroup.
+
+    Why: a move between cgroups takes the kernel's cgroup_threadgroup_rwsem for writing, which first waits for
+    an RCU grace period (5-15 ms here, the largest single cost of a start). Writers that come while a wait is
+    under way, or shortly after it, share it. So the monitor moves itself into the cgroup it already is in (a
+    no-op move) on a thread as soon as the cgroup exists, while it resolves the launch plan and forks; its real
+    move of the init then finds the lock ready (or nearly). The thread holds no Python lock (raw os calls), so the fork
+    meanwhile is safe."""
+    target = _own_cgroup_procs()
+    if target is None:
+        return None
+
+    def move() -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"%d" % os.getpid())
+            finally:
+                os.close(fd)
+
+    thread = threading.Thread(target=move, name="cgroup-primer", daemon=True)
+    thread.start()
+    return thread
+
+
+def _own_cgroup_procs() -> Path | None:
+    """The ``cgroup.procs`` of this process's own cgroup in one mounted hierarchy (v1 or v2)."""
+    driver = driver_for_host()
+    mounts: dict[str, Path] = getattr(driver, "hierarchies", {})
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if driver.version == 2 and not controllers:
+            return Path("/sys/fs/cgroup") / path.lstrip("/") / "cgroup.procs"
+        for controller in controllers.split(","):
+            if controller in mounts:
+                return mounts[controller] / path.lstrip("/") / "cgroup.procs"
+    return None
+
+
 class Monitor:
     def __init__(self, ctx: Any, container: Container, attach: Attach, status_w: int) -> None:
         self.ctx = ctx
@@ -140,6 +185,7 @@ class Monitor:
         self.console_child: socket.socket | None = None
         self.pty_master: int | None = None
         self.attach = self._take_attach_fds(attach)
+        self._primer: threading.Thread | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def _take_attach_fds(self, attach: Attach) -> Attach:
@@ -220,6 +266,7 @@ class Monitor:
         c = self.c
         driver = driver_for_host()
         self.cgroup = driver.create(c.id, c.spec.resources)
+        self._primer = prime_cgroup_attach()  # after create: the kernel holds cgroup_mutex while it waits
         plan = build_plan(c, self.ctx)
         userns_fd = -1
         if c.spec.userns == "private":
@@ -244,13 +291,16 @@ class Monitor:
         if self.console_child is not None:
             self.console_child.close()
         try:
-            self.cgroup.add(pid)
             if os.read(sync_r, 16) == b"ns\n":
                 if hooks.needs_network_hook(c.spec.network.mode):
                     c.state.network_settings = hooks.network_attach(
                         self.ctx, c.id, c.name, pid, c.spec.network
                     )
-                os.write(go_w, b"go")
+                os.write(go_w, b"go")  # the init sets up its file system while we move it into its cgroup
+                self.cgroup.add(pid)
+                os.write(go_w, b"cg")
+            if self._primer is not None:
+                self._primer.join()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

@@ -124,6 +124,7 @@ class Zygote:
         self._ids = itertools.count(1)
         self._closing = False
         self.control, self.pid = self._fork()
+        self._started = time.monotonic()
 
     def _fork(self) -> tuple[socket.socket, int]:
         """Fork it from this process (only before any thread exists: see the module's doc)."""
@@ -178,6 +179,8 @@ class Zygote:
             if message:
                 continue
             # the zygote died: its sessions' workers go on by themselves; release their threads, start another
+            # (not more than once a second: a zygote that cannot start must not make the daemon spin)
+            time.sleep(max(0.0, self._started + 1.0 - time.monotonic()))
             with self._lock:
                 if self._closing:
                     return
@@ -186,6 +189,8 @@ class Zygote:
                     os.waitpid(self.pid, os.WNOHANG)
                 self.control.close()
                 self.control, self.pid = self._fork()
+                self._started = time.monotonic()
+            print("refrt daemon: the zygote died; started another", file=sys.stderr, flush=True)
             for event in pending.values():
                 event.set()
 

@@ -66,8 +66,19 @@ def preload() -> None:
 
     runtime.cli.preload()
     for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+        # a module that cannot load (even mid-edit in a checkout) fails only the commands that need it
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
+    with contextlib.suppress(Exception):
+        _warm_caches()
+
+
+def _warm_caches() -> None:
+    """Results every container start computes the same way: computed once here, shared by every worker."""
+    from runtime.container import seccomp
+    from runtime.container.capabilities import resolve
+
+    seccomp.filter_for(seccomp.parse([]), False, resolve([], [], False))
 
 
 def serve(control: socket.socket, paths: Paths) -> None:
