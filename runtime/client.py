@@ -111,38 +111,39 @@ def _start_daemon(options: dict[str, str], state: str) -> _socket.socket:
     lock = os.open(os.path.join(state, START_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        sock = _connect_root(state)
-        if sock is not None:
-            return sock
-        if not _daemon_alive(state):
-            try:
-                _spawn_daemon(options, state)
-            except ClientError:
-                if not _daemon_alive(state):
-                    raise
-        return _wait_for_daemon(state)  # it is ours, or one that holds the root but does not listen yet
+        failure = "it did not start"
+        for _ in range(3):
+            sock = _connect_root(state)
+            if sock is not None:
+                return sock
+            if not _daemon_alive(state):
+                try:
+                    _spawn_daemon(options, state)
+                except ClientError as exc:  # it lost the root's lock to another daemon, or failed
+                    failure = str(exc)
+            sock = _wait_for_daemon(state)  # ours, or one that holds the root but does not listen yet
+            if sock is not None:
+                return sock
+        raise ClientError(failure)
     finally:
         os.close(lock)
 
 
 def _daemon_alive(state: str) -> bool:
-    """Whether a daemon holds the root's lock (it may still be starting: live restore runs before it listens)."""
-    import fcntl
-
+    """Whether a daemon holds the root's lock (it may still be starting: live restore runs before it listens).
+    Read from /proc/locks: trying the lock ourselves could make a daemon that starts at that moment fail."""
     try:
-        fd = os.open(os.path.join(state, DAEMON_LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+        st = os.stat(os.path.join(state, DAEMON_LOCK_NAME))
+        with open("/proc/locks") as f:
+            held = f.read()
+    except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    key = f" {os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
+    return any(key in line and "FLOCK" in line and "->" not in line for line in held.splitlines())
 
 
-def _wait_for_daemon(state: str, timeout: float = 60) -> _socket.socket:
+def _wait_for_daemon(state: str, timeout: float = 60) -> _socket.socket | None:
+    """The root's daemon's connection once it listens; None when no daemon holds the root any more."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -151,7 +152,9 @@ def _wait_for_daemon(state: str, timeout: float = 60) -> _socket.socket:
         if sock is not None:
             return sock
         if not _daemon_alive(state):
-            raise ClientError(f"the daemon of {state} stopped before it listened (see {state}/{LOG_NAME})")
+            time.sleep(0.02)  # one daemon may be handing the root over to another
+            if not _daemon_alive(state):
+                return _connect_root(state)
         if time.monotonic() > deadline:
             raise ClientError(f"a daemon holds {state} but does not listen after {timeout:g}s")
         time.sleep(0.005)
