@@ -148,8 +148,9 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.network_isolation": False,  # user networks reach each other unless created isolate=true
             "runtime.build.heredoc": False,  # no Dockerfile heredocs
             "runtime.push_prints_digest": False,  # push prints no digest without --digestfile
-            # containers-common's seccomp.json, not docker's: unshare, clone namespace flags, keyctl and AF_VSOCK
-            # sockets are allowed (root's user keyring is then readable from a container)
+            # containers-common's seccomp.json, not docker's: refused calls fail with ENOSYS (not EPERM); unshare,
+            # clone namespace flags, clone3, keyctl and AF_VSOCK sockets are allowed (root's user keyring is then
+            # readable from a container)
             "runtime.seccomp.docker_profile": False,
             "runtime.seccomp.io_uring_refused": True,
             "runtime.seccomp.vsock_refused": False,
