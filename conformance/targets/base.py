@@ -117,10 +117,12 @@ class Target(abc.ABC):
 _PROGRESS: list[Callable[[str], None]] = []
 
 
-def set_progress_writer(writer: Callable[[str], None] | None) -> None:
-    """Where progress lines go (default: stderr). A run installs a writer that reaches the terminal even
-    while pytest captures the output of the case that happens to bring the target up."""
+def set_progress_writer(writer: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """Where progress lines go (default: stderr); returns the writer it replaces. A run installs a writer that
+    reaches the terminal even while pytest captures the output of the case that happens to bring the target up."""
+    previous = _PROGRESS[0] if _PROGRESS else None
     _PROGRESS[:] = [writer] if writer is not None else []
+    return previous
 
 
 def progress(line: str) -> None:

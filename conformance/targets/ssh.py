@@ -268,7 +268,7 @@ class SshSession:
         script = (
             "tree() { echo $1; for c in $(pgrep -P $1); do tree $c; done; }; "
             f"pids=$(tree {pid.decode()}); kill -STOP $pids 2>/dev/null; "
-            f"kill -KILL -- -{pid.decode()} 2>/dev/null; kill -KILL $pids 2>/dev/null; true"
+            f"kill -KILL -{pid.decode()} 2>/dev/null; kill -KILL $pids 2>/dev/null; true"  # dash: no "--"
         )
         try:
             self.run(script, timeout=30)

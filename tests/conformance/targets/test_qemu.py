@@ -13,6 +13,7 @@ import pytest
 import runtime
 from conformance.errors import CommandTimeout, TargetError
 from conformance.targets import get_target
+from conformance.targets.base import set_progress_writer
 from conformance.targets.qemu import QemuTarget
 from vm import paths
 from vm.state import load_records
@@ -101,12 +102,16 @@ def test_ssh_drop_mid_command_is_a_target_error_and_next_run_reconnects(qemu_vm:
     assert qemu_vm.run("echo back").stdout == "back\n"
 
 
-def test_disposable_vm_leaves_no_process_overlay_or_port_forward(capfd: pytest.CaptureFixture[str]) -> None:
+def test_disposable_vm_leaves_no_process_overlay_or_port_forward() -> None:
     target = get_target("qemu")
     assert isinstance(target, QemuTarget)
-    target.up()
-    # Bringing the VM up said what it did, step by step, with durations, as it happened (on stderr).
-    lines = capfd.readouterr().err.splitlines()
+    lines: list[str] = []
+    previous = set_progress_writer(lines.append)
+    try:
+        target.up()
+    finally:
+        set_progress_writer(previous)
+    # Bringing the VM up said what it did, step by step, with durations, as it happened.
     for step in (r"checking the guest image", r"(restoring snapshot \((kvm|tcg)\)|booting \((kvm|tcg), cold\))",
                  r"waiting for SSH on 127\.0\.0\.1:\d+"):
         assert any(re.fullmatch(rf"qemu: {step} …", line) for line in lines), lines
