@@ -129,3 +129,39 @@ def test_local_target_stdin_and_streams() -> None:
     assert target.run("head -c 3", stdin="y" * 1_000_000).stdout == "yyy"
     result = target.run("echo out; echo err >&2; exit 7")
     assert (result.exit_status, result.stdout, result.stderr) == (7, "out\n", "err\n")
+
+
+@pytest.mark.peer
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["podman", "docker"])
+def test_peer_container_step_timeout_removes_its_container(runtime: str) -> None:
+    """The same promise through podman (conmon keeps the container) and docker (containerd-shim does): the
+    step's label finds the container, ``rm -f`` removes it, and the message names it."""
+    import shutil
+    import uuid
+
+    from conformance.drivers import RUN_LABEL, driver_class
+    from conformance.suite.model import Step
+    from conformance.suite.runner import CaseRunner, ExpectationFailed
+
+    if shutil.which("dockerd" if runtime == "docker" else "podman") is None:
+        pytest.skip(f"{runtime} not installed (scripts/apt/peers.txt)")
+    target = get_target("local")
+    run_id = f"test-timeout-{runtime}-{uuid.uuid4().hex[:8]}"
+    driver = driver_class(runtime)(target, run_id)
+    try:
+        driver.prepare()
+        runner = CaseRunner(target, driver, {}, time.monotonic() + 120)
+        started = time.monotonic()
+        with pytest.raises(ExpectationFailed) as info:
+            runner.run_step("steps", Step(action="container", body="run --rm busybox sleep 141", line=1, timeout=4))
+        elapsed = time.monotonic() - started
+        assert elapsed < 20, f"took {elapsed:.1f} s"
+        assert re.search(r"timed out after 4 s; killed process group \d+ and container [0-9a-f]{12}",
+                         info.value.result.message), info.value.result.message
+        left = driver.cli(["ps", "-aq", "--filter", f"label={RUN_LABEL}={run_id}"], timeout=60)
+        assert left.stdout.split() == []
+        assert _pids("^sleep 141$") == []
+    finally:
+        driver.cleanup()
+        driver.close()
