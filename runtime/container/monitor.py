@@ -298,7 +298,8 @@ class Monitor:
                     )
                 os.write(go_w, b"go")  # the init sets up its file system while we move it into its cgroup
                 self.cgroup.add(pid)
-                os.write(go_w, b"cg")
+                with contextlib.suppress(BrokenPipeError):  # the init failed meanwhile: err_r says why
+                    os.write(go_w, b"cg")
             if self._primer is not None:
                 self._primer.join()
         except BaseException:
