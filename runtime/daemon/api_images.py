@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fnmatch
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from runtime.daemon.progress import BodyReader, ChunkWriter, Emit, LineSink, pro
 from runtime.errors import NotFoundError
 from runtime.store import Image, Store
 from runtime.store.errors import ImageNotFound, InvalidReference
-from runtime.store.reference import Reference, parse_reference, reference_matches
+from runtime.store.reference import Reference, parse_reference
 
 if TYPE_CHECKING:
     from runtime.registry.auth import Credentials
@@ -137,9 +138,21 @@ def registry_errors() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------------- shapes
 
 
-def image_summary(image: Image) -> dict[str, Any]:
-    """``GET /images/json`` entry."""
+def _familiar_match(pattern: str, ref: str) -> bool:
+    """docker's reference filter: the pattern matches the whole familiar reference or its name alone."""
+    name = ref.partition("@")[0] if "@" in ref else ref.rpartition(":")[0]
+    return fnmatch.fnmatchcase(ref, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def image_summary(image: Image, patterns: list[str] | None = None) -> dict[str, Any] | None:
+    """``GET /images/json`` entry. With ``reference`` patterns only the matching names are shown, and an image
+    with none is not listed (as dockerd lists it)."""
     tags, digests = list(image.repo_tags), list(image.repo_digests)
+    if patterns:
+        tags = [t for t in tags if any(_familiar_match(p, t) for p in patterns)]
+        digests = [d for d in digests if any(_familiar_match(p, d) for p in patterns)]
+        if not tags and not digests:
+            return None
     if not tags and not digests:
         tags, digests = [NONE_TAG], [NONE_DIGEST]
     return {
@@ -162,10 +175,6 @@ def _listed(image: Image, filters: dict[str, list[str]], before: float | None, s
         if value.lower() in ("true", "1") and not dangling:
             return False
         if value.lower() in ("false", "0") and dangling:
-            return False
-    if filters.get("reference"):
-        pairs = [tuple(t.rsplit(":", 1)) for t in image.repo_tags]
-        if not any(reference_matches(p, repo, tag) for p in filters["reference"] for repo, tag in pairs):
             return False
     labels = (image.config.get("config") or {}).get("Labels") or {}
     if filters.get("label") and not labels_match(labels, filters["label"]):
@@ -191,7 +200,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         bounds = [max((_unix_time(st.resolve(r).created) for r in filters.get(k, [])), default=None)
                   for k in ("before", "since")]
         images = [i for i in st.images() if _listed(i, filters, bounds[0], bounds[1])]
-        return Response([image_summary(i) for i in images])
+        summaries = [image_summary(i, filters.get("reference")) for i in images]
+        return Response([s for s in summaries if s is not None])
 
     def inspect(request: Request) -> Response:
         data = inspect_image(store(), request.params["name"])
