@@ -115,6 +115,7 @@ class DockerDriver(DockerLikeDriver):
             "runtime.seccomp.docker_profile": True,
             "runtime.seccomp.io_uring_refused": False,  # docker < 25 still allows io_uring_* (moby #46762)
             "runtime.seccomp.vsock_refused": False,  # 20.10's profile has no socket-family filter yet
+            "runtime.loopback_guard": True,  # docker0 never gets route_localnet (the userland proxy serves 127.0.0.1)
         }
 
     def stop_daemon(self) -> None:

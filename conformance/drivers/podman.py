@@ -154,6 +154,9 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.seccomp.docker_profile": False,
             "runtime.seccomp.io_uring_refused": True,
             "runtime.seccomp.vsock_refused": False,
+            # netavark 1.4 turns route_localnet on for its bridge once a port is published on 127.0.0.1 and adds
+            # no drop rule: from then on a container's hand-made packets reach the host's loopback
+            "runtime.loopback_guard": False,
         }
 
     def leftovers_exist(self) -> bool:

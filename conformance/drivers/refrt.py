@@ -102,7 +102,8 @@ class RefrtDriver(RuntimeDriver):
 
     def features(self) -> dict[str, bool]:
         return {"runtime.refrt": True, "runtime.build.heredoc": True, "runtime.seccomp.docker_profile": True,
-                "runtime.seccomp.io_uring_refused": True, "runtime.seccomp.vsock_refused": True}
+                "runtime.seccomp.io_uring_refused": True, "runtime.seccomp.vsock_refused": True,
+                "runtime.loopback_guard": True}
 
     def leftovers_exist(self) -> bool:
         # Running refrt on a root that is gone would create it anew.
