@@ -2,23 +2,25 @@
 
 What it takes care of, so ``push`` and ``pull`` read like the protocol:
 
-* scheme: HTTPS with certificate checks, except for insecure registries (loopback, or listed in
-  ``REFRT_INSECURE_REGISTRIES``), which are spoken to in plain HTTP (HTTPS without checks if they only speak TLS);
+* scheme: HTTPS with certificate checks, except for insecure registries (loopback, or configured insecure: see
+  :mod:`runtime.registry.transport`), which are spoken to in plain HTTP (HTTPS without checks if they only speak
+  TLS - tried only when the plain HTTP attempt met something other than HTTP, never after a timeout);
+* bounds (:mod:`runtime.registry.transport`): connect and read timeouts, bounded error bodies, retries with backoff
+  of idempotent requests on 5xx/429 and dropped connections;
 * authentication: the challenge of ``GET /v2/`` decides - Basic credentials on every request, or Bearer tokens
   fetched from the realm per set of scopes, refreshed once when a 401 names a new scope;
 * keep-alive: one connection per host, reopened once when the server has closed an idle one;
 * redirects (blob downloads may be sent to a storage backend): followed, but ``Authorization`` never leaves the
   registry's own scheme://host:port;
-* error answers: turned into the one-line errors of :mod:`runtime.registry.errors`.
+* error answers: turned into the one-line errors of :mod:`runtime.registry.errors`, naming the URL and status.
 """
 
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
-import os
 import ssl
+import time
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,73 +29,74 @@ from typing import BinaryIO
 from runtime.registry.auth import Challenge, Credentials, parse_challenges
 from runtime.registry.errors import (
     AuthenticationError,
+    ConnectionDroppedError,
     ConnectionFailedError,
     DeniedError,
     ManifestNotFoundError,
     RegistryError,
+    RegistryTimeoutError,
     ServerError,
 )
+from runtime.registry.transport import (
+    INSECURE_ENV,
+    MAX_ERROR_BODY,
+    RETRY_STATUSES,
+    PacedHTTPConnection,
+    PacedHTTPSConnection,
+    Policy,
+    is_insecure,
+    read_bounded,
+)
 
-INSECURE_ENV = "REFRT_INSECURE_REGISTRIES"
+__all__ = ["INSECURE_ENV", "MAX_MANIFEST_SIZE", "RegistryClient", "Response", "is_insecure"]
+
 USER_AGENT = "refrt/0.1"
 MAX_REDIRECTS = 5
-#: Socket reads and writes: long enough for a slow registry, short enough that a dead one is reported.
-TIMEOUT = 60.0
-#: http.client sends file bodies in blocks of this size.
-SEND_BLOCK = 1 << 20
 #: Manifests are read into memory: a registry answering with more than this is refused, not believed.
 MAX_MANIFEST_SIZE = 4 << 20
+#: A token server's answer is a small JSON document.
+MAX_TOKEN_ANSWER = 1 << 20
+#: Transport failures that mean "the server closed or reset the connection".
+_DROPPED = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    http.client.IncompleteRead,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
 
 Body = bytes | BinaryIO | None
 
 
-def is_insecure(domain: str) -> bool:
-    """Plain HTTP is allowed for loopback registries and the ones in ``REFRT_INSECURE_REGISTRIES``."""
-    host = urllib.parse.urlsplit(f"//{domain}").hostname or domain
-    if host == "localhost":
-        return True
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return True
-    except ValueError:
-        pass
-    for entry in os.environ.get(INSECURE_ENV, "").split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        if entry in (domain, host):
-            return True
-        try:
-            if "/" in entry and ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 @dataclass
 class Response:
-    """An answer whose body has either been read (``data``) or is left to stream (``stream``)."""
+    """An answer whose body is left to stream (``stream``); ``conn`` is closed when the body is not read out."""
 
     status: int
     reason: str
     headers: http.client.HTTPMessage
     url: str
     stream: http.client.HTTPResponse
+    method: str
+    conn: http.client.HTTPConnection
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
-    def read(self) -> bytes:
-        return self.stream.read()
+    def read(self, limit: int = MAX_ERROR_BODY) -> bytes:
+        """At most ``limit`` bytes of the body; the connection is closed unless the body was read to its end."""
+        data, whole = read_bounded(self.stream, limit)
+        if not whole:
+            self.conn.close()
+        return data
 
     def drain(self) -> None:
-        """Read what is left so the connection can be reused."""
-        try:
-            while self.stream.read(1 << 16):
-                pass
-        except (OSError, http.client.HTTPException):
-            self.stream.close()
+        """Make the connection reusable: read a small rest of the body, else close the connection."""
+        self.read(0)
+
+    def describe(self) -> str:
+        return f"{self.status} {self.reason} to {self.method} {self.url}"
 
 
 def _rewind(body: Body) -> None:
@@ -107,9 +110,10 @@ def _error_detail(data: bytes) -> tuple[str, str]:
         errors = json.loads(data).get("errors") or []
         first = errors[0]
         code = str(first.get("code", "")).lower().replace("_", " ")
-        return code, str(first.get("message", ""))
+        return code, str(first.get("message", ""))[:300]
     except (ValueError, AttributeError, IndexError, TypeError):
-        return "", data[:200].decode(errors="replace").strip()
+        text = data[:200].decode(errors="replace")
+        return "", " ".join(text.split())
 
 
 class RegistryClient:
@@ -121,12 +125,12 @@ class RegistryClient:
         *,
         credentials: Credentials | None = None,
         insecure: bool | None = None,
-        timeout: float = TIMEOUT,
+        policy: Policy | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.credentials = credentials
         self.insecure = is_insecure(endpoint) if insecure is None else insecure
-        self.timeout = timeout
+        self.policy = policy or Policy.from_env()
         self.scheme = "http" if self.insecure else "https"
         self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
         self._challenge: Challenge | None = None
@@ -159,11 +163,9 @@ class RegistryClient:
                 if self.insecure and netloc == self.endpoint:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
-                conn = http.client.HTTPSConnection(
-                    netloc, timeout=self.timeout, context=context, blocksize=SEND_BLOCK
-                )
+                conn = PacedHTTPSConnection(netloc, self.policy, context)
             else:
-                conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=SEND_BLOCK)
+                conn = PacedHTTPConnection(netloc, self.policy)
             self._connections[key] = conn
         return conn
 
@@ -172,49 +174,90 @@ class RegistryClient:
         if conn is not None:
             conn.close()
 
-    def _send_once(self, method: str, url: str, headers: dict[str, str], body: Body) -> Response:
+    def _transport_error(self, method: str, url: str, exc: BaseException) -> ConnectionFailedError:
+        """One line naming the request and what went wrong; TLS is named only for an https URL."""
+        netloc = urllib.parse.urlsplit(url).netloc
+        request = f"{method} {url}"
+        if isinstance(exc, TimeoutError):
+            detail = str(exc) if str(exc) not in ("", "timed out") else "timed out"
+            if "(timeout)" not in detail:
+                detail += " (timeout)"
+            return RegistryTimeoutError(f"registry {netloc} did not answer: {request}: {detail}")
+        if isinstance(exc, ssl.SSLError) and url.startswith("https:"):
+            return ConnectionFailedError(f"TLS with {netloc} failed: {request}: {exc}")
+        if isinstance(exc, _DROPPED):
+            what = type(exc).__name__ if not str(exc) else str(exc)
+            return ConnectionDroppedError(f"connection to {netloc} dropped: {request}: {what}")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        return ConnectionFailedError(f"cannot reach registry {netloc}: {request}: {reason}")
+
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Body, *, idempotent: bool) -> Response:
+        """One exchange; an idempotent one is tried again (with backoff) after a 5xx/429 or a dropped connection.
+
+        Any request is sent again once, at once, when a kept-alive connection turns out to have been closed by the
+        server while idle (it never saw the request).
+        """
         parts = urllib.parse.urlsplit(url)
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        for attempt in range(2):
+        attempt = 0
+        stale_retried = False
+        while True:
             conn = self._connection(parts.scheme, parts.netloc)
             reused = conn.sock is not None
+            if reused:
+                conn.sock.settimeout(self.policy.timeout)
             try:
                 conn.request(method, target, body=body, headers=headers)
                 raw = conn.getresponse()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop_connection(parts.scheme, parts.netloc)
-                if reused and attempt == 0:
-                    _rewind(body)
-                    continue
-                raise ConnectionFailedError(f"connection to {parts.netloc} dropped: {exc}") from None
-            except ssl.SSLError as exc:
-                self._drop_connection(parts.scheme, parts.netloc)
-                raise ConnectionFailedError(f"TLS with {parts.netloc} failed: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection(parts.scheme, parts.netloc)
-                raise ConnectionFailedError(f"cannot reach registry {parts.netloc}: {exc}") from None
-            return Response(raw.status, raw.reason, raw.headers, url, raw)
-        raise AssertionError("unreachable")
+                dropped = isinstance(exc, _DROPPED)
+                if dropped and reused and not stale_retried:
+                    stale_retried = True
+                    _rewind(body)
+                    continue
+                if dropped and idempotent and attempt < self.policy.retries:
+                    time.sleep(self.policy.backoff(attempt))
+                    attempt += 1
+                    _rewind(body)
+                    continue
+                raise self._transport_error(method, url, exc) from None
+            resp = Response(raw.status, raw.reason, raw.headers, url, raw, method, conn)
+            if raw.status in RETRY_STATUSES and idempotent and attempt < self.policy.retries:
+                resp.drain()
+                time.sleep(self.policy.backoff(attempt, resp.header("Retry-After")))
+                attempt += 1
+                _rewind(body)
+                continue
+            return resp
 
     # -- authentication ---------------------------------------------------------------------------------------
+    def _ping_once(self) -> Response:
+        return self._send("GET", f"{self.base_url}/v2/", self._plain_headers(), None, idempotent=True)
+
     def ping(self) -> Challenge | None:
         """``GET /v2/``: find out the scheme that works and the auth challenge (None when open)."""
         if self._pinged:
             return self._challenge
         try:
-            resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
-        except ConnectionFailedError:
+            resp = self._ping_once()
+        except ConnectionDroppedError as plain_error:
             if not (self.insecure and self.scheme == "http"):
                 raise
-            # An insecure registry that only speaks TLS.
+            # Something other than HTTP answered: maybe an insecure registry that only speaks TLS. A timeout or a
+            # refused connection is not a reason to try TLS, and when TLS fails too the HTTP failure is the one told.
             self.scheme = "https"
-            resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
+            try:
+                resp = self._ping_once()
+            except ConnectionFailedError:
+                self.scheme = "http"
+                raise plain_error from None
         data = resp.read()
         if resp.status == 400 and self.scheme == "http" and self.insecure and b"HTTPS" in data:
             # A TLS-only registry answering plain HTTP ("Client sent an HTTP request to an HTTPS server").
             self._drop_connection("http", self.endpoint)
             self.scheme = "https"
-            resp = self._send_once("GET", f"{self.base_url}/v2/", self._plain_headers(), None)
+            resp = self._ping_once()
             data = resp.read()
         if resp.status == 401:
             challenges = parse_challenges(resp.header("WWW-Authenticate") or "")
@@ -223,7 +266,7 @@ class RegistryClient:
                 raise AuthenticationError(f"unauthorized: {self.endpoint} asks for an unsupported authentication")
             self._challenge = preferred[0]
         elif resp.status >= 400:
-            self._raise_for(resp.status, resp.reason, data, f"registry {self.endpoint}")
+            self._raise_for(resp, data, f"registry {self.endpoint}")
         self._pinged = True
         return self._challenge
 
@@ -244,12 +287,12 @@ class RegistryClient:
         headers = self._plain_headers()
         if self.credentials is not None:
             headers["Authorization"] = self.credentials.basic_header()
-        resp = self._send_once("GET", url, headers, None)
-        data = resp.read()
+        resp = self._send("GET", url, headers, None, idempotent=True)
+        data = resp.read(MAX_TOKEN_ANSWER if resp.status == 200 else MAX_ERROR_BODY)
         if resp.status == 401:
             raise AuthenticationError(self._unauthorized_message())
         if resp.status >= 400:
-            self._raise_for(resp.status, resp.reason, data, f"token server {realm}")
+            self._raise_for(resp, data, f"token server {realm}")
         try:
             answer = json.loads(data)
             token = answer.get("token") or answer.get("access_token")
@@ -288,7 +331,7 @@ class RegistryClient:
         resp = self.request("GET", "/v2/", scopes=[])
         data = resp.read()
         if resp.status != 200:
-            self._raise_for(resp.status, resp.reason, data, f"registry {self.endpoint}")
+            self._raise_for(resp, data, f"registry {self.endpoint}")
 
     # -- requests ---------------------------------------------------------------------------------------------
     def request(
@@ -300,11 +343,15 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         body: Body = None,
         follow_redirects: bool = False,
+        idempotent: bool | None = None,
     ) -> Response:
         """One request with authentication; a 401 naming a new Bearer scope is retried once with a new token.
 
+        ``idempotent`` (default: GET and HEAD) lets the transport try again after a 5xx or a dropped connection.
         The caller reads (or drains) the body of the answer before the next request.
         """
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD")
         self.ping()  # settles the scheme before the URL is made
         url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
         scope_list = list(scopes)
@@ -314,13 +361,13 @@ class RegistryClient:
             auth = self._auth_header(scope_list)
             if auth is not None:
                 hdrs["Authorization"] = auth
-            resp = self._send_once(method, url, hdrs, body)
+            resp = self._send(method, url, hdrs, body, idempotent=idempotent)
             if resp.status == 401 and attempt == 0 and self._refresh_scope(resp, scope_list):
                 resp.drain()
                 _rewind(body)
                 continue
             if follow_redirects and resp.status in (301, 302, 303, 307, 308):
-                return self._follow(method, resp, hdrs)
+                return self._follow(method, resp, hdrs, idempotent)
             return resp
         raise AssertionError("unreachable")
 
@@ -335,7 +382,7 @@ class RegistryClient:
                 return True
         return False
 
-    def _follow(self, method: str, resp: Response, headers: dict[str, str]) -> Response:
+    def _follow(self, method: str, resp: Response, headers: dict[str, str], idempotent: bool) -> Response:
         """Follow redirects; Authorization goes only to the registry's own origin."""
         origin = urllib.parse.urlsplit(self.base_url)
         for _ in range(MAX_REDIRECTS):
@@ -350,30 +397,31 @@ class RegistryClient:
                 hdrs.pop("Authorization", None)
             if target.scheme == "http" and origin.scheme == "https":
                 raise RegistryError(f"registry {self.endpoint} redirected to insecure {target.netloc}")
-            resp = self._send_once(method, url, hdrs, None)
+            resp = self._send(method, url, hdrs, None, idempotent=idempotent)
             if resp.status not in (301, 302, 303, 307, 308):
                 return resp
         raise ServerError(f"registry {self.endpoint}: too many redirects")
 
-    def _raise_for(self, status: int, reason: str, data: bytes, what: str) -> None:
+    def _raise_for(self, resp: Response, data: bytes, what: str) -> None:
+        """The one-line error for an unexpected answer: what was asked, the status, the request, the message."""
         code, message = _error_detail(data)
-        detail = code or message or reason.lower()
-        if status == 401:
+        detail = code or message or resp.reason.lower()
+        if resp.status == 401:
             raise AuthenticationError(self._unauthorized_message())
-        if status == 403:
+        if resp.status == 403:
             raise DeniedError(f"denied: {message or 'requested access to the resource is denied'} ({what})")
-        if status == 404:
+        if resp.status == 404:
             raise ManifestNotFoundError(f"{what} not found: {detail}")
-        if status >= 500:
-            raise ServerError(f"{what}: registry answered {status} {reason}" + (f": {message}" if message else ""))
-        raise RegistryError(f"{what}: registry answered {status} {reason}" + (f": {message}" if message else ""))
+        line = f"{what}: registry answered {resp.describe()}" + (f": {message}" if message else "")
+        if resp.status >= 500:
+            raise ServerError(line)
+        raise RegistryError(line)
 
     def check(self, resp: Response, expected: Iterable[int], what: str) -> None:
-        """Raise the mapped error unless the status is one of ``expected``."""
+        """Raise the mapped error unless the status is one of ``expected`` (reading at most a few KiB of it)."""
         if resp.status in set(expected):
             return
-        data = resp.read() if resp.headers.get("Content-Length", "1") != "0" else b""
-        self._raise_for(resp.status, resp.reason, data, what)
+        self._raise_for(resp, resp.read(), what)
 
     # -- the distribution API ---------------------------------------------------------------------------------
     def get_manifest(
@@ -402,6 +450,7 @@ class RegistryClient:
             scopes=[f"repository:{repo}:pull,push"],
             headers={"Content-Type": media_type},
             body=data,
+            idempotent=True,
         )
         self.check(resp, [201, 200], what)
         resp.drain()
@@ -417,12 +466,20 @@ class RegistryClient:
         length = resp.header("Content-Length")
         return int(length) if length and length.isdigit() else -1
 
-    def open_blob(self, repo: str, digest: str) -> Response:
-        """GET a blob, redirects followed; the caller streams ``stream`` and must read it to the end."""
+    def open_blob(self, repo: str, digest: str, offset: int = 0) -> Response:
+        """GET a blob, redirects followed; the caller streams ``stream`` and must read it to the end.
+
+        With ``offset``, asks for the rest from there (``Range``): the answer is 206 when the registry resumed,
+        or 200 with the whole blob when it does not do ranges - the caller looks at the status.
+        """
         resp = self.request(
-            "GET", f"/v2/{repo}/blobs/{digest}", scopes=[f"repository:{repo}:pull"], follow_redirects=True
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            scopes=[f"repository:{repo}:pull"],
+            headers={"Range": f"bytes={offset}-"} if offset else None,
+            follow_redirects=True,
         )
-        self.check(resp, [200], f"blob {digest} of {self.endpoint}/{repo}")
+        self.check(resp, [200, 206] if offset else [200], f"blob {digest} of {self.endpoint}/{repo}")
         return resp
 
     def start_upload(self, repo: str, scopes: list[str], mount: tuple[str, str] | None = None) -> str | None:
@@ -502,9 +559,9 @@ class RegistryClient:
     def _read_all(self, resp: Response, what: str, max_size: int) -> bytes:
         try:
             data = resp.stream.read(max_size + 1)
-        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise ConnectionFailedError(f"{what}: connection dropped: {exc}") from None
+            raise self._transport_error(resp.method, resp.url, exc) from None
         if len(data) > max_size:
             self.close()
             raise RegistryError(f"{what}: manifest larger than the {max_size} bytes allowed")

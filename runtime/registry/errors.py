@@ -41,3 +41,11 @@ class ConnectionFailedError(RegistryError):
 
 class UnsupportedManifestError(RegistryError):
     """A manifest type refrt cannot store (schema 1), or an index without a matching platform."""
+
+
+class ConnectionDroppedError(ConnectionFailedError):
+    """The server closed or reset the connection (worth another try of an idempotent request)."""
+
+
+class RegistryTimeoutError(ConnectionFailedError):
+    """No connection within the connect timeout, or a stalled answer (less than the low-speed limit)."""

@@ -12,13 +12,14 @@ import hashlib
 import http.client
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from runtime.errors import NotFoundError
 from runtime.registry import manifests
-from runtime.registry.client import RegistryClient
+from runtime.registry.client import RegistryClient, Response
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import ConnectionFailedError, DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor, Platform
@@ -79,33 +80,61 @@ def fetch_manifest(client: RegistryClient, ref: Reference, wanted: Platform) -> 
     return Fetched(data=data, media_type=media_type, digest=digest, repo_digest=repo_digest)
 
 
+def _content_range_start(resp: Response) -> int | None:
+    """The first byte of a 206 answer (``Content-Range: bytes START-END/TOTAL``), None when unreadable."""
+    value = (resp.header("Content-Range") or "").strip()
+    unit, _, rest = value.partition(" ")
+    start = rest.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
 def _stage_blob(client: RegistryClient, ref: Reference, blob: Descriptor, target: Path) -> None:
-    """Download one blob into ``target``, hashing while writing; refuse any byte beyond the declared size."""
-    resp = client.open_blob(ref.path, blob.digest)
+    """Download one blob into ``target``, hashing while writing; refuse any byte beyond the declared size.
+
+    A connection that drops or stalls mid-body is resumed with ``Range`` from the bytes already written (the
+    registry answers 206), or started again from zero when the registry ignores ranges (200) - at most
+    ``policy.retries`` times. The digest is checked over the whole, however many answers it took.
+    """
     hasher = hashlib.sha256()
     size = 0
-    try:
-        with open(target, "wb") as out:
-            while True:
-                chunk = resp.stream.read(CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > blob.size:
-                    raise DigestMismatchError(f"blob {blob.digest}: more than the {blob.size} bytes declared")
-                hasher.update(chunk)
-                out.write(chunk)
-    except (OSError, http.client.HTTPException) as exc:
-        client.close()
-        raise ConnectionFailedError(f"blob {blob.digest}: connection dropped after {size} bytes: {exc}") from None
-    except DigestMismatchError:
-        client.close()
-        raise
-    if size != blob.size:
-        client.close()
-        raise ConnectionFailedError(
-            f"blob {blob.digest}: connection dropped after {size} of {blob.size} bytes"
-        )
+    resumes = 0
+    with open(target, "wb") as out:
+        while True:
+            resp = client.open_blob(ref.path, blob.digest, offset=size)
+            if size and (resp.status != 206 or _content_range_start(resp) != size):
+                # No resume from here: start again with the whole blob.
+                if resp.status == 206:
+                    resp.conn.close()
+                    resp = client.open_blob(ref.path, blob.digest)
+                out.seek(0)
+                out.truncate()
+                hasher, size = hashlib.sha256(), 0
+            try:
+                while True:
+                    chunk = resp.stream.read1(CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > blob.size:
+                        client.close()
+                        raise DigestMismatchError(f"blob {blob.digest}: more than the {blob.size} bytes declared")
+                    hasher.update(chunk)
+                    out.write(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                client.close()
+                if resumes >= client.policy.retries:
+                    reason = "timeout" if isinstance(exc, TimeoutError) else "connection dropped"
+                    raise ConnectionFailedError(
+                        f"blob {blob.digest}: {reason} after {size} of {blob.size} bytes: {exc}"
+                    ) from None
+            if size == blob.size:
+                resp.stream.close()  # read1 at the end of a Content-Length body does not mark it done
+                break
+            client.close()
+            if resumes >= client.policy.retries:
+                raise ConnectionFailedError(f"blob {blob.digest}: connection dropped after {size} of {blob.size} bytes")
+            time.sleep(client.policy.backoff(resumes))
+            resumes += 1
     got = "sha256:" + hasher.hexdigest()
     if got != blob.digest:
         raise DigestMismatchError(f"blob {blob.digest}: digest mismatch: content hashes to {got}; nothing stored")
