@@ -288,7 +288,7 @@ def commit(daemon: Daemon, request: Request) -> Response:
             parse_reference(name)
         except InvalidReference as exc:
             raise ApiError(400, str(exc)) from None
-    body = request.json()
+    body = request.json() or {}  # docker's CLI sends null when it has no config to merge
     if not isinstance(body, dict):
         raise ApiError(400, "invalid container config: not a JSON object")
     container = find(daemon.paths, ref)

@@ -135,3 +135,21 @@ def test_a_volume_carries_data_from_one_container_to_the_next(engine: str) -> No
     finally:
         removed = docker(engine, "volume", "rm", name)
     assert ok(removed).strip() == name
+
+
+def test_commit_a_container_then_run_the_new_image(engine: str) -> None:
+    name, repo = unique("h6commit"), unique("h6committed")
+    ok(docker(engine, "run", "--name", name, "--pull=never", "busybox", "sh", "-c", "echo committed > /made"))
+    try:
+        new_id = ok(docker(engine, "commit", "-c", 'CMD ["cat", "/made"]', "-c", "ENV STAGE=committed",
+                           "-m", "by h6", "-a", "h6 <h6@example.org>", name, f"{repo}:1")).strip()
+        assert new_id.startswith("sha256:")
+        shown = ok(docker(engine, "image", "inspect", "-f", "{{.Comment}}|{{.Author}}|{{json .Config.Cmd}}",
+                          f"{repo}:1"))
+        assert shown.strip() == 'by h6|h6 <h6@example.org>|["cat","/made"]'
+        assert ok(docker(engine, "run", "--rm", "--pull=never", f"{repo}:1")) == "committed\n"
+        env = ok(docker(engine, "run", "--rm", "--pull=never", f"{repo}:1", "sh", "-c", "echo $STAGE"))
+        assert env == "committed\n"
+    finally:
+        docker(engine, "rm", "-f", name)
+        docker(engine, "rmi", f"{repo}:1")
