@@ -25,7 +25,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from runtime.store.errors import ArchiveError, ImageNotFound, InvalidReference, StoreError
 from runtime.store.images import INDEX_TYPES, MANIFEST_TYPES, Image
-from runtime.store.layers import Layer
+from runtime.store.layers import CheckedTarFile, Layer
 from runtime.store.reference import parse_reference
 from runtime.store.store import Store, host_architecture, now_rfc3339
 
@@ -218,10 +218,15 @@ class _Archive:
 
     def __init__(self, fileobj: IO[bytes]) -> None:
         try:
-            self.tf = tarfile.open(fileobj=fileobj, mode="r:*")  # noqa: SIM115 - lives as long as the archive
+            self.tf = CheckedTarFile.open(fileobj=fileobj, mode="r:*")
             self.members = {posixpath.normpath(m.name.lstrip("/")): m for m in self.tf.getmembers()}
         except (tarfile.TarError, EOFError, OSError) as exc:
+            if isinstance(exc, EOFError) or "unexpected end" in str(exc):
+                raise ArchiveError(f"the image archive is truncated: {exc}") from None
             raise ArchiveError(f"not a readable tar archive: {exc}") from None
+        # Every header was read: a cut in a member's data or on a header shows as a missing end-of-archive block.
+        assert isinstance(self.tf, CheckedTarFile)
+        self.tf.check_complete("the image archive", ArchiveError)
 
     def member(self, name: str, hops: int = 0) -> tarfile.TarInfo:
         key = posixpath.normpath(name.lstrip("/"))

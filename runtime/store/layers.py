@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from runtime.store.errors import BadLayer, UnsafeLayer
+from runtime.store.errors import BadLayer, StoreError, UnsafeLayer
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -213,11 +213,53 @@ class _Unpacker:
                 raise
 
 
+# tarfile ends its member list silently on a zero block, on no data at all and on a cut header alike; these tell
+# them apart (they are not in the type stubs).
+_ZERO_BLOCK: type[Exception] = tarfile.__dict__["EOFHeaderError"]
+_CUT: tuple[type[Exception], ...] = (tarfile.__dict__["EmptyHeaderError"], tarfile.__dict__["TruncatedHeaderError"])
+
+
+class _EndNotingTarInfo(tarfile.TarInfo):
+    """Notes on its :class:`CheckedTarFile` how the member list ended: a zero block (the end-of-archive marker)
+    or a cut (no bytes, or part of a header, where the next header should be)."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> _EndNotingTarInfo:
+        try:
+            return super().fromtarfile(tf)
+        except _ZERO_BLOCK:
+            if isinstance(tf, CheckedTarFile):
+                tf.ending = "end-of-archive block"
+            raise
+        except _CUT:
+            if isinstance(tf, CheckedTarFile):
+                tf.ending = "cut"
+            raise
+
+
+class CheckedTarFile(tarfile.TarFile):
+    """A TarFile that can say whether the archive ended properly: :meth:`check_complete` after reading every
+    member. A member cut short fails while its data is read (tarfile: "unexpected end of data"); a tar cut on or
+    inside the next header would otherwise just look shorter - 58,534 files of 100,000 imported as an image."""
+
+    tarinfo = _EndNotingTarInfo
+    ending: str | None = None
+
+    def check_complete(self, what: str, error: type[StoreError] = BadLayer) -> None:
+        """Raise ``error`` unless the member list ended with an end-of-archive block."""
+        if self.ending != "end-of-archive block":
+            count = len(self.__dict__.get("members", []))
+            raise error(f"{what} is truncated: it ends after {count} members without the end-of-archive blocks")
+
+
 def unpack_stream(fileobj: IO[bytes], dest: Path) -> None:
-    """Unpack an *uncompressed* tar stream into the empty directory ``dest`` (raises :class:`UnsafeLayer`)."""
+    """Unpack an *uncompressed* tar stream into the empty directory ``dest`` (raises :class:`UnsafeLayer`); an
+    archive that is cut anywhere is a :class:`BadLayer`."""
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tf:
+        with CheckedTarFile.open(fileobj=fileobj, mode="r|") as tf:
+            assert isinstance(tf, CheckedTarFile)
             _Unpacker(dest).unpack(tf)
+            tf.check_complete("layer tar")
     except tarfile.TarError as exc:
         raise BadLayer(f"layer is not a valid tar archive: {exc}") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
