@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.build.builder import Builder, BuildOptions, Step
-from runtime.build.errors import StepFailed
+from runtime.build.errors import DockerfileError, StepFailed
 from runtime.build.parser import Dockerfile
 from runtime.daemon import Daemon
 from runtime.daemon.http import ApiError, Request, Response
@@ -233,7 +233,11 @@ def run_build(daemon: Daemon, request: Request) -> None:
             for tag in tags:
                 emit({"stream": f"Successfully tagged {parse_reference(tag).familiar}\n"})
 
-        produce(request, work, on_error=_legacy_error)
+        try:
+            produce(request, work, on_error=_legacy_error)
+        except DockerfileError as exc:  # before any step: dockerd's 400 and wording
+            where = f" line {exc.line}" if exc.line else ""
+            raise ApiError(400, f"dockerfile parse error{where}: {exc.reason}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -178,6 +178,11 @@ def test_build_failure_is_dockers_error_message(engine: str) -> None:
     [error] = [m for m in stream(body) if "error" in m]
     assert error["error"] == "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
     assert error["errorDetail"]["code"] == 3
+    status, body = api(engine, "POST", "/build", tar_of({"Dockerfile": "FROM busybox\nFOO bar\n"}))
+    assert status == 400
+    assert json.loads(body)["message"] == "dockerfile parse error line 2: unknown instruction: FOO"
+    status, body = api(engine, "POST", "/build", tar_of({"context-only.txt": "x"}))
+    assert status == 500 and json.loads(body)["message"] == "Cannot locate specified Dockerfile: Dockerfile"
 
 
 # ------------------------------------------------------------------------------------------------ registry
