@@ -181,8 +181,8 @@ def _errno_of_getpgid(program: bytes, values: list[int]) -> list[int]:
             kernel.install_filter(program)
             out = []
             for v in values:
-                result = syscalls._libc.syscall(ctypes.c_long(121), ctypes.c_ulong(v))  # getpgid, x86_64
-                out.append(ctypes.get_errno() if result < 0 else 0)
+                rc = syscalls._libc.syscall(ctypes.c_long(121), ctypes.c_ulong(v))  # getpgid, x86_64
+                out.append(ctypes.get_errno() if rc < 0 else 0)
             os.write(w, json.dumps(out).encode())
         finally:
             os._exit(0)
