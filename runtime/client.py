@@ -63,13 +63,13 @@ def _globals(argv: list[str]) -> tuple[dict[str, str], str | None]:
     return found, None
 
 
-def _state_dir(options: dict[str, str]) -> str:
-    """The state directory exactly as :class:`runtime.paths.Paths` resolves it."""
+def _root_and_state(options: dict[str, str]) -> tuple[str, str]:
+    """The root and state directories exactly as :class:`runtime.paths.Paths` resolves them."""
     root = os.path.abspath(options.get("--root") or os.environ.get("REFRT_ROOT") or DEFAULT_ROOT)
     state = options.get("--state") or os.environ.get("REFRT_STATE")
     if state:
-        return os.path.abspath(state)
-    return DEFAULT_STATE if root == DEFAULT_ROOT else os.path.join(root, "run")
+        return root, os.path.abspath(state)
+    return root, DEFAULT_STATE if root == DEFAULT_ROOT else os.path.join(root, "run")
 
 
 def _host_path(host: str) -> str:
@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_in_process(words)
     try:
         host = options.get("--host") or os.environ.get("REFRT_HOST")
-        state = _state_dir(options)
+        root, state = _root_and_state(options)
+        if not host:  # the command is for the root whose daemon we reach: say which, whatever answers
+            os.environ["REFRT_ROOT"], os.environ["REFRT_STATE"] = root, state
         for _ in range(5):
             if host:
                 sock = _connect(_host_path(host))
