@@ -144,6 +144,7 @@ def _enter_and_run(
         namespaces.join(c.state.pid)
         child = os.fork()
         if child != 0:
+            os.close(err_w)  # only the command reports; our caller reads err_r to EOF before it relays anything
             if detach:
                 os._exit(0)
             status = os.waitpid(child, 0)[1]
