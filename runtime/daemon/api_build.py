@@ -107,13 +107,28 @@ class LegacyBuilder(Builder):
         super().say(text)
 
 
+def _context_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """The ``tar`` extraction filter (no absolute names, nothing written outside ``dest``, no setuid bits) plus
+    what it lets through but a build context must not have: hard links to files outside the context (through an
+    absolute name, ``..`` or a symlink: the daemon runs as root and would hand the host's file to ``COPY``) and
+    device nodes."""
+    checked = tarfile.tar_filter(member, dest)
+    if checked.islnk():
+        root = os.path.realpath(dest)
+        target = os.path.realpath(os.path.join(root, checked.linkname))
+        if os.path.isabs(checked.linkname) or os.path.commonpath([root, target]) != root:
+            raise tarfile.LinkOutsideDestinationError(checked, target)
+    if checked.ischr() or checked.isblk():
+        raise tarfile.SpecialFileError(checked)
+    return checked
+
+
 def _unpack_context(request: Request, dest: Path) -> None:
-    """The tar body into ``dest``: nothing may land outside it (the ``tar`` extraction filter refuses absolute
-    names, ``..`` and links that leave the directory)."""
+    """The tar body into ``dest``; nothing may land outside it or link to the host (:func:`_context_filter`)."""
     stream = BodyReader(request)
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            tar.extractall(dest, filter="tar")
+            tar.extractall(dest, filter=_context_filter)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ApiError(400, f"invalid build context: {exc}") from None
 

@@ -185,6 +185,26 @@ def test_build_failure_is_dockers_error_message(engine: str) -> None:
     assert status == 500 and json.loads(body)["message"] == "Cannot locate specified Dockerfile: Dockerfile"
 
 
+@pytest.mark.parametrize("via", ["absolute", "symlink"])
+def test_build_context_cannot_hard_link_host_files(engine: str, via: str) -> None:
+    """The daemon is root: a context whose hard link names a host file must not hand that file to COPY."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        dockerfile = b"FROM busybox\nCOPY leak /leak\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tf.addfile(info, io.BytesIO(dockerfile))
+        if via == "symlink":
+            up = tarfile.TarInfo("up")
+            up.type, up.linkname = tarfile.SYMTYPE, "/etc"
+            tf.addfile(up)
+        leak = tarfile.TarInfo("leak")
+        leak.type, leak.linkname = tarfile.LNKTYPE, "/etc/hostname" if via == "absolute" else "up/hostname"
+        tf.addfile(leak)
+    status, body = api(engine, "POST", "/build", out.getvalue())
+    assert status in (400, 500), body  # dockerd: 500 (its chrooted untar finds no such file); refrt: 400
+
+
 # ------------------------------------------------------------------------------------------------ registry
 
 
