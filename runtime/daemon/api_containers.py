@@ -428,20 +428,25 @@ def _follow_running(daemon: Daemon, c: Container, client: Client) -> None:
 
 
 def set_window(tty_path: str, rows: int, cols: int) -> None:
-    """TIOCSWINSZ on a terminal (the kernel then sends SIGWINCH to its foreground process group)."""
-    import fcntl
-    import struct
-    import termios
-
+    """TIOCSWINSZ on the terminal at ``tty_path`` (a /proc/PID/fd/N link to a pty slave)."""
     try:
         fd = os.open(tty_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        if os.isatty(fd):
-            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        set_window_fd(fd, rows, cols)
     finally:
         os.close(fd)
 
 
-__all__ = ["STDERR", "routes", "set_window"]
+def set_window_fd(fd: int, rows: int, cols: int) -> None:
+    """TIOCSWINSZ on a terminal descriptor (the kernel then sends SIGWINCH to its foreground process group)."""
+    import fcntl
+    import struct
+    import termios
+
+    if os.isatty(fd):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+__all__ = ["STDERR", "routes", "set_window", "set_window_fd"]

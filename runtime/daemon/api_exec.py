@@ -17,7 +17,7 @@ from typing import Any
 
 from runtime.container.state import Container, find
 from runtime.daemon import Daemon
-from runtime.daemon.api_containers import RAW_STREAM, lookup, publisher, set_window
+from runtime.daemon.api_containers import RAW_STREAM, lookup, publisher, set_window_fd
 from runtime.daemon.http import ApiError, Handler, Request, Response
 from runtime.daemon.streams import STDERR, STDOUT, Client, pump_input, pump_output, start_thread
 from runtime.errors import RefrtError
@@ -43,6 +43,7 @@ class ExecSession:
     exit_code: int | None = None
     pid: int = 0
     master: int = -1
+    window: tuple[int, int] = (0, 0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inspect(self) -> dict[str, Any]:
@@ -55,9 +56,17 @@ class ExecSession:
         }
 
     def set_window(self, rows: int, cols: int) -> None:
+        """Resize now, or as soon as the pty exists (the client may ask before the command started)."""
         with self.lock:
+            self.window = (rows, cols)
             if self.master >= 0:
-                set_window(f"/proc/self/fd/{self.master}", rows, cols)
+                set_window_fd(self.master, rows, cols)
+
+    def take_master(self, master: int) -> None:
+        with self.lock:
+            self.master = master
+            if self.window != (0, 0):
+                set_window_fd(master, *self.window)
 
     def finished(self, code: int) -> None:
         with self.lock:
@@ -119,7 +128,7 @@ def _launch(daemon: Daemon, c: Container, s: ExecSession, client: Client | None)
         return
     inputs: list[threading.Thread] = []
     if s.tty:
-        s.master = proc.master
+        s.take_master(proc.master)
         relays = [start_thread(pump_output, os.dup(proc.master), STDOUT, [client])]
         if s.stdin:
             inputs.append(start_thread(pump_input, client, os.dup(proc.master)))
