@@ -24,6 +24,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -198,6 +199,14 @@ class Builder:
         return df
 
     def build(self) -> Image:
+        """Build the target; a build that fails takes back the cache entries it made (no partial cache)."""
+        try:
+            return self._build()
+        except BaseException:
+            self.cache.discard_created()
+            raise
+
+    def _build(self) -> Image:
         df = self.load()
         self.meta_env = self._meta_args(df)
         target = self._target(df)
@@ -909,6 +918,7 @@ class Builder:
         else:
             assert self.tree is not None
             entries_ctx = [e for src in sources for e in self.tree.match(src, kw)]
+            _check_step_context(self.tree, entries_ctx, kw)
             content = ctxfiles.digest(self.tree, entries_ctx)
         content += "".join(f"\nheredoc {name} " + _sha(data) for name, data in contents)
 
@@ -1014,6 +1024,24 @@ def _opaque(path: Path) -> bool:
         return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
     except OSError:
         return False
+
+
+#: Most bytes of regular files one COPY/ADD may read from the build context; ``REFRT_BUILD_MAX_STEP_CONTEXT``
+#: (bytes) overrides it. A bound, so a mistaken ``COPY . .`` of a huge tree fails before hashing and copying it.
+MAX_STEP_CONTEXT = 16 << 30
+
+
+def _check_step_context(tree: ctxfiles.SourceTree, entries: list[ctxfiles.Entry], keyword: str) -> None:
+    raw = os.environ.get("REFRT_BUILD_MAX_STEP_CONTEXT", "").strip()
+    if raw and not raw.isdigit():
+        raise UsageError(f"invalid REFRT_BUILD_MAX_STEP_CONTEXT {raw!r}: want a number of bytes")
+    limit = int(raw) if raw else MAX_STEP_CONTEXT
+    total = 0
+    for top in entries:
+        for _, entry in tree.expand_entry(top):
+            total += entry.st.st_size if stat.S_ISREG(entry.st.st_mode) else 0
+            if total > limit:
+                raise ContextError(f"{keyword} reads more than {limit} bytes of the build context (the bound per step)")
 
 
 def _expand_ports(word: str) -> list[str]:

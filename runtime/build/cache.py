@@ -10,6 +10,7 @@ garbage-collected from the store simply turns the entry into a miss.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,8 @@ class BuildCache:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
+        #: Entries this object created (keys that had none before): what a failed build takes back.
+        self.created: list[str] = []
 
     def _path(self, key: str) -> Path:
         return self.dir / f"{key}.json"
@@ -52,10 +55,29 @@ class BuildCache:
 
     def put(self, key: str, entry: CacheEntry) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        existed = self._path(key).exists()
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        with os.fdopen(fd, "w") as out:
-            json.dump({"diff_id": entry.diff_id, "history": entry.history}, out)
-        os.replace(tmp, self._path(key))
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump({"diff_id": entry.diff_id, "history": entry.history}, out)
+            os.replace(tmp, self._path(key))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if not existed:
+            self.created.append(key)
+
+    def discard_created(self) -> int:
+        """Remove the entries this object created: a failed build leaves no partial cache behind (its steps are
+        built again next time, as after ``builder prune``). Returns how many went."""
+        count = 0
+        for key in self.created:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
+                count += 1
+        self.created.clear()
+        return count
 
     def clear(self) -> int:
         """Remove every entry (``refrt builder prune``-style); returns how many."""

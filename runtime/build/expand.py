@@ -9,6 +9,11 @@ literal, ``$VAR``/``${VAR}`` expand (unset means empty), and ``${VAR:-w}`` ``${V
 
 The same lexer, with quotes and escapes kept raw and unset variables left alone, finds heredoc markers
 (``<<EOF``, ``<<-"EOF"``) in RUN/COPY/ADD lines for the parser.
+
+Expansion is bounded: 43 lines of ``ARG A=$A$A`` double a value 40 times (a terabyte). A word may not grow past
+``MAX_WORD`` (the kernel's limit for one exec argument or environment string, so nothing longer could reach a
+process anyway), and one expansion pass may not produce more than ``MAX_EXPANDED`` bytes of variable values - both
+checked while expanding, before anything large is built.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from dataclasses import dataclass, field
 from runtime.build.errors import ExpansionError
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+#: Longest word after expansion: Linux's MAX_ARG_STRLEN (one argv or environment string).
+MAX_WORD = 128 << 10
+#: Most bytes of variable values one instruction may expand to (below Linux's ARG_MAX of 2 MiB).
+MAX_EXPANDED = 1 << 20
 
 
 @dataclass
@@ -63,6 +72,17 @@ class _Scan:
         self.text = text
         self.pos = 0
         self.env = env
+        self.expanded = 0
+
+    def grew(self, value: str, name: str) -> str:
+        """Count an expanded value against the bounds; refuse it before the text that holds it is built."""
+        self.expanded += len(value)
+        if len(value) > MAX_WORD or self.expanded > MAX_EXPANDED:
+            raise ExpansionError(
+                f"expanding ${name} makes the instruction too long: more than {MAX_WORD} bytes in a word or "
+                f"{MAX_EXPANDED} bytes of expanded values"
+            )
+        return value
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -189,7 +209,7 @@ class _Scan:
             value = self.lookup(name)
             if value is None:
                 return "$" + name if self.lx.skip_unset else ""
-            return value
+            return self.grew(value, name)
         self.next()  # the '{'
         if not self.peek():
             raise ExpansionError("syntax error: missing '}'")
@@ -203,7 +223,7 @@ class _Scan:
             value = self.lookup(name)
             if value is None:
                 return "${" + name + "}" if self.lx.skip_unset else ""
-            return value
+            return self.grew(value, name)
         modifier = ch
         null_is_unset = False
         if ch == ":":
@@ -224,7 +244,7 @@ class _Scan:
         value = self.lookup(name)
         if value is None and self.lx.skip_unset:
             return "${" + name + modifier + word + "}"
-        return _apply_modifier(name, value, ch, null_is_unset, word)
+        return self.grew(_apply_modifier(name, value, ch, null_is_unset, word), name)
 
 
 def _apply_modifier(name: str, value: str | None, op: str, null_is_unset: bool, word: str) -> str:
@@ -272,11 +292,18 @@ class Lexer:
 
     def word(self, text: str, env: Mapping[str, str]) -> str:
         """Expand ``text`` as one word: quotes removed, blanks kept (ENV values, WORKDIR, COPY paths...)."""
-        return _Scan(self, text, env).process()[0]
+        return _bounded([_Scan(self, text, env).process()[0]])[0]
 
     def words(self, text: str, env: Mapping[str, str]) -> list[str]:
         """Expand ``text`` and split it on unquoted blanks (after expansion, as the shell does)."""
-        return _Scan(self, text, env).process()[1]
+        return _bounded(_Scan(self, text, env).process()[1])
+
+
+def _bounded(words: list[str]) -> list[str]:
+    for word in words:
+        if len(word) > MAX_WORD:
+            raise ExpansionError(f"a word of {len(word)} bytes after expansion is too long (at most {MAX_WORD})")
+    return words
 
 
 def expand(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
