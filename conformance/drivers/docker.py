@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import shlex
 import time
+from typing import ClassVar
 
-from conformance.drivers.base import register_driver
+from conformance.drivers.base import RuntimeDriver, register_driver
 from conformance.drivers.dockerlike import DockerLikeDriver
 from conformance.errors import DriverError
 
@@ -30,6 +31,16 @@ DOCKER_CHAINS = {"filter": ("DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLAT
 class DockerDriver(DockerLikeDriver):
     name = "docker"
     binary = CLIENT
+    #: ``--runtime docker:unix:///path/api.sock``: an Engine API socket served by someone else (refrt's daemon,
+    #: another dockerd). The driver then neither starts nor stops a daemon, and takes the server's features.
+    external_socket: ClassVar[str] = ""
+
+    @classmethod
+    def parametrize(cls, argument: str) -> type[RuntimeDriver]:
+        if not argument.startswith("unix:///"):
+            raise DriverError(f"docker:{argument}: the argument must be an Engine API socket, unix:///path")
+        return type("DockerDriver_socket", (cls,), {"external_socket": argument.removeprefix("unix://"),
+                                                     "name": f"docker:{argument}"})
 
     @property
     def _tag(self) -> str:
@@ -46,7 +57,7 @@ class DockerDriver(DockerLikeDriver):
 
     @property
     def socket(self) -> str:
-        return f"{self.exec_root}/docker.sock"
+        return self.external_socket or f"{self.exec_root}/docker.sock"
 
     @property
     def bridge(self) -> str:
@@ -65,6 +76,11 @@ class DockerDriver(DockerLikeDriver):
 
     def prepare(self) -> None:
         self.require_binary()
+        if self.external_socket:
+            if self.cli(["version", "--format", "{{.Server.Version}}"], timeout=30).exit_status != 0:
+                raise DriverError(f"docker: nothing answers the Engine API on {self.external_socket}")
+            self.ensure_busybox()
+            return
         if self.target.run(f"command -v {DAEMON}", timeout=30).exit_status != 0:
             raise DriverError(f"docker: {DAEMON} is not installed on target {self.target.name} (Debian docker.io)")
         self.create_bridge()
@@ -106,6 +122,11 @@ class DockerDriver(DockerLikeDriver):
         return result.stdout.strip() if result.exit_status == 0 and result.stdout.strip() else "unknown"
 
     def features(self) -> dict[str, bool]:
+        if self.external_socket and self.cli(["version", "--format", "{{.Server.Platform.Name}}"],
+                                             timeout=30).stdout.strip() == "refrt":
+            from conformance.drivers.refrt import RefrtDriver
+
+            return RefrtDriver(self.target, self.run_id).features()  # the docker CLI in front of refrt
         return {
             "runtime.docker": True,
             "runtime.inspect_oom_killed": True,
@@ -169,6 +190,8 @@ class DockerDriver(DockerLikeDriver):
         return removed
 
     def close(self) -> None:
+        if self.external_socket:
+            return  # not ours to stop
         try:
             self.stop_daemon()
             self.remove_leftovers()
