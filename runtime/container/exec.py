@@ -140,7 +140,11 @@ def _enter_and_run(
     err_w: int,
 ) -> None:
     try:
-        driver_for_host().open(c.id).add(os.getpid())
+        group = driver_for_host().open(c.id)
+        if c.cgroup_driver == 1:  # single-threaded (just forked): move ourselves, without the kernel's RCU wait
+            init.join_cgroup([str(d / "tasks") for d in group.dirs()])
+        else:
+            group.add(os.getpid())
         namespaces.join(c.state.pid)
         child = os.fork()
         if child != 0:

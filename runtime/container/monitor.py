@@ -266,8 +266,9 @@ class Monitor:
         c = self.c
         driver = driver_for_host()
         self.cgroup = driver.create(c.id, c.spec.resources)
-        self._primer = prime_cgroup_attach()  # after create: the kernel holds cgroup_mutex while it waits
         plan = build_plan(c, self.ctx)
+        if not plan.cgroup_tasks:  # v2: we move the init (v1: it moves itself, see init.join_cgroup)
+            self._primer = prime_cgroup_attach()  # after create: the kernel holds cgroup_mutex while it waits
         userns_fd = -1
         if c.spec.userns == "private":
             userns_fd = userns.create_user_namespace(*userns.ranges())
@@ -296,10 +297,13 @@ class Monitor:
                     c.state.network_settings = hooks.network_attach(
                         self.ctx, c.id, c.name, pid, c.spec.network
                     )
-                os.write(go_w, b"go")  # the init sets up its file system while we move it into its cgroup
-                self.cgroup.add(pid)
-                with contextlib.suppress(BrokenPipeError):  # the init failed meanwhile: err_r says why
-                    os.write(go_w, b"cg")
+                if plan.cgroup_tasks:  # it moved itself already
+                    os.write(go_w, b"gocg")
+                else:  # it sets up its file system while we move it into its cgroup
+                    os.write(go_w, b"go")
+                    self.cgroup.add(pid)
+                    with contextlib.suppress(BrokenPipeError):  # the init failed meanwhile: err_r says why
+                        os.write(go_w, b"cg")
             if self._primer is not None:
                 self._primer.join()
         except BaseException:
@@ -497,11 +501,13 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         host_files=host_files,
         mounts=[MountSpec(**m) for m in c.mounts],
     )
+    cgroup_tasks: list[str] = []
     if c.cgroup_driver == 2:
         rootfs.cgroup_view = {"": Path("cgroup2")}
     else:
         group = driver_for_host().open(c.id)
         rootfs.cgroup_view = {d.parent.parent.name: d for d in group.dirs()}
+        cgroup_tasks = [str(d / "tasks") for d in group.dirs()]
     if spec.privileged:  # docker: nothing masked, /proc/sys and /sys writable, every capability
         rootfs.masked_paths = ()
         rootfs.readonly_paths = ()
@@ -518,6 +524,7 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         network_mode=spec.network.mode,
         join_netns=hooks.netns_to_join(ctx, spec.network),
         cgroup_namespace=c.cgroup_driver == 2,
+        cgroup_tasks=cgroup_tasks,
         capabilities=caps,
         no_new_privs=security.no_new_privileges,
         seccomp=seccomp.filter_for(security, spec.privileged, caps),
