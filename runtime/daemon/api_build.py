@@ -33,6 +33,7 @@ from runtime.build.builder import Builder, BuildOptions, Step
 from runtime.build.errors import DockerfileError, StepFailed
 from runtime.build.parser import Dockerfile
 from runtime.daemon import Daemon
+from runtime.daemon.api_system import events
 from runtime.daemon.http import ApiError, Request, Response
 from runtime.daemon.progress import BodyReader, Cancelled, Emit, produce
 from runtime.errors import RefrtError
@@ -240,6 +241,8 @@ def run_build(daemon: Daemon, request: Request) -> None:
                     emit({"stream": "".join(held)})
                 raise outcome["error"]
             image: Image = outcome["image"]
+            for tag in tags:
+                events(daemon).publish("image", "tag", image.id, {"name": parse_reference(tag).familiar})
             emit({"aux": {"ID": image.id}})
             if quiet:
                 emit({"stream": image.id + "\n"})
@@ -342,6 +345,9 @@ def commit(daemon: Daemon, request: Request) -> Response:
     doc["created"] = entry["created"] = now_rfc3339()
     doc["history"] = [*(image.config.get("history") or []), entry]
     new = store.commit_image(doc, layers, tags)
+    events(daemon).publish("container", "commit", container.id,
+                           {"comment": comment, "imageID": new.id, "imageRef": tags[0] if tags else "",
+                            "name": container.name, "image": container.spec.image})
     return Response({"Id": new.id}, status=201)
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.cli.images import history_rows, inspect_image, parse_time
 from runtime.daemon import Daemon
+from runtime.daemon.api_system import events, normalized_filters
 from runtime.daemon.http import ApiError, Request, Response
 from runtime.daemon.progress import BodyReader, ChunkWriter, Emit, LineSink, produce
 from runtime.errors import NotFoundError
@@ -45,22 +46,13 @@ _DIGEST_LINE = re.compile(r"^(\S+): digest: (sha256:[0-9a-f]{64}) size: (\d+)$")
 
 
 def api_filters(request: Request, allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    """Docker's ``filters`` query parameter: ``{"key": {"value": true}}`` (or ``{"key": ["value"]}``) → lists.
-    Keys outside ``allowed`` are refused, as dockerd refuses them ("invalid filter")."""
-    raw = request.json_arg("filters") or {}
-    if not isinstance(raw, dict):
-        raise ApiError(400, "invalid filters: not a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
+    """Docker's ``filters`` (:func:`runtime.daemon.api_system.normalized_filters`), keys outside ``allowed``
+    refused as dockerd refuses them ("invalid filter")."""
+    filters = normalized_filters(request)
+    for key in filters:
         if key not in allowed:
             raise ApiError(400, f"invalid filter '{key}'")
-        if isinstance(value, dict):
-            out[key] = [str(v) for v, on in value.items() if on]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            raise ApiError(400, f"invalid filter '{key}': expected a map or a list")
-    return out
+    return filters
 
 
 def labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
@@ -192,6 +184,10 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
     def store() -> Store:
         return Store(daemon.paths)
 
+    def event(action: str, actor: str, name: str) -> None:
+        """dockerd's image events: the actor is the image id (or the reference pulled/pushed)."""
+        events(daemon).publish("image", action, actor, {"name": name})
+
     def list_images(request: Request) -> Response:
         filters = api_filters(request, ("dangling", "reference", "label", "before", "since"))
         if request.arg("filter"):  # the pre-1.25 spelling of reference=
@@ -227,15 +223,19 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         target = f"{repo}:{request.arg('tag')}" if request.arg("tag") else repo
         _parse_ref(target)
         st = store()
-        st.tag(st.resolve(request.params["name"]), target)
+        image = st.tag(st.resolve(request.params["name"]), target)
+        event("tag", image.id, _parse_ref(target).familiar)
         return Response(None, status=201)
 
     def delete(request: Request) -> Response:
-        lines = store().remove(request.params["name"], force=request.flag("force"))
+        st = store()
+        image_id = st.resolve(request.params["name"]).id
+        lines = st.remove(request.params["name"], force=request.flag("force"))
         report = []
         for line in lines:
             kind, _, what = line.partition(": ")
             report.append({kind: what})
+            event("untag" if kind == "Untagged" else "delete", image_id, image_id)
         return Response(report)
 
     def prune(request: Request) -> Response:
@@ -262,6 +262,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
             writer = ChunkWriter(emit)
             save_docker_archive(st, names, writer)  # type: ignore[arg-type]
             writer.flush()
+            for name in names:
+                event("save", st.resolve(name).id, name)
 
         produce(request, work, raw=True, content_type="application/x-tar")
 
@@ -269,6 +271,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         from runtime.store.archive import load_archive
 
         report = load_archive(store(), BodyReader(request))  # type: ignore[arg-type]
+        for line in report:
+            event("load", line.rpartition(": ")[2], line.rpartition(": ")[2])
         body = b"".join(json.dumps({"stream": line + "\n"}).encode() + b"\n" for line in report)
         return Response(body, content_type="application/json")
 
@@ -290,6 +294,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
             _parse_ref(name)
         image = import_tarball(store(), BodyReader(request), tags,  # type: ignore[arg-type]
                                message=request.arg("message") or "", changes=request.query.get("changes", []))
+        event("import", image.id, image.id)
         return Response(json.dumps({"status": image.id}).encode() + b"\n")
 
     def pull(request: Request) -> None:
@@ -322,6 +327,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
             with registry_errors(), client:
                 pull_image(st, client, ref, out=sink, platform=platform)  # type: ignore[arg-type]
             sink.close()
+            event("pull", ref.familiar, ref.familiar_name)
 
         produce(request, work, hold=1)  # "Pulling from" comes before the manifest: its errors are statuses
 
@@ -365,6 +371,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
                 with registry_errors(), registry_client(daemon, request, ref.domain) as client:
                     push_image(st, client, ref, image, out=sink)  # type: ignore[arg-type]
                 sink.close()
+                event("push", ref.familiar, ref.familiar_name)
 
         produce(request, work)
 

@@ -12,6 +12,7 @@ from typing import Any
 from runtime import network
 from runtime.daemon import Daemon
 from runtime.daemon.api_images import api_filters
+from runtime.daemon.api_system import events
 from runtime.daemon.http import ApiError, Request, Response
 from runtime.network.filters import ls_filter
 
@@ -48,6 +49,12 @@ def _shaped(data: dict[str, Any]) -> dict[str, Any]:
 def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response | None]]]:
     ctx = daemon.ctx
 
+    def event(action: str, ref: str, container: str = "") -> None:
+        """dockerd's network events: the network's id, its name and type, the container for (dis)connect."""
+        data = network.inspect_network(ctx, ref)
+        attributes = {"name": data["Name"], "type": data["Driver"], **({"container": container} if container else {})}
+        events(daemon).publish("network", action, data["Id"], attributes)
+
     def list_networks(request: Request) -> Response:
         filters = api_filters(request, ("label", "type", "name", "id", "driver", "scope"))
         scopes = filters.pop("scope", [])
@@ -71,6 +78,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         subnet, gateway = _ipam(body)
         rec = network.create_network(ctx, name, subnet=subnet, gateway=gateway, internal=bool(body.get("Internal")),
                                      labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()})
+        event("create", rec.id)
         return Response({"Id": rec.id, "Warning": ""}, status=201)
 
     def connect(request: Request) -> Response:
@@ -82,6 +90,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         if (endpoint.get("IPAMConfig") or {}).get("IPv4Address"):
             raise ApiError(400, "a fixed IPv4Address is not supported")
         network.connect(ctx, request.params["id"], container, aliases=list(endpoint.get("Aliases") or []))
+        event("connect", request.params["id"], container)
         return Response(None)
 
     def disconnect(request: Request) -> Response:
@@ -90,10 +99,12 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         if not container:
             raise ApiError(400, "container is required")
         network.disconnect(ctx, request.params["id"], container)
+        event("disconnect", request.params["id"], container)
         return Response(None)
 
     def delete(request: Request) -> Response:
-        network.remove_network(ctx, request.params["id"])
+        rec = network.remove_network(ctx, request.params["id"])
+        events(daemon).publish("network", "destroy", rec.id, {"name": rec.name, "type": "bridge"})
         return Response(None, status=204)
 
     def prune(request: Request) -> Response:
@@ -102,7 +113,11 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         if any("=" not in item for item in wanted):
             raise ApiError(400, "network prune takes label=KEY=VALUE filters")
         labels = dict(item.partition("=")[::2] for item in wanted)
-        return Response({"NetworksDeleted": network.prune_networks(ctx, labels) or None})
+        ids = {r["Name"]: r["ID"] for r in network.list_networks(ctx)}
+        removed = network.prune_networks(ctx, labels)
+        for name in removed:
+            events(daemon).publish("network", "destroy", ids.get(name, name), {"name": name, "type": "bridge"})
+        return Response({"NetworksDeleted": removed or None})
 
     return [
         ("GET", "/networks", list_networks),

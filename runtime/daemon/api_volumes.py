@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.daemon import Daemon
 from runtime.daemon.api_images import api_filters, labels_match
+from runtime.daemon.api_system import events
 from runtime.daemon.http import ApiError, Request, Response
 from runtime.locking import locked
 from runtime.volumes import Volume, VolumeStore
@@ -62,6 +63,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         options = {str(k): str(v) for k, v in (body.get("DriverOpts") or {}).items()}
         with locked(paths.locks, "volumes"):
             vol, _ = VolumeStore(paths).create(str(body.get("Name") or ""), labels=labels, options=options)
+        events(daemon).publish("volume", "create", vol.name, {"driver": "local"})
         return Response(vol.inspect(), status=201)
 
     def inspect(request: Request) -> Response:
@@ -70,6 +72,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
     def delete(request: Request) -> Response:
         with locked(paths.locks, "volumes"):
             VolumeStore(paths).remove(request.params["name"], force=request.flag("force"))
+        events(daemon).publish("volume", "destroy", request.params["name"], {"driver": "local"})
         return Response(None, status=204)
 
     def prune(request: Request) -> Response:
@@ -79,6 +82,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         with locked(paths.locks, "volumes"):
             sizes = {v.name: _size(Path(v.mountpoint)) for v in store.all() if not store.users(v.name)}
             removed = store.prune(all_volumes=True, labels=labels)
+        for name in removed:
+            events(daemon).publish("volume", "destroy", name, {"driver": "local"})
         return Response({"VolumesDeleted": removed or None, "SpaceReclaimed": sum(sizes.get(n, 0) for n in removed)})
 
     return [

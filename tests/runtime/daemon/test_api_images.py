@@ -12,6 +12,7 @@ import io
 import json
 import socket
 import tarfile
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -288,3 +289,20 @@ def test_volume_create_list_inspect_delete_prune(engine: str) -> None:
     api(engine, "POST", "/volumes/create", {"Name": other, "Labels": {"h6prune": other}})
     status, body = api(engine, "POST", "/volumes/prune?filters=" + q({"label": [f"h6prune={other}"]}))
     assert status == 200 and json.loads(body)["VolumesDeleted"] == [other]
+
+
+def test_image_network_and_volume_actions_are_events(engine: str) -> None:
+    start = time.time() - 1
+    repo, net, vol = unique("h6ev"), unique("h6evnet"), unique("h6evvol")
+    assert api(engine, "POST", f"/images/busybox/tag?repo={repo}&tag=1")[0] == 201
+    assert api(engine, "DELETE", f"/images/{repo}:1")[0] == 200
+    assert api(engine, "POST", "/networks/create", {"Name": net})[0] == 201
+    assert api(engine, "DELETE", f"/networks/{net}")[0] == 204
+    assert api(engine, "POST", "/volumes/create", {"Name": vol})[0] == 201
+    assert api(engine, "DELETE", f"/volumes/{vol}")[0] == 204
+    status, body = api(engine, "GET", f"/events?since={start:.3f}&until={time.time() + 1:.3f}")
+    assert status == 200
+    seen = {(e["Type"], e["Action"], e["Actor"]["Attributes"].get("name", e["Actor"]["ID"])) for e in stream(body)}
+    assert {("image", "tag", f"{repo}:1"), ("network", "create", net), ("network", "destroy", net),
+            ("volume", "create", vol), ("volume", "destroy", vol)} <= seen, seen
+    assert any(t == "image" and a == "untag" for t, a, _ in seen)
