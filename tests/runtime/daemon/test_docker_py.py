@@ -13,6 +13,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from conformance.services.registry import Registry
+from tests.fixtures.registry import TEST_CREDENTIALS
+
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
@@ -47,6 +50,25 @@ def test_images_build_then_run_the_image(client: docker.DockerClient) -> None:
         assert "returned a non-zero code: 7" in str(failed.value)
     finally:
         client.images.remove(tag, force=True)
+
+
+def test_images_push_pull_save_load(client: docker.DockerClient, auth_registry: Registry) -> None:
+    repo = f"{auth_registry.host}/h6/py"
+    auth = {"username": TEST_CREDENTIALS.username, "password": TEST_CREDENTIALS.password}
+    assert client.images.get("busybox").tag(repo, "v1")
+    assert client.login(registry=auth_registry.host, **auth)["Status"] == "Login Succeeded"
+    progress = list(client.images.push(repo, "v1", auth_config=auth, stream=True, decode=True))
+    assert not [p for p in progress if "error" in p], progress
+    [aux] = [p["aux"] for p in progress if "aux" in p]
+    client.images.remove(f"{repo}:v1")
+    pulled = client.images.pull(repo, "v1", auth_config=auth)
+    assert f"{repo}:v1" in pulled.tags and f"{repo}@{aux['Digest']}" in pulled.attrs["RepoDigests"]
+    assert [i.id for i in client.images.list(name=repo)] == [pulled.id]
+    archive = b"".join(client.api.get_image(f"{repo}:v1"))  # named: Image.save picks the image's first tag
+    client.images.remove(f"{repo}:v1")
+    [loaded] = client.images.load(archive)
+    assert loaded.id == pulled.id and f"{repo}:v1" in loaded.tags
+    client.images.remove(f"{repo}:v1")
 
 
 def test_containers_list_shows_a_running_container(client: docker.DockerClient) -> None:
