@@ -184,8 +184,10 @@ def run_build(daemon: Daemon, request: Request) -> None:
     quiet = request.flag("q")
     store = Store(daemon.paths)
     store.ensure()
+    build_args, labels = _dict_arg(request, "buildargs"), _dict_arg(request, "labels")
     scratch = Path(tempfile.mkdtemp(prefix="build-", dir=store.tmp))
-    try:
+    handed_over = False  # once the worker runs, it removes the context (a client gone early must not pull the
+    try:                 # context from under a build that still runs)
         context = scratch / "context"
         context.mkdir()
         _unpack_context(request, context)
@@ -196,9 +198,9 @@ def run_build(daemon: Daemon, request: Request) -> None:
             raise ApiError(500, f"Cannot locate specified Dockerfile: {request.arg('dockerfile') or 'Dockerfile'}")
         read_fd, write_fd = os.pipe()
         out = os.fdopen(write_fd, "w", encoding="utf-8", errors="replace")
-        options = BuildOptions(context=context, dockerfile=dockerfile, tags=list(tags),
-                               build_args=_dict_arg(request, "buildargs"), labels=_dict_arg(request, "labels"),
-                               target=request.arg("target") or None, no_cache=request.flag("nocache"), out=out)
+        options = BuildOptions(context=context, dockerfile=dockerfile, tags=list(tags), build_args=build_args,
+                               labels=labels, target=request.arg("target") or None, no_cache=request.flag("nocache"),
+                               out=out)
         outcome: dict[str, Any] = {}
 
         def build() -> None:
@@ -211,6 +213,8 @@ def run_build(daemon: Daemon, request: Request) -> None:
                     out.flush()
 
         def work(emit: Emit) -> None:
+            nonlocal handed_over
+            handed_over = True
             gone = False
             held: list[str] = []  # -q: the output is only shown if the build fails, as dockerd does
 
@@ -234,6 +238,7 @@ def run_build(daemon: Daemon, request: Request) -> None:
             finally:
                 out.close()
                 os.close(read_fd)
+                shutil.rmtree(scratch, ignore_errors=True)
             if gone:
                 raise Cancelled()
             if "error" in outcome:
@@ -257,7 +262,8 @@ def run_build(daemon: Daemon, request: Request) -> None:
             where = f" line {exc.line}" if exc.line else ""
             raise ApiError(400, f"dockerfile parse error{where}: {exc.reason}") from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not handed_over:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------- commit

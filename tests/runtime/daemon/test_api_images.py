@@ -14,6 +14,7 @@ import socket
 import tarfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -173,7 +174,7 @@ def test_build_streams_legacy_progress_with_args_labels_and_target(engine: str) 
     api(engine, "DELETE", f"/images/{tag}")
 
 
-def test_build_failure_is_dockers_error_message(engine: str) -> None:
+def test_build_failure_is_dockers_error_message(engine: str, request: pytest.FixtureRequest) -> None:
     status, body = api(engine, "POST", "/build?q=1", tar_of({"Dockerfile": "FROM busybox\nRUN exit 3\n"}))
     assert status == 200
     [error] = [m for m in stream(body) if "error" in m]
@@ -184,6 +185,12 @@ def test_build_failure_is_dockers_error_message(engine: str) -> None:
     assert json.loads(body)["message"] == "dockerfile parse error line 2: unknown instruction: FOO"
     status, body = api(engine, "POST", "/build", tar_of({"context-only.txt": "x"}))
     assert status == 500 and json.loads(body)["message"] == "Cannot locate specified Dockerfile: Dockerfile"
+    if request.node.callspec.params["engine"] == "refrt":  # no unpacked context left in the store's scratch space
+        from runtime.paths import Paths
+        from runtime.store import Store
+
+        root = Path(engine.removeprefix("unix://")).parent
+        assert not list(Store(Paths.resolve(str(root), None)).tmp.glob("build-*"))
 
 
 @pytest.mark.parametrize("via", ["absolute", "symlink"])
