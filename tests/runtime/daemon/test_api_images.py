@@ -14,6 +14,7 @@ import socket
 import tarfile
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -313,3 +314,34 @@ def test_image_network_and_volume_actions_are_events(engine: str) -> None:
     assert {("image", "tag", f"{repo}:1"), ("network", "create", net), ("network", "destroy", net),
             ("volume", "create", vol), ("volume", "destroy", vol)} <= seen, seen
     assert any(t == "image" and a == "untag" for t, a, _ in seen)
+
+
+class _BrokenRegistry(BaseHTTPRequestHandler):
+    """Answers ``/v2/`` and fails everything else with a 500, as a registry whose storage is down."""
+
+    def _answer(self) -> None:
+        body = b"{}" if self.path == "/v2/" else b'{"errors":[{"code":"UNKNOWN","message":"storage is down"}]}'
+        self.send_response(200 if self.path == "/v2/" else 500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _answer
+
+
+def test_registry_5xx_is_an_error_status_or_an_in_stream_error(refrt_daemon: str, tiny_server: Any) -> None:
+    """refrt only: dockerd retries a 5xx with back-off for long, which a test cannot wait for."""
+    host = tiny_server(_BrokenRegistry).host
+    status, body = api(refrt_daemon, "POST", f"/images/create?fromImage={host}/h6/broken&tag=1")
+    assert status == 500 and "storage is down" in json.loads(body)["message"]
+    assert api(refrt_daemon, "POST", f"/images/busybox/tag?repo={host}/h6/broken&tag=1")[0] == 201
+    try:
+        status, body = api(refrt_daemon, "POST", f"/images/{host}/h6/broken/push?tag=1")
+        assert status == 200
+        messages = stream(body)
+        assert messages[0] == {"status": f"The push refers to repository [{host}/h6/broken]"}
+        assert "500" in messages[-1]["error"] and messages[-1]["errorDetail"]["message"] == messages[-1]["error"]
+    finally:
+        api(refrt_daemon, "DELETE", f"/images/{host}/h6/broken:1")
