@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -118,6 +119,11 @@ def test_vagrant_up_run_destroy_inside_a_private_netns(libvirt_netns: str) -> No
     assert result["hostname"] == "conformance-vm\n"
     assert result["facts"]["cgroup"] == "v2"
     assert result["status"]["ssh"].split("@")[1].startswith("192.168.121.")
+    # vagrant up said each step with its duration as it happened (stderr: the default progress writer).
+    for step in (r"checking the guest image", r"checking the box", r"vagrant up \(qemu\)",
+                 r"waiting for SSH on [\d.]+:\d+"):
+        assert re.search(rf"^vagrant: {step} … (.+, )?\d+(\.\d)? s$", proc.stderr, re.MULTILINE), proc.stderr[-3000:]
+    assert re.search(r"^vagrant: ready: VM ", proc.stderr, re.MULTILINE)
     domains = _in_ns(libvirt_netns, "virsh", "-c", "qemu:///system", "list", "--all", "--name").stdout.split()
     assert not [d for d in domains if d.startswith(result["status"]["vm_id"])]
     assert not Path(result["status"]["serial_log"]).parent.exists()
