@@ -271,6 +271,9 @@ def _watch_client(conn: socket.socket) -> None:
 
 def _run_cli(argv: list[str], paths: Paths) -> int:
     from runtime.cli import main
+    from runtime.container import monitor
+
+    monitor.SINGLE_FORK = True  # this process exits with its command (see monitor.SINGLE_FORK)
 
     sys.argv = ["refrt", *argv]
     try:
