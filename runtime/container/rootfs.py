@@ -33,6 +33,7 @@ from runtime.syscalls import (
     MS_SLAVE,
     MS_STRICTATIME,
 )
+from runtime.volumes.parse import tmpfs_mount_args
 
 #: Docker's default masked paths (moby oci/defaults.go): files get /dev/null bound over them, directories an
 #: empty read-only tmpfs.
@@ -214,9 +215,8 @@ def mount_user_mounts(root: Path, mounts: list[MountSpec]) -> None:
     for spec in mounts:
         if spec.type == "tmpfs":
             target = _mkdir_in(root, spec.target)
-            options = ",".join(f"{k}={v}" if v else k for k, v in spec.options.items() if k not in ("ro", "rw"))
-            flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if spec.read_only else 0)
-            syscalls.mount("tmpfs", target, "tmpfs", flags, options or None)
+            flags, data = tmpfs_mount_args(spec, MS_NOSUID | MS_NODEV)
+            syscalls.mount("tmpfs", target, "tmpfs", flags, data or None)
             continue
         source = Path(spec.host_path or spec.source)
         if not source.exists():

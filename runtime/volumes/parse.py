@@ -174,11 +174,31 @@ def parse_mount_flag(value: str) -> MountSpec:
     return spec
 
 
-#: ``--tmpfs`` options: mount(8) flags, and tmpfs's own ``key=value`` parameters
-TMPFS_FLAGS = ("ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "sync", "async", "dirsync",
-               "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
-               "nostrictatime", "tmpcopyup", "notmpcopyup")
+#: ``--tmpfs`` flags as mount(8) spells them: (MS_* bits set, MS_* bits cleared)
+TMPFS_FLAGS = {
+    "ro": (0x1, 0), "rw": (0, 0x1), "nosuid": (0x2, 0), "suid": (0, 0x2), "nodev": (0x4, 0), "dev": (0, 0x4),
+    "noexec": (0x8, 0), "exec": (0, 0x8), "sync": (0x10, 0), "async": (0, 0x10), "dirsync": (0x80, 0),
+    "noatime": (0x400, 0), "atime": (0, 0x400), "nodiratime": (0x800, 0), "diratime": (0, 0x800),
+    "relatime": (1 << 21, 0), "norelatime": (0, 1 << 21), "strictatime": (1 << 24, 0),
+    "nostrictatime": (0, 1 << 24),
+}
+#: tmpfs's own ``key=value`` parameters (mount data)
 TMPFS_PARAMETERS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge")
+
+
+def tmpfs_mount_args(spec: MountSpec, flags: int) -> tuple[int, str]:
+    """mount(2) flags and data for a tmpfs ``spec``, starting from ``flags``: mount(8) flags such as ``noexec``
+    are flag bits (tmpfs itself refuses them as data), parameters such as ``size`` the data string."""
+    data = []
+    for key, value in spec.options.items():
+        if key in TMPFS_FLAGS:
+            set_bits, clear_bits = TMPFS_FLAGS[key]
+            flags = (flags | set_bits) & ~clear_bits
+        elif key in TMPFS_PARAMETERS:
+            data.append(f"{key}={value}")
+    if spec.read_only:
+        flags |= TMPFS_FLAGS["ro"][0]
+    return flags, ",".join(data)
 
 
 def parse_tmpfs_flag(value: str) -> MountSpec:

@@ -95,3 +95,14 @@ def test_bad_mount_spec_is_a_usage_error() -> None:
     with pytest.raises(BadMountSpec) as info:
         parse_volume_flag("/h:/d:RO")
     assert info.value.exit_code == 125
+
+
+def test_tmpfs_flags_become_mount_flags(refrt: Refrt) -> None:
+    """mount(8) flags of --tmpfs are flag bits: tmpfs refuses them as data (EINVAL)."""
+    result = refrt("run", "--rm", "--tmpfs", "/t:noexec,size=1m,mode=1777", "--tmpfs", "/r:ro,exec", "busybox",
+                   "sh", "-c", "grep -E ' /(t|r) ' /proc/mounts; stat -c %a /t")
+    assert result.returncode == 0, result.stderr
+    t_line, r_line, mode = result.stdout.strip().splitlines()
+    assert t_line.split()[3].split(",")[:1] == ["rw"] and "noexec" in t_line and "size=1024k" in t_line
+    assert r_line.split()[3].startswith("ro,") and "noexec" not in r_line
+    assert mode == "1777"
