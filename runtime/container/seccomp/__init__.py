@@ -53,6 +53,10 @@ def normalize(values: list[str]) -> list[str]:
             if rest == "unconfined":
                 out.append("seccomp=unconfined")
                 continue
+            if rest.lstrip().startswith("{"):  # already the profile's text: the Engine API form docker's CLI sends
+                load_json(rest, "SecurityOpt")
+                out.append(f"seccomp={rest}")
+                continue
             try:
                 with open(rest) as f:
                     text = f.read()
