@@ -170,6 +170,44 @@ def test_bad_security_opt_exits_125_and_creates_nothing(refrt: Refrt, tmp_path: 
     assert after == before
 
 
+ABI_PROBE = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static long i386_call(long nr, long a) {  /* int $0x80 from 64-bit code: the i386 ABI, AUDIT_ARCH_I386 */
+    long ret;
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a) : "memory");
+    return ret;
+}
+static long x32_call(long nr, long a) {  /* X32_SYSCALL_BIT: the x32 ABI of AUDIT_ARCH_X86_64 */
+    long r = syscall(0x40000000L | nr, a);
+    return r < 0 ? -errno : r;
+}
+static void show(const char *name, long ret) { printf("%s %s\n", name, ret < 0 ? strerror((int)-ret) : "ok"); }
+int main(void) {
+    show("i386-getpid", i386_call(20, 0));
+    show("i386-unshare", i386_call(310, 0x10000000));
+    show("x32-getpid", x32_call(39, 0));
+    show("x32-unshare", x32_call(272, 0x10000000));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64's compat ABIs")
+def test_i386_and_x32_calls_are_filtered_by_their_own_tables(refrt: Refrt, tmp_path: Path) -> None:
+    (tmp_path / "abi.c").write_text(ABI_PROBE)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp_path / "abi"), str(tmp_path / "abi.c")], check=True)
+    got = dict(line.split(" ", 1) for line in refrt(
+        "run", "--rm", "--network", "none", "-v", f"{tmp_path / 'abi'}:/abi:ro", "busybox", "/abi", check=True
+    ).stdout.splitlines())
+    assert got["i386-getpid"] == "ok" and got["i386-unshare"] == "Operation not permitted"
+    # getpid passes the filter (the kernel may lack x32: ENOSYS); unshare is the filter's EPERM either way
+    assert got["x32-getpid"] in ("ok", "Function not implemented")
+    assert got["x32-unshare"] == "Operation not permitted"
+
+
 # ------------------------------------------------------------------------------- the compiler, on the kernel
 def _errno_of_getpgid(program: bytes, values: list[int]) -> list[int]:
     """In a forked child under ``program``, getpgid(v) for each value: the errno (0 on success)."""
