@@ -115,6 +115,24 @@ def test_network_create_then_run_on_it(engine: str) -> None:
         shown = ok(docker(engine, "run", "--rm", "--pull=never", "--network", name, "busybox",
                           "ip", "-4", "-o", "addr", "show", "eth0"))
         assert "inet 10.214.9." in shown
+        box = unique("h6netbox")
+        ok(docker(engine, "run", "-d", "--pull=never", "--network", "none", "--name", box, "busybox", "sleep", "60"))
+        try:
+            refused = docker(engine, "network", "connect", name, box)
+            assert refused.returncode == 1  # a container on --network none cannot join networks
+        finally:
+            docker(engine, "rm", "-f", box)
+        ok(docker(engine, "run", "-d", "--pull=never", "--name", box, "busybox", "sleep", "60"))
+        try:
+            ok(docker(engine, "network", "connect", name, box))
+            members = ok(docker(engine, "network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", name))
+            assert members.strip() == box
+            inside = ok(docker(engine, "exec", box, "ip", "-4", "-o", "addr"))
+            assert "inet 10.214.9." in inside
+            ok(docker(engine, "network", "disconnect", name, box))
+            assert "inet 10.214.9." not in ok(docker(engine, "exec", box, "ip", "-4", "-o", "addr"))
+        finally:
+            docker(engine, "rm", "-f", box)
     finally:
         removed = docker(engine, "network", "rm", name)
     assert ok(removed).strip() == name
