@@ -7,6 +7,7 @@ refrt would be testing refrt's idea of docker, not docker's behaviour.
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from pathlib import Path
@@ -105,7 +106,9 @@ def test_login_push_pull_against_the_local_registry(engine: str, auth_registry: 
 
 def test_network_create_then_run_on_it(engine: str) -> None:
     name = unique("h6net")
-    ok(docker(engine, "network", "create", "--subnet", "10.214.9.0/24", "--label", "h6=1", name))
+    net_id = ok(docker(engine, "network", "create", "--subnet", "10.214.9.0/24", "--label", "h6=1", name)).strip()
+    bridges = {f"rf-{net_id[:12]}", f"br-{net_id[:12]}"}  # refrt's and docker's names for the network's bridge
+    assert bridges & set(os.listdir("/sys/class/net"))
     try:
         assert ok(docker(engine, "network", "ls", "-q", "--filter", f"name={name}")).strip()
         subnet = ok(docker(engine, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", name))
@@ -138,11 +141,14 @@ def test_network_create_then_run_on_it(engine: str) -> None:
     assert ok(removed).strip() == name
     gone = docker(engine, "network", "inspect", name)
     assert gone.returncode == 1
+    assert not bridges & set(os.listdir("/sys/class/net")), "the network's bridge is left behind"
 
 
 def test_a_volume_carries_data_from_one_container_to_the_next(engine: str) -> None:
     name = unique("h6vol")
     ok(docker(engine, "volume", "create", name))
+    mountpoint = Path(ok(docker(engine, "volume", "inspect", "-f", "{{.Mountpoint}}", name)).strip())
+    assert mountpoint.is_dir()
     try:
         ok(docker(engine, "run", "--rm", "--pull=never", "-v", f"{name}:/data", "busybox",
                   "sh", "-c", "echo shared-by-volume > /data/note"))
@@ -153,6 +159,7 @@ def test_a_volume_carries_data_from_one_container_to_the_next(engine: str) -> No
     finally:
         removed = docker(engine, "volume", "rm", name)
     assert ok(removed).strip() == name
+    assert not mountpoint.exists() and not mountpoint.parent.exists()
 
 
 def test_commit_a_container_then_run_the_new_image(engine: str) -> None:
