@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.container import init, namespaces
+from runtime.container import capabilities, init, namespaces, seccomp
 from runtime.container.hostfiles import write_host_files
 from runtime.container.rootfs import RootfsPlan
 from runtime.errors import RefrtError, UsageError
@@ -66,6 +66,8 @@ def run_in_rootfs(
             user=user,
             hostname=hostname,
             network_mode=network,
+            # docker's builder runs RUN under the default profile too
+            seccomp=seccomp.filter_for(seccomp.SecurityOptions(), False, list(capabilities.DEFAULT)),
         )
         return _fork_and_wait(plan, stdin, stdout, stderr)
     finally:
