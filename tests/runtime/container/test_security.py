@@ -66,6 +66,17 @@ def test_seccomp_mode(refrt: Refrt) -> None:
     assert status_field(refrt, "Seccomp", "--privileged") == "0"
 
 
+def test_builder_runs_under_the_filter(refrt: Refrt, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text('FROM busybox\nRUN grep -E "^(Seccomp|NoNewPrivs):" /proc/self/status\n')
+    tag = unique("sec-build")
+    built = refrt("build", "--no-cache", "-t", tag, str(tmp_path), timeout=120)
+    try:
+        assert built.returncode == 0, built.stderr
+        assert "Seccomp:\t2" in built.stdout + built.stderr and "NoNewPrivs:\t0" in built.stdout + built.stderr
+    finally:
+        refrt("rmi", "-f", tag)
+
+
 def test_no_new_privileges_as_docker(refrt: Refrt) -> None:
     assert status_field(refrt, "NoNewPrivs") == "0"
     assert status_field(refrt, "NoNewPrivs", "--security-opt", "no-new-privileges") == "1"
