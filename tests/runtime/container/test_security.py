@@ -62,6 +62,7 @@ def status_field(refrt: Refrt, field: str, *flags: str) -> str:
 def test_seccomp_mode(refrt: Refrt) -> None:
     assert status_field(refrt, "Seccomp") == "2"
     assert status_field(refrt, "Seccomp", "-u", "1000") == "2"  # installed before the user switch (no NNP)
+    assert status_field(refrt, "Seccomp", "--userns=private") == "2"  # CAP_SYS_ADMIN of the container's userns
     assert status_field(refrt, "Seccomp", "--security-opt", "seccomp=unconfined") == "0"
     assert status_field(refrt, "Seccomp", "--privileged") == "0"
 
