@@ -23,7 +23,7 @@ from runtime.container.state import Container, all_containers, find
 from runtime.daemon import Daemon, attach
 from runtime.daemon.api_system import events, normalized_filters
 from runtime.daemon.http import ApiError, Handler, Request, Response
-from runtime.daemon.streams import STDERR, STDOUT, STREAM_IDS, Client, frame
+from runtime.daemon.streams import STDERR, STDOUT, STREAM_IDS, Client, frame, peer_closed
 from runtime.errors import ConflictError, NotFoundError, RefrtError
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -136,8 +136,10 @@ def log_chunks(daemon: Daemon, c: Container, request: Request) -> Any:
     stamps, follow, tty = request.flag("timestamps"), request.flag("follow"), c.spec.tty
     records, offset = logs.read_records(c.log_path, tail)
 
+    connection = request.handler.connection
+
     def running() -> bool:
-        if not c.directory.exists():
+        if not c.directory.exists() or peer_closed(connection):
             return False
         lifecycle.reconcile(daemon.ctx, c)
         return c.state.running or (c.state.status == "created" and bool(c.state.monitor_pid))

@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.daemon import Daemon
 from runtime.daemon.http import API_VERSION, MIN_API_VERSION, ApiError, Handler, Request, Response
-from runtime.daemon.streams import EventBus, event_lines
+from runtime.daemon.streams import EventBus, event_lines, peer_closed
 
 
 def events(daemon: Daemon) -> EventBus:
@@ -89,7 +89,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     def event_stream(request: Request) -> None:
         filters = normalized_filters(request)
         since, until = _when(request.arg("since")), _when(request.arg("until"))
-        request.stream(event_lines(events(daemon), since, until, filters))
+        connection = request.handler.connection
+        request.stream(event_lines(events(daemon), since, until, filters, lambda: not peer_closed(connection)))
 
     return [
         ("GET", "/_ping", ping),

@@ -189,9 +189,20 @@ def event_matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     return True
 
 
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the client closed its side (a waiting stream's way to notice a client that went away)."""
+    import select
+
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def event_lines(bus: EventBus, since: float | None, until: float | None,
-                filters: dict[str, list[str]]) -> Iterator[bytes]:
-    """Past events from ``since``, then live ones until ``until`` (forever without it)."""
+                filters: dict[str, list[str]], alive: Callable[[], bool] = lambda: True) -> Iterator[bytes]:
+    """Past events from ``since``, then live ones until ``until`` (forever without it, while ``alive()``)."""
     q, past = bus.subscribe(since)
     try:
         for event in past:
@@ -202,7 +213,8 @@ def event_lines(bus: EventBus, since: float | None, until: float | None,
             try:
                 event = q.get(timeout=wait)
             except queue.Empty:
-                yield b""  # a chance to notice a vanished client (the stream skips empty chunks)
+                if not alive():
+                    return
                 continue
             if event_matches(event, filters):
                 yield json.dumps(event).encode() + b"\n"
