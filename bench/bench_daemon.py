@@ -40,8 +40,11 @@ MAIN = REPO / "runtime" / "__main__.py"
 def timed(argv: list[str]) -> float:
     """Wall time of one command in ms; it must succeed."""
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - start) * 1e3
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    elapsed = (time.perf_counter() - start) * 1e3
+    if result.returncode != 0:
+        raise SystemExit(f"bench_daemon: {' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return elapsed
 
 
 def interleaved(commands: dict[str, list[str]], runs: int, warmup: int) -> dict[str, list[float]]:

@@ -123,6 +123,7 @@ class Zygote:
         self._pending: dict[bytes, threading.Event] = {}
         self._ids = itertools.count(1)
         self._closing = False
+        self._handoffs = 0  # CLI connections between their request and their hand-off to the zygote
         self.control, self.pid = self._fork()
         self._started = time.monotonic()
 
@@ -194,14 +195,35 @@ class Zygote:
             for event in pending.values():
                 event.set()
 
+    def begin_handoff(self) -> None:
+        with self._lock:
+            self._handoffs += 1
+
     def run_session(self, conn: socket.socket) -> None:
         """Pass the hijacked connection to the zygote and wait until its command has ended."""
         event = threading.Event()
         with self._lock:
             sid = str(next(self._ids)).encode()
             self._pending[sid] = event
-            socket.send_fds(self.control, [b"S" + sid], [conn.fileno()])
+            try:
+                socket.send_fds(self.control, [b"S" + sid], [conn.fileno()])
+            finally:
+                self._handoffs -= 1
         event.wait()
+
+    def end_handoff_unsent(self) -> None:
+        with self._lock:
+            self._handoffs -= 1
+
+    def wait_for_handoffs(self, timeout: float = 5.0) -> None:
+        """At shutdown: connections already answered with 101 still reach the zygote, or their commands would
+        be lost (the client cannot tell whether they ran)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._handoffs <= 0:
+                    return
+            time.sleep(0.01)
 
     def close(self) -> None:
         with self._lock:
@@ -228,7 +250,12 @@ def cli_route(zygote: Zygote) -> tuple[str, str, Any]:
         uid = _peer_uid(request.handler.connection)
         if uid not in (0, os.getuid()):
             raise ApiError(403, f"uid {uid} may not run refrt commands through this daemon")
-        conn = request.hijack("application/vnd.refrt.cli")
+        zygote.begin_handoff()
+        try:
+            conn = request.hijack("application/vnd.refrt.cli")
+        except BaseException:
+            zygote.end_handoff_unsent()
+            raise
         zygote.run_session(conn)
 
     return ("POST", CLI_PATH, handle)
@@ -327,6 +354,7 @@ def serve(ctx: Any, host: str | None = None, *, verbose: bool = False, ready: th
             server.server_close()
             _unlink_if_ours(path, server)
         if zygote is not None:
+            zygote.wait_for_handoffs()
             zygote.close()
         if (read_pidfile(paths) or (0,))[0] == os.getpid():
             with contextlib.suppress(FileNotFoundError):
