@@ -89,7 +89,7 @@ def _new_parser(group: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--state", help="volatile state directory (REFRT_STATE, default /run/refrt)")
     parser.add_argument("--config", help="client config directory holding config.json (REFRT_CONFIG)")
     parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks")
-    # the thin client's options (runtime.client reads and removes them; here for --help and in-process runs)
+    # the thin client's options (runtime.client acts on them; here for --help, and accepted by workers)
     parser.add_argument("-H", "--host", dest="client_host",
                         help="daemon socket, unix://PATH (REFRT_HOST, default <state>/refrt.sock)")
     parser.add_argument("--no-daemon", action="store_true",
