@@ -83,6 +83,17 @@ def _api_get(path: Path, url: str) -> tuple[int, Any]:
         conn.close()
 
 
+def _api_post(path: Path, url: str) -> int:
+    conn = _UnixConnection(path)
+    try:
+        conn.request("POST", url)
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
 def test_one_daemon_per_root(tmp_path: Path) -> None:
     first = _explicit_daemon(tmp_path)
     try:
@@ -152,31 +163,38 @@ def test_a_daemon_stops_when_its_socket_goes(tmp_path: Path) -> None:
 
 
 def test_live_restore(busybox_root: Path) -> None:
-    """SIGKILL the daemon under a running container; the next daemon lists it running, and it can be stopped
-    through the thin client and seen through the Engine API."""
+    """SIGKILL the daemon under running containers; the next daemon lists them running, through the thin client
+    and the Engine API, and they can be stopped through either."""
     root = busybox_root
-    started = refrt(root, "run", "-d", "--name", "survivor", "busybox", "sleep", "300")
-    assert started.returncode == 0, started.stderr
-    cid = started.stdout.strip()
-    state = json.loads((root / "containers" / cid / "state.json").read_text())
+    ids, pids = [], []
+    for name in ("survivor", "survivor-api"):
+        started = refrt(root, "run", "-d", "--name", name, "busybox", "sleep", "300")
+        assert started.returncode == 0, started.stderr
+        ids.append(started.stdout.strip())
+        pids.append(json.loads((root / "containers" / ids[-1] / "state.json").read_text())["pid"])
     os.kill(daemon_pid(root), signal.SIGKILL)
     assert wait_until(lambda: not processes(root), timeout=10), "zygote or workers outlived the daemon"
-    os.kill(state["pid"], 0)  # still there
+    for pid in pids:
+        os.kill(pid, 0)  # still there
+    sock = root / "run" / "refrt.sock"
     try:
         listed = refrt(root, "ps", "--format", "{{.Names}} {{.Status}}")  # starts the next daemon on demand
         assert listed.returncode == 0, listed.stderr
-        assert listed.stdout.startswith("survivor Up"), listed.stdout
-        assert "1 running" in (root / "run" / "refrt-daemon.log").read_text().splitlines()[-1]
-        status, body = _api_get(root / "run" / "refrt.sock", "/v1.41/containers/json")
+        assert sorted(line.split(" Up")[0] for line in listed.stdout.splitlines()) == ["survivor", "survivor-api"]
+        assert "2 running" in (root / "run" / "refrt-daemon.log").read_text().splitlines()[-1]
+        status, body = _api_get(sock, "/v1.41/containers/json")
         assert status == 200
-        assert [(c["Id"], c["State"]) for c in body] == [(cid, "running")]
-        assert json.loads((root / "containers" / cid / "state.json").read_text())["pid"] == state["pid"]
+        assert sorted((c["Id"], c["State"]) for c in body) == sorted((cid, "running") for cid in ids)
+        for cid, pid in zip(ids, pids, strict=True):
+            assert json.loads((root / "containers" / cid / "state.json").read_text())["pid"] == pid
         stopped = refrt(root, "stop", "-t", "1", "survivor")
         assert stopped.returncode == 0, stopped.stderr
-        status, body = _api_get(root / "run" / "refrt.sock", "/v1.41/containers/json?all=1")
-        assert [(c["Id"], c["State"]) for c in body] == [(cid, "exited")]
+        assert _api_post(sock, f"/v1.41/containers/{ids[1]}/stop?t=1") == 204
+        status, body = _api_get(sock, "/v1.41/containers/json?all=1")
+        assert sorted((c["Id"], c["State"]) for c in body) == sorted((cid, "exited") for cid in ids)
     finally:
-        refrt(root, "rm", "-f", "survivor")
+        refrt(root, "rm", "-f", *ids)
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(state["pid"], 0)
-            raise AssertionError("the container outlived rm -f")
+            os.kill(pid, 0)
+            raise AssertionError(f"container process {pid} outlived rm -f")
