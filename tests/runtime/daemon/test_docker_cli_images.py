@@ -175,6 +175,14 @@ def test_commit_a_container_then_run_the_new_image(engine: str) -> None:
         assert ok(docker(engine, "run", "--rm", "--pull=never", f"{repo}:1")) == "committed\n"
         env = ok(docker(engine, "run", "--rm", "--pull=never", f"{repo}:1", "sh", "-c", "echo $STAGE"))
         assert env == "committed\n"
+        # a running container is paused for the commit, then runs on
+        ok(docker(engine, "run", "-d", "--name", f"{name}-live", "--pull=never", "busybox", "sh", "-c",
+                  "echo live > /live; exec sleep 60"))
+        ok(docker(engine, "exec", f"{name}-live", "cat", "/live"))  # the file is there before the commit
+        ok(docker(engine, "commit", f"{name}-live", f"{repo}:live"))
+        state = ok(docker(engine, "inspect", "-f", "{{.State.Status}}", f"{name}-live"))
+        assert state.strip() == "running"
+        assert ok(docker(engine, "run", "--rm", "--pull=never", f"{repo}:live", "cat", "/live")) == "live\n"
     finally:
-        docker(engine, "rm", "-f", name)
-        docker(engine, "rmi", f"{repo}:1")
+        docker(engine, "rm", "-f", name, f"{name}-live")
+        docker(engine, "rmi", f"{repo}:1", f"{repo}:live")
