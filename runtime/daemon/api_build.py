@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import copy
+import dataclasses
 import os
 import re
 import select
@@ -33,6 +34,7 @@ from runtime.build.builder import Builder, BuildOptions, Step
 from runtime.build.errors import DockerfileError, StepFailed
 from runtime.build.parser import Dockerfile
 from runtime.daemon import Daemon
+from runtime.daemon.api_images import auth_header, credentials_from
 from runtime.daemon.api_system import events
 from runtime.daemon.http import ApiError, Request, Response
 from runtime.daemon.progress import BodyReader, Cancelled, Emit, produce
@@ -134,6 +136,26 @@ def _unpack_context(request: Request, dest: Path) -> None:
         raise ApiError(400, f"invalid build context: {exc}") from None
 
 
+def _build_context(daemon: Daemon, request: Request, scratch: Path) -> Any:
+    """The context the builder runs with: the daemon's, but when the client sent ``X-Registry-Config`` (docker's
+    CLI sends its logins so that a ``FROM`` of a private image can be pulled) with those logins instead of the
+    daemon's, in a config dir of the build's own (removed with the build)."""
+    from runtime.registry.auth import CredentialStore
+    from runtime.registry.endpoints import server_domain
+
+    logins = auth_header(request, "X-Registry-Config")
+    if logins is None:
+        return daemon.ctx
+    config_dir = scratch / "registry-config"
+    store = CredentialStore(config_dir)
+    config_dir.mkdir(mode=0o700)
+    for server, entry in logins.items():
+        credentials = credentials_from(entry) if isinstance(entry, dict) else None
+        if credentials is not None:
+            store.store(server_domain(str(server)), credentials)
+    return dataclasses.replace(daemon.ctx, config_dir=str(config_dir))
+
+
 def _dict_arg(request: Request, name: str) -> dict[str, str]:
     value = request.json_arg(name) or {}
     if not isinstance(value, dict):
@@ -188,6 +210,7 @@ def run_build(daemon: Daemon, request: Request) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="build-", dir=store.tmp))
     handed_over = False  # once the worker runs, it removes the context (a client gone early must not pull the
     try:                 # context from under a build that still runs)
+        build_ctx = _build_context(daemon, request, scratch)
         context = scratch / "context"
         context.mkdir()
         _unpack_context(request, context)
@@ -205,7 +228,7 @@ def run_build(daemon: Daemon, request: Request) -> None:
 
         def build() -> None:
             try:
-                outcome["image"] = LegacyBuilder(daemon.ctx, options).build()
+                outcome["image"] = LegacyBuilder(build_ctx, options).build()
             except BaseException as exc:  # reported in the stream by the relaying thread
                 outcome["error"] = exc
             finally:

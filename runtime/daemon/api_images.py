@@ -76,28 +76,41 @@ def _parse_ref(text: str) -> Reference:
         raise ApiError(400, str(exc)) from None
 
 
-def registry_credentials(request: Request) -> tuple[bool, Credentials | None]:
-    """(header given, credentials) from ``X-Registry-Auth``."""
-    from runtime.registry.auth import Credentials
-
-    header = (request.headers.get("X-Registry-Auth") or "").strip()
+def auth_header(request: Request, name: str) -> dict[str, Any] | None:
+    """A base64url JSON header (``X-Registry-Auth``, ``X-Registry-Config``); None when absent."""
+    header = (request.headers.get(name) or "").strip()
     if not header:
-        return False, None
+        return None
     try:
         data = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
     except (ValueError, binascii.Error):
-        raise ApiError(400, "invalid X-Registry-Auth header: not base64url-encoded JSON") from None
+        raise ApiError(400, f"invalid {name} header: not base64url-encoded JSON") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid X-Registry-Auth header: not a JSON object")
+        raise ApiError(400, f"invalid {name} header: not a JSON object")
+    return data
+
+
+def registry_credentials(request: Request) -> tuple[bool, Credentials | None]:
+    """(header given, credentials) from ``X-Registry-Auth``."""
+    data = auth_header(request, "X-Registry-Auth")
+    if data is None:
+        return False, None
+    return True, credentials_from(data)
+
+
+def credentials_from(data: dict[str, Any]) -> Credentials | None:
+    """Docker's AuthConfig (``username``/``password``, or ``auth`` = base64 ``user:password``)."""
+    from runtime.registry.auth import Credentials
+
     username, password = str(data.get("username") or ""), str(data.get("password") or "")
     if not username and data.get("auth"):
         with contextlib.suppress(ValueError, binascii.Error):
             username, _, password = base64.b64decode(str(data["auth"])).decode().partition(":")
     if username and password:
-        return True, Credentials(username, password)
+        return Credentials(username, password)
     if data.get("identitytoken") or data.get("registrytoken"):
         raise ApiError(400, "identity and registry tokens are not supported by refrt: log in with a password")
-    return True, None
+    return None
 
 
 def registry_client(daemon: Daemon, request: Request, domain: str) -> RegistryClient:

@@ -186,3 +186,28 @@ def test_commit_a_container_then_run_the_new_image(engine: str) -> None:
     finally:
         docker(engine, "rm", "-f", name, f"{name}-live")
         docker(engine, "rmi", f"{repo}:1", f"{repo}:live")
+
+
+def test_build_from_a_private_base_image_uses_the_clients_login(engine: str, auth_registry: Registry,
+                                                                  tmp_path: Path) -> None:
+    config = {"DOCKER_CONFIG": str(tmp_path / "docker-config"), **LEGACY}
+    host, name = auth_registry.host, unique("h6private")
+    base = f"{host}/h6/base:1"
+    login = docker(engine, "login", "-u", TEST_CREDENTIALS.username, "--password-stdin", host,
+                   input=TEST_CREDENTIALS.password + "\n", env=config)
+    ok(login)
+    ok(docker(engine, "tag", "busybox", base))
+    ok(docker(engine, "push", base, env=config))
+    ok(docker(engine, "rmi", base))
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {base}\nRUN echo private > /p\n")
+    try:
+        built = ok(docker(engine, "build", "-t", f"{name}:1", str(tmp_path / "ctx"), env=config))
+        assert f"Successfully tagged {name}:1" in built
+        ok(docker(engine, "rmi", base))
+        ok(docker(engine, "logout", host, env=config))
+        anonymous = docker(engine, "build", "--no-cache", str(tmp_path / "ctx"), env=config)
+        # without the client's login the base cannot be pulled (dockerd: "no basic auth credentials")
+        assert anonymous.returncode != 0 and re.search(r"unauthorized|no basic auth", anonymous.stderr), anonymous
+    finally:
+        docker(engine, "rmi", f"{name}:1", base)
