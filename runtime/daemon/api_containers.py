@@ -199,6 +199,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
 
         c = lookup(daemon, request.params["id"])
         data = inspect(c)
+        _api_defaults(data)
         live = _live_network_settings(daemon.ctx, c)
         if live is not None:
             data["NetworkSettings"] = live
@@ -403,6 +404,18 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         ("DELETE", "/containers/{id}", delete),
         *archive.routes(daemon),
     ]
+
+
+def _api_defaults(data: dict[str, Any]) -> None:
+    """Fields dockerd always sends that clients index without checking (docker-py reads LogConfig.Type)."""
+    host = data.setdefault("HostConfig", {})
+    host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+    host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+    data.setdefault("RestartCount", 0)
+    data.setdefault("ExecIDs", None)
+    config = data.setdefault("Config", {})
+    config.setdefault("AttachStdout", not config.get("Tty", False))
+    config.setdefault("AttachStderr", not config.get("Tty", False))
 
 
 def _has_exit_pending(daemon: Daemon, c: Container) -> bool:
