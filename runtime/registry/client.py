@@ -138,6 +138,13 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
 
     # -- life cycle -------------------------------------------------------------------------------------------
+    def clone(self) -> RegistryClient:
+        """A client for another thread: the same registry, scheme, challenge and tokens, its own connections."""
+        twin = RegistryClient(self.endpoint, credentials=self.credentials, insecure=self.insecure, policy=self.policy)
+        twin.scheme, twin._challenge, twin._pinged = self.scheme, self._challenge, self._pinged
+        twin._tokens = dict(self._tokens)
+        return twin
+
     def close(self) -> None:
         for conn in self._connections.values():
             conn.close()

@@ -1,28 +1,40 @@
 """``refrt pull``: fetch a manifest (picking the host's platform from an index), then its config and layers.
 
-All or nothing: every blob missing from the store is first downloaded into a staging directory in the store's
-scratch space, its digest and size checked while it streams; only when every blob is staged and verified are they
-moved into the store (``store.blobs.adopt``, a rename) and the image committed. A wrong digest, a short body or a
-dropped connection therefore leaves the store exactly as it was.
+All or nothing: the pull runs inside the store's journal (``Store.all_or_nothing``) and stages what it does not
+unpack at once in the store's scratch space; a wrong digest, a short body or a dropped connection that cannot be
+resumed therefore leaves the store exactly as it was (and a first pull that fails leaves no store behind).
+
+Fast as it can be on one machine: layers download in parallel (``REFRT_MAX_CONCURRENT_DOWNLOADS``, default 3, as
+docker's ``max-concurrent-downloads``), and a gzip layer is unpacked *while* it downloads - the body streams
+through the compressed-digest hash into the stored blob, the gunzip, the diff_id hash and the unpacker in one pass
+(``Store.add_layer_from_tar``), so nothing is written, read back and hashed a second time. Digest, size and
+diff_id are checked at the end of that pass; a layer refused there is taken back by the journal. Dropped
+connections are resumed below the unpacker (:mod:`runtime.registry.blobstream`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
-import http.client
+import io
+import json
+import os
 import shutil
 import tempfile
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO, cast
 
-from runtime.errors import NotFoundError
+from runtime.errors import NotFoundError, UsageError
 from runtime.registry import manifests
-from runtime.registry.client import RegistryClient, Response
+from runtime.registry.blobstream import BlobStream
+from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
-from runtime.registry.errors import ConnectionFailedError, DigestMismatchError, RegistryError
+from runtime.registry.errors import DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor, Platform
+from runtime.store.errors import StoreError
 from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
 from runtime.store.store import Store
@@ -31,6 +43,15 @@ if TYPE_CHECKING:
     from runtime.cli import Context
 
 CHUNK = 1 << 20
+CONCURRENCY_ENV = "REFRT_MAX_CONCURRENT_DOWNLOADS"
+DEFAULT_CONCURRENCY = 3
+#: An image config is read into memory.
+MAX_CONFIG_SIZE = 8 << 20
+#: Layer media types unpacked while they download (others are staged, then unpacked by the store).
+GZIP_LAYERS = (
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+)
 
 
 @dataclass
@@ -80,61 +101,13 @@ def fetch_manifest(client: RegistryClient, ref: Reference, wanted: Platform) -> 
     return Fetched(data=data, media_type=media_type, digest=digest, repo_digest=repo_digest)
 
 
-def _content_range_start(resp: Response) -> int | None:
-    """The first byte of a 206 answer (``Content-Range: bytes START-END/TOTAL``), None when unreadable."""
-    value = (resp.header("Content-Range") or "").strip()
-    unit, _, rest = value.partition(" ")
-    start = rest.partition("-")[0]
-    return int(start) if unit == "bytes" and start.isdigit() else None
-
-
 def _stage_blob(client: RegistryClient, ref: Reference, blob: Descriptor, target: Path) -> None:
-    """Download one blob into ``target``, hashing while writing; refuse any byte beyond the declared size.
-
-    A connection that drops or stalls mid-body is resumed with ``Range`` from the bytes already written (the
-    registry answers 206), or started again from zero when the registry ignores ranges (200) - at most
-    ``policy.retries`` times. The digest is checked over the whole, however many answers it took.
-    """
+    """Download one blob into ``target``, hashing while writing (resumed after drops by :class:`BlobStream`)."""
     hasher = hashlib.sha256()
-    size = 0
-    resumes = 0
-    with open(target, "wb") as out:
-        while True:
-            resp = client.open_blob(ref.path, blob.digest, offset=size)
-            if size and (resp.status != 206 or _content_range_start(resp) != size):
-                # No resume from here: start again with the whole blob.
-                if resp.status == 206:
-                    resp.conn.close()
-                    resp = client.open_blob(ref.path, blob.digest)
-                out.seek(0)
-                out.truncate()
-                hasher, size = hashlib.sha256(), 0
-            try:
-                while True:
-                    chunk = resp.stream.read1(CHUNK)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if size > blob.size:
-                        client.close()
-                        raise DigestMismatchError(f"blob {blob.digest}: more than the {blob.size} bytes declared")
-                    hasher.update(chunk)
-                    out.write(chunk)
-            except (OSError, http.client.HTTPException) as exc:
-                client.close()
-                if resumes >= client.policy.retries:
-                    reason = "timeout" if isinstance(exc, TimeoutError) else "connection dropped"
-                    raise ConnectionFailedError(
-                        f"blob {blob.digest}: {reason} after {size} of {blob.size} bytes: {exc}"
-                    ) from None
-            if size == blob.size:
-                resp.stream.close()  # read1 at the end of a Content-Length body does not mark it done
-                break
-            client.close()
-            if resumes >= client.policy.retries:
-                raise ConnectionFailedError(f"blob {blob.digest}: connection dropped after {size} of {blob.size} bytes")
-            time.sleep(client.policy.backoff(resumes))
-            resumes += 1
+    with BlobStream(client, ref.path, blob) as stream, open(target, "wb") as out:
+        while chunk := stream.read(CHUNK):
+            hasher.update(chunk)
+            out.write(chunk)
     got = "sha256:" + hasher.hexdigest()
     if got != blob.digest:
         raise DigestMismatchError(f"blob {blob.digest}: digest mismatch: content hashes to {got}; nothing stored")
@@ -159,17 +132,134 @@ def _make_scratch(scratch: Path) -> list[Path]:
     return created
 
 
-def _remove_if_empty(dirs: list[Path]) -> None:
-    """Undo ``_make_scratch`` after a failed pull into a store that did not exist: only empty dirs go."""
-    for path in dirs:
+def _remove_if_empty(dirs: list[Path], store: Store) -> None:
+    """After a failed pull, the directories it created (the scratch dir's missing parents, and what the store made
+    below them) go if nothing but empty directories is left in them - and, when this pull created the store itself,
+    the store's empty index and layout marker with them."""
+    if not dirs:
+        return
+    if store.root in dirs:
         try:
-            path.rmdir()
-        except OSError:
-            return
+            empty = not json.loads(store.index_path.read_bytes()).get("manifests")
+        except (OSError, ValueError, AttributeError):
+            empty = False
+        if empty:
+            for name in (store.index_path, store.root / "oci-layout"):
+                with contextlib.suppress(OSError):
+                    name.unlink()
+    for dirpath, _, _ in os.walk(dirs[-1], topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
 
 
 def _short(digest: str) -> str:
     return digest.partition(":")[2][:12]
+
+
+def max_concurrent_downloads() -> int:
+    raw = os.environ.get(CONCURRENCY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    if not raw.isdigit() or not 1 <= int(raw) <= 32:
+        raise UsageError(f"invalid {CONCURRENCY_ENV} {raw!r}: want a whole number from 1 to 32")
+    return int(raw)
+
+
+def _config_bytes(store: Store, client: RegistryClient, ref: Reference, config: Descriptor, staging: Path) -> bytes:
+    """The image config (stored, or downloaded into staging and verified): it names the layers' diff_ids."""
+    if store.blobs.has(config.digest):
+        return store.blobs.read(config.digest)
+    if config.size > MAX_CONFIG_SIZE:
+        raise RegistryError(f"{ref.familiar}: config of {config.size} bytes is over the {MAX_CONFIG_SIZE} allowed")
+    target = staging / config.digest.partition(":")[2]
+    _stage_blob(client, ref, config, target)
+    return target.read_bytes()
+
+
+def _diff_ids(config: bytes, layers: list[Descriptor]) -> list[str | None]:
+    """The config's diff_ids, one per layer (None where the config does not say: the store's check decides)."""
+    try:
+        found = json.loads(config).get("rootfs", {}).get("diff_ids", [])
+    except (ValueError, AttributeError):
+        found = []
+    if not isinstance(found, list) or len(found) != len(layers):
+        return [None] * len(layers)
+    return [str(d) for d in found]
+
+
+class _LayerFetcher:
+    """Fetches the missing layers of one pull, ``max_concurrent_downloads`` at a time, each with its own client."""
+
+    def __init__(self, store: Store, client: RegistryClient, ref: Reference, staging: Path, out: TextIO | None):
+        self.store, self.client, self.ref, self.staging, self.out = store, client, ref, staging, out
+        self.staged: list[Descriptor] = []
+        self._local = threading.local()
+        self._clients: list[RegistryClient] = []
+        self._lock = threading.Lock()
+
+    def run(self, todo: list[tuple[Descriptor, str | None]]) -> None:
+        workers = min(max_concurrent_downloads(), len(todo))
+        try:
+            if workers <= 1:
+                for layer, diff_id in todo:
+                    self._fetch(layer, diff_id)
+                return
+            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pull") as pool:
+                futures = [pool.submit(self._fetch, layer, diff_id) for layer, diff_id in todo]
+                for future in concurrent.futures.as_completed(futures):
+                    if future.exception() is not None:
+                        for other in futures:
+                            other.cancel()
+                concurrent.futures.wait(futures)
+                for future in futures:
+                    if not future.cancelled() and future.exception() is not None:
+                        raise cast(BaseException, future.exception())
+        finally:
+            for client in self._clients:
+                client.close()
+
+    def _thread_client(self) -> RegistryClient:
+        if threading.current_thread() is threading.main_thread():
+            return self.client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self.client.clone()
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return cast(RegistryClient, client)
+
+    def _fetch(self, layer: Descriptor, diff_id: str | None) -> None:
+        client = self._thread_client()
+        streamed = (
+            layer.media_type in GZIP_LAYERS and diff_id is not None and self.store.get_layer(diff_id) is None
+        )
+        if streamed:
+            assert diff_id is not None
+            self._unpack_while_downloading(client, layer, diff_id)
+        else:
+            _stage_blob(client, self.ref, layer, self.staging / layer.digest.partition(":")[2])
+            with self._lock:
+                self.staged.append(layer)
+        if self.out:
+            with self._lock:
+                print(f"{_short(layer.digest)}: Download complete", file=self.out, flush=True)
+
+    def _unpack_while_downloading(self, client: RegistryClient, layer: Descriptor, diff_id: str) -> None:
+        try:
+            # Buffered: the gunzip asks for 8 KiB at a time; the socket, the digest and the blob file get 1 MiB.
+            with BlobStream(client, self.ref.path, layer) as stream, io.BufferedReader(stream, CHUNK) as buffered:
+                got = self.store.add_layer_from_tar(cast(BinaryIO, buffered), compressed=True)
+        except StoreError:
+            # Bytes that do not unpack: if they are not the bytes the manifest names, that is the error to tell.
+            _stage_blob(client, self.ref, layer, self.staging / layer.digest.partition(":")[2])
+            raise
+        if got.digest != layer.digest:
+            raise DigestMismatchError(
+                f"blob {layer.digest}: digest mismatch: content hashes to {got.digest}; nothing stored"
+            )
+        if got.diff_id != diff_id:
+            raise DigestMismatchError(f"layer {layer.digest} unpacks to {got.diff_id}, but the config says {diff_id}")
 
 
 def pull_image(
@@ -187,22 +277,23 @@ def pull_image(
     fetched = fetch_manifest(client, ref, wanted)
     before = _current_manifest(store, ref)
     config, layers = manifests.image_parts(fetched.data)
-    blobs = [config, *layers]
-    missing = [b for b in blobs if not store.blobs.has(b.digest)]
+    missing = [b for b in layers if not store.blobs.has(b.digest)]
     created = _make_scratch(store.tmp)
     staging = Path(tempfile.mkdtemp(dir=store.tmp, prefix="pull-"))
     committed = False
     try:
-        for blob in missing:
-            _stage_blob(client, ref, blob, staging / blob.digest.partition(":")[2])
-            if out and blob is not config:
-                print(f"{_short(blob.digest)}: Download complete", file=out, flush=True)
-        image = _commit(store, ref, fetched, missing, staging)
+        with store.all_or_nothing():
+            config_missing = not store.blobs.has(config.digest)
+            diff_ids = _diff_ids(_config_bytes(store, client, ref, config, staging), layers)
+            fetcher = _LayerFetcher(store, client, ref, staging, out)
+            fetcher.run([(layer, diff_id) for layer, diff_id in zip(layers, diff_ids, strict=True) if layer in missing])
+            staged = ([config] if config_missing else []) + fetcher.staged
+            image = _commit(store, ref, fetched, staged, staging)
         committed = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not committed:
-            _remove_if_empty(created)
+            _remove_if_empty(created, store)
     if out:
         for layer in layers:
             if layer in missing:
@@ -215,8 +306,8 @@ def pull_image(
 
 
 def _commit(store: Store, ref: Reference, fetched: Fetched, staged: list[Descriptor], staging: Path) -> Image:
-    """Every blob is verified: ingest them, then register the manifest. A failure here (a layer that does not
-    unpack to its diff_id) takes back the blobs this pull added."""
+    """Every blob is verified: ingest the staged ones, then register the manifest. A failure here (a layer that
+    does not unpack to its diff_id) takes back the blobs this pull added."""
     added: list[str] = []
     store.ensure()
     try:

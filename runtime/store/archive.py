@@ -25,7 +25,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from runtime.store.errors import ArchiveError, ImageNotFound, InvalidReference, StoreError
 from runtime.store.images import INDEX_TYPES, MANIFEST_TYPES, Image
-from runtime.store.layers import CheckedTarFile, Layer
+from runtime.store.layers import CheckedTarFile, Layer, end_blocks_required
 from runtime.store.reference import parse_reference
 from runtime.store.store import Store, host_architecture, now_rfc3339
 
@@ -100,7 +100,8 @@ def import_tarball(
     for tag in tags:
         parse_reference(tag)  # fail before reading anything
     stream, compressed = _decompressing(fileobj)
-    layer = store.add_layer_from_tar(stream, compressed=compressed)
+    with end_blocks_required():  # no digest vouches for this tar: its end block must show it is whole
+        layer = store.add_layer_from_tar(stream, compressed=compressed)
     created = now_rfc3339()
     history: dict[str, Any] = {"created": created, "created_by": ""}
     if message:

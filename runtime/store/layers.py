@@ -14,6 +14,7 @@ parent check above stops the host from ever following them while unpacking.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import gzip
 import os
@@ -216,12 +217,29 @@ class _Unpacker:
 # tarfile ends its member list silently on a zero block, on no data at all and on a cut header alike; these tell
 # them apart (they are not in the type stubs).
 _ZERO_BLOCK: type[Exception] = tarfile.__dict__["EOFHeaderError"]
-_CUT: tuple[type[Exception], ...] = (tarfile.__dict__["EmptyHeaderError"], tarfile.__dict__["TruncatedHeaderError"])
+_NO_DATA: type[Exception] = tarfile.__dict__["EmptyHeaderError"]
+_CUT_HEADER: type[Exception] = tarfile.__dict__["TruncatedHeaderError"]
+_END_BLOCKS_REQUIRED: contextvars.ContextVar[bool] = contextvars.ContextVar("refrt_tar_end_blocks", default=False)
+
+
+@contextlib.contextmanager
+def end_blocks_required() -> Iterator[None]:
+    """Layer tars unpacked inside the block must end with an end-of-archive block.
+
+    Why not always: a layer from a registry or an image archive is checked against its digest and diff_id, and Go's
+    tar writers as some tools use them (umoci's layers) end right after the last member, which docker accepts. A
+    tar given to ``import`` has no digest to be checked against: only its end block shows that it is whole.
+    """
+    token = _END_BLOCKS_REQUIRED.set(True)
+    try:
+        yield
+    finally:
+        _END_BLOCKS_REQUIRED.reset(token)
 
 
 class _EndNotingTarInfo(tarfile.TarInfo):
-    """Notes on its :class:`CheckedTarFile` how the member list ended: a zero block (the end-of-archive marker)
-    or a cut (no bytes, or part of a header, where the next header should be)."""
+    """Notes on its :class:`CheckedTarFile` how the member list ended: a zero block (the end-of-archive marker),
+    no more data where the next header should be, or part of a header."""
 
     @classmethod
     def fromtarfile(cls, tf: tarfile.TarFile) -> _EndNotingTarInfo:
@@ -231,9 +249,13 @@ class _EndNotingTarInfo(tarfile.TarInfo):
             if isinstance(tf, CheckedTarFile):
                 tf.ending = "end-of-archive block"
             raise
-        except _CUT:
+        except _NO_DATA:
             if isinstance(tf, CheckedTarFile):
-                tf.ending = "cut"
+                tf.ending = "end of data"
+            raise
+        except _CUT_HEADER:
+            if isinstance(tf, CheckedTarFile):
+                tf.ending = "cut header"
             raise
 
 
@@ -245,11 +267,15 @@ class CheckedTarFile(tarfile.TarFile):
     tarinfo = _EndNotingTarInfo
     ending: str | None = None
 
-    def check_complete(self, what: str, error: type[StoreError] = BadLayer) -> None:
-        """Raise ``error`` unless the member list ended with an end-of-archive block."""
-        if self.ending != "end-of-archive block":
-            count = len(self.__dict__.get("members", []))
-            raise error(f"{what} is truncated: it ends after {count} members without the end-of-archive blocks")
+    def check_complete(self, what: str, error: type[StoreError] = BadLayer, *, strict: bool = True) -> None:
+        """Raise ``error`` unless the member list ended with an end-of-archive block - or, not ``strict``, at least
+        on a header boundary (a header cut in two is always an error)."""
+        if self.ending == "end-of-archive block" or (self.ending == "end of data" and not strict):
+            return
+        count = len(self.__dict__.get("members", []))
+        if self.ending == "cut header":
+            raise error(f"{what} is truncated: it ends inside the header after {count} members")
+        raise error(f"{what} is truncated: it ends after {count} members without the end-of-archive blocks")
 
 
 def unpack_stream(fileobj: IO[bytes], dest: Path) -> None:
@@ -259,7 +285,7 @@ def unpack_stream(fileobj: IO[bytes], dest: Path) -> None:
         with CheckedTarFile.open(fileobj=fileobj, mode="r|") as tf:
             assert isinstance(tf, CheckedTarFile)
             _Unpacker(dest).unpack(tf)
-            tf.check_complete("layer tar")
+            tf.check_complete("layer tar", strict=_END_BLOCKS_REQUIRED.get())
     except tarfile.TarError as exc:
         raise BadLayer(f"layer is not a valid tar archive: {exc}") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:

@@ -19,7 +19,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.store.errors import BadLayer
-from runtime.store.layers import unpack_stream
+from runtime.store.layers import end_blocks_required, unpack_stream
 
 Listing = Callable[[Path], list[tuple[str, int]]]
 
@@ -148,7 +148,13 @@ def test_truncated_load_is_refused_and_store_unchanged(
     assert code == 0 and "Loaded image: busybox:latest" in out, err
 
 
-def test_layer_cut_on_a_header_boundary_is_a_bad_layer(tmp_path: Path) -> None:
+def test_layer_tar_ends_checked(tmp_path: Path) -> None:
+    """A layer that digests vouch for may end on a header boundary (Go's writers, umoci's layers, as docker
+    accepts); under ``end_blocks_required`` (import) it may not; a header cut in two is refused either way."""
     raw, members = _rootfs_tar(files=20)
-    with pytest.raises(BadLayer, match="truncated: it ends after"):
-        unpack_stream(io.BytesIO(raw[: members[10].offset]), tmp_path / "out")
+    boundary, inside = raw[: members[10].offset], raw[: members[10].offset + 100]
+    unpack_stream(io.BytesIO(boundary), tmp_path / "tolerated")
+    with end_blocks_required(), pytest.raises(BadLayer, match="truncated: it ends after 10 members without"):
+        unpack_stream(io.BytesIO(boundary), tmp_path / "strict")
+    with pytest.raises(BadLayer, match="truncated: it ends inside the header"):
+        unpack_stream(io.BytesIO(inside), tmp_path / "cut")
