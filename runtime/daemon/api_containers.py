@@ -246,11 +246,15 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         if condition not in ("not-running", "next-exit", "removed"):
             raise ApiError(400, f"invalid condition: {condition!r}")
         c = find(daemon.paths, request.params["id"])
+        connection = request.handler.connection
 
         def result() -> Iterator[bytes]:
             # the status line goes out at once: docker's client waits for it before it starts the container
             yield b" "
-            code, error = attach.wait(daemon, c, condition)
+            result = attach.wait(daemon, c, condition, lambda: not peer_closed(connection))
+            if result is None:
+                return
+            code, error = result
             yield json.dumps({"StatusCode": code, "Error": {"Message": error} if error else None}).encode() + b"\n"
 
         request.stream(result())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,8 +168,10 @@ def _active(status: str) -> bool:
     return status in ("running", "paused")
 
 
-def wait(daemon: Daemon, container: Container, condition: str) -> tuple[int, str]:
-    """docker's wait conditions: ``not-running`` (now, if it is not), ``next-exit``, ``removed``."""
+def wait(daemon: Daemon, container: Container, condition: str,
+         alive: Callable[[], bool] = lambda: True) -> tuple[int, str] | None:
+    """docker's wait conditions: ``not-running`` (now, if it is not), ``next-exit``, ``removed``. None when
+    ``alive()`` says the client gave up first."""
     board = _board(daemon)
     cid, directory = container.id, container.directory
     with board.cond:
@@ -198,3 +201,5 @@ def wait(daemon: Daemon, container: Container, condition: str) -> tuple[int, str
                 lifecycle.reconcile(daemon.ctx, container)
         if exited and condition != "removed":
             return last
+        if not alive():
+            return None
