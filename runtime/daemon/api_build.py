@@ -174,18 +174,19 @@ def _legacy_error(exc: BaseException) -> dict[str, Any]:
 
 
 def _relay(fd: int, worker: threading.Thread, emit_text: Callable[[str], None]) -> None:
-    """Forward what the build writes to its pipe until the build thread ends (not until EOF: a process forked
-    meanwhile by another request may hold a copy of the write end)."""
+    """Forward what the build writes to its pipe until the pipe ends (the build closes its end when it is done)
+    or, failing that, until the build thread ends: a process forked meanwhile by another request may hold a copy
+    of the write end."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         finished = not worker.is_alive()
-        ready, _, _ = select.select([fd], [], [], 0 if finished else 0.2)
+        ready, _, _ = select.select([fd], [], [], 0 if finished else 0.05)
         if ready:
             data = os.read(fd, 65536)
-            if data:
-                emit_text(decoder.decode(data))
-                continue
-        if finished:
+            if not data:
+                break
+            emit_text(decoder.decode(data))
+        elif finished:
             break
     tail = decoder.decode(b"", final=True)
     if tail:
@@ -233,7 +234,7 @@ def run_build(daemon: Daemon, request: Request) -> None:
                 outcome["error"] = exc
             finally:
                 with contextlib.suppress(OSError):
-                    out.flush()
+                    out.close()  # the relay sees the end of the pipe at once
 
         def work(emit: Emit) -> None:
             nonlocal handed_over
