@@ -202,3 +202,24 @@ def test_stream_helpers() -> None:
     assert past[0]["status"] == "start" and past[0]["from"] == "busybox"
     assert event_matches(past[0], {"container": ["web"], "label": ["tier=front"]})
     assert not event_matches(past[0], {"event": ["die"]})
+
+
+def test_a_vanished_attach_client_does_not_stop_the_container(engine: str) -> None:
+    chatty = "while true; do head -c 20000 /dev/zero | tr '\\0' x; echo; sleep 0.01; done"
+    cid = create(engine, Cmd=["sh", "-c", chatty], HostConfig={"NetworkMode": "none"})
+    try:
+        sock = hijack(engine, f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1")
+        assert call(engine, "POST", f"/containers/{cid}/start")[0] == 204
+        sock.recv(1000)
+        sock.close()  # the client goes away without a word while the container writes much more than a pipe holds
+
+        def logged() -> int:
+            return len(call(engine, "GET", f"/containers/{cid}/logs?stdout=1&tail=all")[1])
+
+        before = logged()
+        time.sleep(1.5)
+        assert logged() > before + 200_000
+        _, body, _ = call(engine, "GET", f"/containers/{cid}/json")
+        assert body["State"]["Running"] is True
+    finally:
+        call(engine, "DELETE", f"/containers/{cid}?force=1")
