@@ -6,6 +6,9 @@ suites' steps must run through Debian's docker client against that socket.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -42,3 +45,19 @@ def test_drives_refrt_daemon_without_owning_it(refrt_daemon: str, local_target: 
     driver.close()
     assert Path(refrt_daemon.removeprefix("unix://")).is_socket()
     assert driver.cli(["version", "--format", "{{.Server.Version}}"], timeout=60).exit_status == 0
+
+
+@pytest.mark.slow
+def test_isolation_suite_through_the_docker_client_on_refrt(refrt_daemon: str, tmp_path: Path) -> None:  # noqa: F811
+    """The matrix's ``docker:unix://…`` column: the isolation suite, run by Debian's docker client against refrt's
+    daemon, passes as it does with the refrt CLI."""
+    repo = Path(__file__).parents[3]
+    run = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", str(repo / "suites" / "isolation.yaml"),
+         "--runtime", f"docker:{refrt_daemon}", "--report-dir", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    document = json.loads((tmp_path / "results.json").read_text())
+    not_passed = {c["case"]: (c["status"], c["message"]) for c in document["cases"] if c["status"] != "passed"}
+    assert not_passed == {}, run.stdout[-3000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert len(document["cases"]) >= 18
