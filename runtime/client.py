@@ -307,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
                 pending = _upgrade(sock)
                 if pending is None:
                     continue  # it was stopping (idle): start or find the next one
-                _send_header(sock, words)
+                try:
+                    _send_header(sock, words)
+                except OSError:
+                    continue  # it went away before it took the command: nothing ran
                 return _wait(sock, pending)
             finally:
                 sock.close()

@@ -186,8 +186,7 @@ class Zygote:
                 if self._closing:
                     return
                 pending, self._pending = self._pending, {}
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(self.pid, os.WNOHANG)
+                _reap(self.pid, timeout=1.0)
                 self.control.close()
                 self.control, self.pid = self._fork()
                 self._started = time.monotonic()
@@ -200,14 +199,25 @@ class Zygote:
             self._handoffs += 1
 
     def run_session(self, conn: socket.socket) -> None:
-        """Pass the hijacked connection to the zygote and wait until its command has ended."""
+        """Pass the hijacked connection to the zygote and wait until its command has ended. If the zygote just
+        died, the next one gets it: the client's header waits unread in the connection meanwhile."""
         event = threading.Event()
-        with self._lock:
-            sid = str(next(self._ids)).encode()
-            self._pending[sid] = event
-            try:
-                socket.send_fds(self.control, [b"S" + sid], [conn.fileno()])
-            finally:
+        deadline = time.monotonic() + 5.0
+        try:
+            while True:
+                with self._lock:
+                    sid = str(next(self._ids)).encode()
+                    self._pending[sid] = event
+                    try:
+                        socket.send_fds(self.control, [b"S" + sid], [conn.fileno()])
+                        break
+                    except OSError:
+                        del self._pending[sid]
+                        if self._closing or time.monotonic() > deadline:
+                            raise
+                time.sleep(0.05)  # the reader starts the next zygote
+        finally:
+            with self._lock:
                 self._handoffs -= 1
         event.wait()
 
@@ -233,6 +243,18 @@ class Zygote:
             self.control.close()
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(self.pid, 0)
+
+
+def _reap(pid: int, timeout: float) -> None:
+    """Collect a child that is exiting (no zombie left in a long-lived daemon), waiting at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid or time.monotonic() > deadline:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
 
 
 def _peer_uid(conn: socket.socket) -> int:

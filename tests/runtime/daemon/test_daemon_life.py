@@ -156,6 +156,16 @@ def test_a_running_command_keeps_an_idle_daemon(busybox_root: Path) -> None:
     assert processes(busybox_root, ("refrt-daemon",)), "the daemon stopped under a running command"
 
 
+def test_a_killed_zygote_is_replaced_and_no_command_is_lost(busybox_root: Path) -> None:
+    assert refrt(busybox_root, "ps").returncode == 0
+    (zygote,) = [pid for pid, name in processes(busybox_root) if name == "refrt-zygote"]
+    os.kill(zygote, signal.SIGKILL)
+    result = refrt(busybox_root, "run", "--rm", "busybox", "echo", "still here")
+    assert (result.returncode, result.stdout) == (0, "still here\n"), result.stderr
+    assert [pid for pid, name in processes(busybox_root) if name == "refrt-zygote"] not in ([], [zygote])
+    assert "the zygote died; started another" in (busybox_root / "run" / "refrt-daemon.log").read_text()
+
+
 def test_a_daemon_stops_when_its_socket_goes(tmp_path: Path) -> None:
     assert refrt(tmp_path, "ps").returncode == 0
     (tmp_path / "run" / "refrt.sock").unlink()
