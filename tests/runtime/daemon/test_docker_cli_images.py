@@ -61,10 +61,11 @@ def test_build_with_the_legacy_builder(engine: str, tmp_path: Path) -> None:
     assert f"Successfully tagged {name}:1" in out
     labels = ok(docker(engine, "image", "inspect", "-f", "{{json .Config.Labels}}", f"{name}:1"))
     assert json.loads(labels) == {"made.by": "h6"}
-    quiet = ok(docker(engine, "build", "-q", "--build-arg", "WHO=h6", "--label", "made.by=h6", str(tmp_path),
-                      env=LEGACY))
+    quiet = ok(docker(engine, "build", "-q", "--iidfile", str(tmp_path / "iid"), "--build-arg", "WHO=h6",
+                      "--label", "made.by=h6", str(tmp_path), env=LEGACY))
     image_id = ok(docker(engine, "image", "inspect", "-f", "{{.Id}}", f"{name}:1")).strip()
     assert quiet.strip() == image_id  # the same build again: the cache gives the same image
+    assert (tmp_path / "iid").read_text().strip() == image_id  # from the stream, as dockerd sends it
     ran = docker(engine, "run", "--rm", "--pull=never", f"{name}:1")
     assert ok(ran) == "hello h6\n"
     (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo before-failing && exit 3\n")
