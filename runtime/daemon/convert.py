@@ -69,6 +69,53 @@ def _publish(bindings: dict[str, Any] | None) -> list[str]:
     return result
 
 
+#: Settings refrt cannot honour, refused rather than silently dropped (the refrt CLI has no such flags either):
+#: (where, field, the docker flag that sets it).
+_UNSUPPORTED = (
+    ("HostConfig", "Init", "--init"), ("HostConfig", "Devices", "--device"),
+    ("HostConfig", "DeviceRequests", "--gpus"), ("HostConfig", "PidMode", "--pid"),
+    ("HostConfig", "IpcMode", "--ipc"), ("HostConfig", "UTSMode", "--uts"), ("HostConfig", "Sysctls", "--sysctl"),
+    ("HostConfig", "Ulimits", "--ulimit"), ("HostConfig", "GroupAdd", "--group-add"),
+    ("HostConfig", "OomKillDisable", "--oom-kill-disable"), ("HostConfig", "DnsSearch", "--dns-search"),
+    ("HostConfig", "DnsOptions", "--dns-option"), ("Config", "StopSignal", "--stop-signal"),
+    ("Config", "StopTimeout", "--stop-timeout"), ("Config", "MacAddress", "--mac-address"),
+    ("HostConfig", "CpuQuota", "--cpu-quota"), ("HostConfig", "CpuPeriod", "--cpu-period"),
+    ("HostConfig", "CpusetMems", "--cpuset-mems"), ("HostConfig", "MemoryReservation", "--memory-reservation"),
+    ("HostConfig", "CgroupParent", "--cgroup-parent"), ("HostConfig", "OomScoreAdj", "--oom-score-adj"),
+    ("HostConfig", "Links", "--link"), ("HostConfig", "DeviceCgroupRules", "--device-cgroup-rule"),
+)
+_PLAIN_IPC = ("", "private", "shareable")
+
+
+def check_supported(body: dict[str, Any]) -> None:
+    """Refuse (400) a create body asking for what refrt does not do; docker's zero values pass."""
+    host = body.get("HostConfig") or {}
+    for where, key, flag in _UNSUPPORTED:
+        value = (host if where == "HostConfig" else body).get(key)
+        if key == "IpcMode" and value in _PLAIN_IPC:
+            continue
+        if value:
+            raise UsageError(f"refrt does not support {flag} ({where}.{key})")
+    restart = (host.get("RestartPolicy") or {}).get("Name") or ""
+    if restart not in ("", "no"):
+        raise UsageError(f"refrt does not support --restart {restart} (HostConfig.RestartPolicy)")
+    log_driver = (host.get("LogConfig") or {}).get("Type") or ""
+    if log_driver not in ("", "json-file"):
+        raise UsageError(f"refrt does not support --log-driver {log_driver}: its log is json-file")
+    runtime_name = host.get("Runtime") or ""
+    if runtime_name not in ("", "runc", "refrt"):
+        raise UsageError(f"refrt does not support --runtime {runtime_name}")
+    shm = int(host.get("ShmSize") or 0)
+    if shm and shm != 64 << 20:
+        raise UsageError("refrt does not support --shm-size: /dev/shm is 64MB")
+    test = ((body.get("Healthcheck") or {}).get("Test") or ["NONE"])[0]
+    if test not in ("NONE", ""):
+        raise UsageError("refrt does not support health checks (--health-cmd)")
+    for name, endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
+        if (endpoint or {}).get("IPAMConfig"):
+            raise UsageError(f"refrt does not support --ip/--ip6 (network {name})")
+
+
 def _defaults() -> argparse.Namespace:
     """Every ``create`` flag at its default, from the CLI's own parser (so a flag added there is never missing
     here)."""
@@ -89,6 +136,7 @@ def spec_from_body(ctx: Any, body: dict[str, Any], name: str) -> Any:
     image = body.get("Image") or ""
     if not image:
         raise UsageError("No image specified: the container config needs an Image")
+    check_supported(body)
     host: dict[str, Any] = body.get("HostConfig") or {}
     endpoints: dict[str, Any] = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     mode = host.get("NetworkMode") or ""

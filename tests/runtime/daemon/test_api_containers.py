@@ -223,3 +223,37 @@ def test_a_vanished_attach_client_does_not_stop_the_container(engine: str) -> No
         assert body["State"]["Running"] is True
     finally:
         call(engine, "DELETE", f"/containers/{cid}?force=1")
+
+
+def test_create_body_becomes_the_cli_spec(tmp_path: Any) -> None:
+    from runtime.cli import Context
+    from runtime.daemon.convert import spec_from_body
+    from runtime.errors import UsageError
+    from runtime.paths import Paths
+
+    ctx = Context(paths=Paths.resolve(str(tmp_path / "root"), str(tmp_path / "state")), config_dir=None, debug=False)
+    body = {
+        "Image": "busybox", "Cmd": ["sh", "-c", "true"], "Entrypoint": [""], "Env": ["A=1"], "WorkingDir": "/w",
+        "User": "nobody", "Hostname": "h1", "Tty": True, "OpenStdin": True, "Labels": {"k": "v"},
+        "Volumes": {"/anon": {}}, "ExposedPorts": {"80/tcp": {}},
+        "HostConfig": {"Binds": ["/srv:/srv:ro", "named:/data"], "Tmpfs": {"/run": "size=1m"},
+                       "Mounts": [{"Type": "bind", "Source": "/opt", "Target": "/opt", "ReadOnly": True}],
+                       "Memory": 64 << 20, "NanoCpus": 500_000_000, "PidsLimit": 50, "NetworkMode": "none",
+                       "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+                       "AutoRemove": True, "ReadonlyRootfs": True, "CapDrop": ["NET_RAW"],
+                       "RestartPolicy": {"Name": "no"}, "LogConfig": {"Type": "", "Config": {}}},
+    }
+    spec = spec_from_body(ctx, body, "named-one")
+    assert (spec.name, spec.command, spec.entrypoint, spec.workdir, spec.user) == (
+        "named-one", ["sh", "-c", "true"], [], "/w", "nobody")
+    assert spec.tty and spec.interactive and spec.auto_remove and spec.read_only and spec.cap_drop == ["NET_RAW"]
+    assert (spec.resources.memory, spec.resources.nano_cpus, spec.resources.pids_limit) == (64 << 20, 500_000_000, 50)
+    assert spec.network.mode == "none" and spec.network.publish == ["127.0.0.1:8080:80/tcp"]
+    assert spec.labels == {"k": "v"} and spec.env == ["A=1"]
+    mounts = {(m.type, m.target, m.source, m.read_only) for m in spec.mounts}
+    assert mounts == {("bind", "/srv", "/srv", True), ("volume", "/data", "named", False),
+                      ("tmpfs", "/run", "", False), ("bind", "/opt", "/opt", True), ("volume", "/anon", "", False)}
+    for extra in ({"HostConfig": {"Init": True}}, {"HostConfig": {"RestartPolicy": {"Name": "always"}}},
+                  {"HostConfig": {"Memory": 1024}}, {"Healthcheck": {"Test": ["CMD", "true"]}}):
+        with pytest.raises(UsageError):
+            spec_from_body(ctx, {"Image": "busybox", **extra}, "")
