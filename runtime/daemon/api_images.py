@@ -259,6 +259,9 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Callable[[Request], Response 
         for line in lines:
             kind, _, what = line.partition(": ")
             report.append({kind.capitalize(): what})
+            event("delete" if kind == "deleted" else "untag", what, what)
+        if report:
+            events(daemon).publish("image", "prune", "", {"reclaimed": str(freed)})
         return Response({"ImagesDeleted": report or None, "SpaceReclaimed": freed})
 
     def save(request: Request) -> None:
