@@ -25,6 +25,9 @@ def _run(runtime: str, report: Path) -> dict[str, Any]:
                              "--report-dir", str(report)], cwd=REPO, capture_output=True, text=True, timeout=900)
     document: dict[str, Any] = json.loads((report / "results.json").read_text())
     assert result.returncode == document["exit_code"], result.stdout[-3000:] + result.stderr[-3000:]
+    bad = [(c["case"], c["status"], c["message"][:600]) for c in document["cases"]
+           if c["status"] not in ("passed", "known_difference")]
+    assert document["exit_code"] == 0 and not bad, bad or result.stdout[-3000:]
     return document
 
 
