@@ -56,13 +56,18 @@ def _signal(value: str | None, default: int) -> int:
 
 
 def _dir_size(path: str) -> int:
+    """Bytes of the files under ``path``, each inode once (busybox's applets are hard links of one file)."""
     total = 0
-    for top, dirs, files in os.walk(path):
-        for name in files + dirs:
+    seen: set[tuple[int, int]] = set()
+    for top, _dirs, files in os.walk(path):
+        for name in files:
             try:
-                total += os.lstat(os.path.join(top, name)).st_size
+                info = os.lstat(os.path.join(top, name))
             except OSError:
                 continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_size
     return total
 
 
