@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,12 @@ def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> N
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.communicate(timeout=1500)[0]
     assert proc.returncode == 0, output[-5000:]
+    # The run was never silent while the VM came up: each step as it happened, with its duration, although the
+    # target came up inside a case whose output pytest captured.
+    for step in (r"checking the guest image", r"(restoring snapshot \((kvm|tcg)\)|booting \((kvm|tcg), cold\))",
+                 r"waiting for SSH on 127\.0\.0\.1:\d+", r"provisioning refrt in /opt/conformance/refrt"):
+        assert re.search(rf"^qemu: {step} … (.+, )?\d+(\.\d)? s$", output, re.MULTILINE), output[:3000]
+    assert re.search(r"^qemu: ready: VM qemu-\d+-[0-9a-f]+ at root@127\.0\.0\.1:\d+$", output, re.MULTILINE)
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["target"]["backend"] == "qemu"
     assert document["target"]["cgroup"] == "v2"
