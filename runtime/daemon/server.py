@@ -115,15 +115,17 @@ def live_restore(ctx: Any) -> tuple[int, int]:
 
 # -- the zygote and CLI sessions --------------------------------------------------------------------------------
 class Zygote:
-    """The daemon's end of the zygote: hands it connections, learns when their commands end, restarts it."""
+    """The daemon's end of the zygote: hands it connections, learns when their commands end, replaces it when it
+    dies or when the runtime's sources change (a checkout being edited must not be served stale code)."""
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self._lock = threading.Lock()
-        self._pending: dict[bytes, threading.Event] = {}
+        self._pending: dict[bytes, tuple[threading.Event, socket.socket]] = {}  # sid -> (done, its zygote)
         self._ids = itertools.count(1)
         self._closing = False
         self._handoffs = 0  # CLI connections between their request and their hand-off to the zygote
+        self._stamp = source_stamp()
         self.control, self.pid = self._fork()
         self._started = time.monotonic()
 
@@ -161,38 +163,61 @@ class Zygote:
         return proc.pid
 
     def start_reader(self) -> None:
-        threading.Thread(target=self._read, name="zygote-reader", daemon=True).start()
+        self._watch(self.control, self.pid)
 
-    def _read(self) -> None:
+    def _watch(self, control: socket.socket, pid: int) -> None:
+        threading.Thread(target=self._read, args=(control, pid), name=f"zygote-{pid}", daemon=True).start()
+
+    def _read(self, control: socket.socket, pid: int) -> None:
+        """One zygote's reports (``D<sid>``: that command ended), until it exits."""
         while True:
             try:
-                message = self.control.recv(64)
+                message = control.recv(64)
             except InterruptedError:
                 continue
             except OSError:
                 message = b""
+            if not message:
+                break
             if message.startswith(b"D"):
                 with self._lock:
-                    event = self._pending.pop(message[1:], None)
-                if event is not None:
-                    event.set()
-                continue
-            if message:
-                continue
-            # the zygote died: its sessions' workers go on by themselves; release their threads, start another
-            # (not more than once a second: a zygote that cannot start must not make the daemon spin)
+                    found = self._pending.pop(message[1:], None)
+                if found is not None:
+                    found[0].set()
+        _reap(pid, timeout=1.0)
+        with self._lock:  # its workers go on by themselves; the threads waiting for them need not
+            ended = [sid for sid, (_, owner) in self._pending.items() if owner is control]
+            events = [self._pending.pop(sid)[0] for sid in ended]
+            current = control is self.control and not self._closing
+        for event in events:
+            event.set()
+        if current:  # it died; a zygote that cannot start must not make the daemon spin: once a second at most
             time.sleep(max(0.0, self._started + 1.0 - time.monotonic()))
-            with self._lock:
-                if self._closing:
-                    return
-                pending, self._pending = self._pending, {}
-                _reap(self.pid, timeout=1.0)
-                self.control.close()
-                self.control, self.pid = self._fork()
-                self._started = time.monotonic()
-            print("refrt daemon: the zygote died; started another", file=sys.stderr, flush=True)
-            for event in pending.values():
-                event.set()
+            self._replace("the zygote died; started another")
+        control.close()
+
+    def _replace(self, why: str, only_if_stale: bool = False) -> socket.socket | None:
+        """Start a new zygote and make it the current one; returns the previous one's control socket."""
+        with self._lock:
+            if self._closing or (only_if_stale and source_stamp() == self._stamp):
+                return None
+            previous = self.control
+            self._stamp = source_stamp()
+            self.control, self.pid = self._fork()
+            self._started = time.monotonic()
+            control, pid = self.control, self.pid
+        self._watch(control, pid)
+        print(f"refrt daemon: {why}", file=sys.stderr, flush=True)
+        return previous
+
+    def refresh_if_stale(self) -> None:
+        """New code for new commands once the runtime's sources changed; the old zygote finishes its commands."""
+        if source_stamp() == self._stamp:
+            return
+        previous = self._replace("the runtime's sources changed; started a fresh zygote", only_if_stale=True)
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                previous.shutdown(socket.SHUT_WR)  # no more commands for it: it exits after its last one
 
     def begin_handoff(self) -> None:
         with self._lock:
@@ -207,7 +232,7 @@ class Zygote:
             while True:
                 with self._lock:
                     sid = str(next(self._ids)).encode()
-                    self._pending[sid] = event
+                    self._pending[sid] = (event, self.control)
                     try:
                         socket.send_fds(self.control, [b"S" + sid], [conn.fileno()])
                         break
@@ -236,13 +261,29 @@ class Zygote:
             time.sleep(0.01)
 
     def close(self) -> None:
+        """Stop: the zygote takes no more commands; it exits once its running commands are done."""
         with self._lock:
             self._closing = True
             with contextlib.suppress(OSError):
                 self.control.shutdown(socket.SHUT_RDWR)  # wakes our reader, and the zygote sees EOF
-            self.control.close()
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(self.pid, 0)
+        _reap(self.pid, timeout=0.5)
+
+
+def source_stamp() -> tuple[int, int]:
+    """(number, summed mtimes) of the runtime package's .py files: changes when the checkout is edited."""
+    count = total = 0
+    stack = [str(Path(__file__).resolve().parents[1])]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    with contextlib.suppress(OSError):
+                        total += entry.stat().st_mtime_ns
+                        count += 1
+    return count, total
 
 
 def _reap(pid: int, timeout: float) -> None:
@@ -272,6 +313,7 @@ def cli_route(zygote: Zygote) -> tuple[str, str, Any]:
         uid = _peer_uid(request.handler.connection)
         if uid not in (0, os.getuid()):
             raise ApiError(403, f"uid {uid} may not run refrt commands through this daemon")
+        zygote.refresh_if_stale()
         zygote.begin_handoff()
         try:
             conn = request.hijack("application/vnd.refrt.cli")

@@ -83,7 +83,7 @@ def _warm_caches() -> None:
 
 def serve(control: socket.socket, paths: Paths) -> None:
     """The zygote's loop: fork a worker per session the daemon passes; report each worker's end. Returns when
-    the daemon closes ``control`` (it exited or was killed)."""
+    the daemon closed ``control`` (it stopped, was killed, or replaced us) and our last worker ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of a foreground daemon: the daemon decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _name("refrt-zygote")
@@ -97,8 +97,9 @@ def serve(control: socket.socket, paths: Paths) -> None:
     poller = select.poll()
     poller.register(control, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
+    draining = False
     try:
-        while True:
+        while not (draining and not sessions):
             for fd, _ in poller.poll():
                 if fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -109,8 +110,10 @@ def serve(control: socket.socket, paths: Paths) -> None:
                     message, fds, _, _ = socket.recv_fds(control, 64, 1, socket.MSG_CMSG_CLOEXEC)
                 except InterruptedError:
                     continue
-                if not message:
-                    return
+                if not message:  # the daemon is done with us: finish the running commands, then leave
+                    draining = True
+                    poller.unregister(control)
+                    continue
                 if not fds:
                     continue
                 pid = os.fork()

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.runtime.daemon.cli_helpers import (
+    REPO,
     daemon_pid,
     env,
     lean,
@@ -164,6 +165,22 @@ def test_a_killed_zygote_is_replaced_and_no_command_is_lost(busybox_root: Path) 
     assert (result.returncode, result.stdout) == (0, "still here\n"), result.stderr
     assert [pid for pid, name in processes(busybox_root) if name == "refrt-zygote"] not in ([], [zygote])
     assert "the zygote died; started another" in (busybox_root / "run" / "refrt-daemon.log").read_text()
+
+
+def test_edited_sources_get_a_fresh_zygote(busybox_root: Path) -> None:
+    """A checkout edited under a running daemon: new commands run the new code, the old zygote leaves."""
+    assert refrt(busybox_root, "ps").returncode == 0
+    (old,) = [pid for pid, name in processes(busybox_root) if name == "refrt-zygote"]
+    source = REPO / "runtime" / "humanize.py"
+    st = source.stat()
+    try:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        result = refrt(busybox_root, "run", "--rm", "busybox", "echo", "fresh")
+        assert (result.returncode, result.stdout) == (0, "fresh\n"), result.stderr
+    finally:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "the runtime's sources changed" in (busybox_root / "run" / "refrt-daemon.log").read_text()
+    assert wait_until(lambda: old not in [pid for pid, _ in processes(busybox_root)], timeout=10)
 
 
 def test_a_daemon_stops_when_its_socket_goes(tmp_path: Path) -> None:
