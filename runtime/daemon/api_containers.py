@@ -204,7 +204,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
 
         c = lookup(daemon, request.params["id"])
         data = inspect(c)
-        _api_defaults(data)
+        _api_defaults(data, c)
         live = _live_network_settings(daemon.ctx, c)
         if live is not None:
             data["NetworkSettings"] = live
@@ -415,16 +415,35 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     ]
 
 
-def _api_defaults(data: dict[str, Any]) -> None:
-    """Fields dockerd always sends that clients index without checking (docker-py reads LogConfig.Type)."""
+#: What dockerd sends for settings refrt has no knob for (create refuses other values: runtime.daemon.convert).
+_HOST_CONFIG_ZEROS: dict[str, Any] = {
+    "LogConfig": {"Type": "json-file", "Config": {}}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+    "ContainerIDFile": "", "VolumeDriver": "", "CgroupnsMode": "host", "DnsOptions": [], "DnsSearch": [],
+    "GroupAdd": None, "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
+    "UTSMode": "", "ShmSize": 64 << 20, "ConsoleSize": [0, 0], "Isolation": "", "Runtime": "refrt",
+    "CgroupParent": "", "BlkioWeightDevice": [], "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None,
+    "BlkioDeviceReadIOps": None, "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0,
+    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None,
+    "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0, "MemoryReservation": 0,
+    "MemorySwappiness": None, "OomKillDisable": False, "Ulimits": None, "CpuCount": 0, "CpuPercent": 0,
+    "IOMaximumIOps": 0, "IOMaximumBandwidth": 0, "MaskedPaths": None, "ReadonlyPaths": None,
+}
+
+
+def _api_defaults(data: dict[str, Any], c: Container) -> None:
+    """Fields dockerd always sends, which clients index without checking (docker-py reads LogConfig.Type)."""
     host = data.setdefault("HostConfig", {})
-    host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
-    host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
-    data.setdefault("RestartCount", 0)
-    data.setdefault("ExecIDs", None)
+    for key, value in _HOST_CONFIG_ZEROS.items():
+        host.setdefault(key, value)
+    host.setdefault("PublishAllPorts", c.spec.network.publish_all)
+    for key, value in (("RestartCount", 0), ("ExecIDs", None), ("AppArmorProfile", ""), ("MountLabel", ""),
+                       ("ProcessLabel", "")):
+        data.setdefault(key, value)
     config = data.setdefault("Config", {})
-    config.setdefault("AttachStdout", not config.get("Tty", False))
-    config.setdefault("AttachStderr", not config.get("Tty", False))
+    for key, value in (("Domainname", ""), ("OnBuild", None), ("StdinOnce", False),
+                       ("AttachStdout", not config.get("Tty", False)),
+                       ("AttachStderr", not config.get("Tty", False))):
+        config.setdefault(key, value)
 
 
 def _has_exit_pending(daemon: Daemon, c: Container) -> bool:
