@@ -234,10 +234,7 @@ class CaseItem(pytest.Item):
                      "run_id": state.run_id, "unique": f"cf-{_token()}"}
         if "registry" in self.suite.services:
             variables["registry"] = state.service("registry").address
-        made = state.target.run("mktemp -d /tmp/conformance-case.XXXXXX", timeout=30)
-        if made.exit_status != 0:
-            raise TargetError(f"cannot create a temporary directory on the target: {made.stderr.strip()}")
-        self.tmp = variables["tmp"] = made.stdout.strip()
+        self.tmp = variables["tmp"] = state.case_tmp()
         self.runner = CaseRunner(state.target, driver, variables, time.monotonic() + self.case.timeout)
         try:
             self.runner.run_steps("setup", self.case.setup)
