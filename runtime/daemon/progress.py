@@ -113,21 +113,24 @@ def produce(request: Request, work: Callable[[Emit], None], *, hold: int = 0, ra
 
 class LineSink(io.TextIOBase):
     """A text file that hands each complete line to ``on_line``: the runtime's ``out=`` progress, turned into
-    stream messages by the caller."""
+    stream messages by the caller. Writers in several threads are serialized (a whole line is still only whole if
+    each writer writes it under its own lock, as the registry client does)."""
 
     def __init__(self, on_line: Callable[[str], None]) -> None:
         super().__init__()
         self._on_line = on_line
         self._partial = ""
+        self._lock = threading.Lock()  # a pull writes from its download threads too
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._partial += text
-        while "\n" in self._partial:
-            line, self._partial = self._partial.split("\n", 1)
-            self._on_line(line)
+        with self._lock:
+            self._partial += text
+            while "\n" in self._partial:
+                line, self._partial = self._partial.split("\n", 1)
+                self._on_line(line)
         return len(text)
 
     def flush(self) -> None:
