@@ -345,3 +345,30 @@ def test_registry_5xx_is_an_error_status_or_an_in_stream_error(refrt_daemon: str
         assert "500" in messages[-1]["error"] and messages[-1]["errorDetail"]["message"] == messages[-1]["error"]
     finally:
         api(refrt_daemon, "DELETE", f"/images/{host}/h6/broken:1")
+
+
+def test_each_engine_pulls_the_multi_layer_image_the_other_built_and_pushed(
+        refrt_daemon: str, dockerd: str, registry: Registry) -> None:
+    """Interop through a real registry, both ways: the pulling engine has none of the two RUN layers' blobs (the
+    other engine compressed them), so it downloads them (in parallel in refrt) and reports each one."""
+    anonymous = {"X-Registry-Auth": registry_auth("", "", registry.host)}
+    for builder, puller in ((dockerd, refrt_daemon), (refrt_daemon, dockerd)):
+        tag = unique("h6layers")
+        dockerfile = f"FROM busybox\nRUN echo {tag} > /one\nRUN echo two > /two\n"
+        status, body = api(builder, "POST", f"/build?t={tag}:1&q=1", tar_of({"Dockerfile": dockerfile}))
+        assert status == 200 and not [m for m in stream(body) if "error" in m], body
+        repo = f"{registry.host}/h6/{tag}"
+        assert api(builder, "POST", f"/images/{tag}:1/tag?repo={repo}&tag=1")[0] == 201
+        status, body = api(builder, "POST", f"/images/{repo}/push?tag=1", headers=anonymous)
+        assert status == 200 and not [m for m in stream(body) if "error" in m], body
+        status, body = api(puller, "POST", f"/images/create?fromImage={repo}&tag=1", headers=anonymous)
+        assert status == 200
+        messages = stream(body)
+        assert not [m for m in messages if "error" in m], messages
+        completed = {m["id"] for m in messages if m.get("status") == "Pull complete"}
+        assert len(completed) >= 2 and all(len(i) == 12 for i in completed), messages
+        layers = [json.loads(api(e, "GET", f"/images/{ref}/json")[1])["RootFS"]["Layers"]
+                  for e, ref in ((builder, f"{tag}:1"), (puller, f"{repo}:1"))]
+        assert len(layers[0]) == 3 and layers[0] == layers[1]  # the same diff_ids on both sides
+        for engine, ref in ((builder, f"{tag}:1"), (builder, f"{repo}:1"), (puller, f"{repo}:1")):
+            api(engine, "DELETE", f"/images/{ref}")
