@@ -372,3 +372,22 @@ def test_each_engine_pulls_the_multi_layer_image_the_other_built_and_pushed(
         assert len(layers[0]) == 3 and layers[0] == layers[1]  # the same diff_ids on both sides
         for engine, ref in ((builder, f"{tag}:1"), (builder, f"{repo}:1"), (puller, f"{repo}:1")):
             api(engine, "DELETE", f"/images/{ref}")
+
+
+def test_token_registry_login_and_push(engine: str, token_registry: Registry) -> None:
+    """The Docker Hub flow (Bearer tokens from a token server) with the credentials the client sends."""
+    host = token_registry.host
+    credentials = {"username": TEST_CREDENTIALS.username, "password": TEST_CREDENTIALS.password,
+                   "serveraddress": host}
+    status, body = api(engine, "POST", "/auth", credentials)
+    assert status == 200 and json.loads(body)["Status"] == "Login Succeeded", body
+    repo = f"{host}/h6/token"
+    assert api(engine, "POST", f"/images/busybox/tag?repo={repo}&tag=1")[0] == 201
+    try:
+        good = {"X-Registry-Auth": registry_auth(TEST_CREDENTIALS.username, TEST_CREDENTIALS.password, host)}
+        status, body = api(engine, "POST", f"/images/{repo}/push?tag=1", headers=good)
+        assert status == 200 and [m for m in stream(body) if "aux" in m], body
+        status, body = api(engine, "POST", f"/images/create?fromImage={repo}&tag=1", headers=good)
+        assert status == 200 and any(m.get("status", "").startswith("Digest: ") for m in stream(body)), body
+    finally:
+        api(engine, "DELETE", f"/images/{repo}:1")
