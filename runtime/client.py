@@ -318,3 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         sys.stderr.write(f"refrt: {exc}\n")
         return 125
+    except OSError as exc:  # no state directory of ours (not root?), no pipe, no fork ...
+        sys.stderr.write(f"refrt: cannot reach or start the daemon: {exc}\n")
+        return 125
