@@ -7,6 +7,7 @@ asserted here are docker's, not refrt's idea of them.
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import io
 import json
@@ -192,6 +193,15 @@ def test_build_failure_is_dockers_error_message(engine: str, request: pytest.Fix
 
         root = Path(engine.removeprefix("unix://")).parent
         assert not list(Store(Paths.resolve(str(root), None)).tmp.glob("build-*"))
+
+
+def test_build_takes_a_gzip_context_and_a_dockerfile_elsewhere_in_it(engine: str) -> None:
+    tag = unique("h6gz") + ":1"
+    context = gzip.compress(tar_of({"sub/Build.file": "FROM busybox\nCOPY a.txt /a.txt\n", "a.txt": "gz\n"}))
+    status, body = api(engine, "POST", f"/build?t={tag}&dockerfile=sub/Build.file", context)
+    assert status == 200 and not [m for m in stream(body) if "error" in m], body
+    assert f"Successfully tagged {tag}" in "".join(m.get("stream", "") for m in stream(body))
+    api(engine, "DELETE", f"/images/{tag}")
 
 
 @pytest.mark.parametrize("via", ["absolute", "symlink"])
