@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -288,17 +287,11 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         wanted = {str(p) for p in pids}
         return Response({"Titles": titles, "Processes": [r for r in rows if len(r) > column and r[column] in wanted]})
 
-    def stats(request: Request) -> None:
+    def stats(request: Request) -> Response | None:
         c = lookup(daemon, request.params["id"])
-        stream = request.flag("stream", True) and not request.flag("one-shot")
-        if not stream:
-            import json
-
-            first = next(stats_stream(c, once=True, one_shot=request.flag("one-shot")))
-            request.stream([json.dumps(first).encode() + b"\n"])
-            return None
-        import json
-
+        one_shot = request.flag("one-shot")
+        if not request.flag("stream", True) or one_shot:
+            return Response(next(stats_stream(c, once=True, one_shot=one_shot)))
         request.stream(json.dumps(s).encode() + b"\n" for s in stats_stream(c, once=False))
         return None
 
@@ -326,11 +319,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     def restart(request: Request) -> Response:
         c = lookup(daemon, request.params["id"])
         timeout = request.int_arg("t", 10)
-        if c.state.running:
+        if c.state.running:  # stop returns once the monitor recorded the exit
             lifecycle.stop(daemon.ctx, c, 10 if timeout is None else max(timeout, 0))
-            deadline = time.monotonic() + 5
-            while _has_exit_pending(daemon, c) and time.monotonic() < deadline:
-                time.sleep(0.01)
         lookup(daemon, c.id)
         attach.start(daemon, c, publisher(daemon, c))
         publisher(daemon, c)("restart")
@@ -444,12 +434,6 @@ def _api_defaults(data: dict[str, Any], c: Container) -> None:
                        ("AttachStdout", not config.get("Tty", False)),
                        ("AttachStderr", not config.get("Tty", False))):
         config.setdefault(key, value)
-
-
-def _has_exit_pending(daemon: Daemon, c: Container) -> bool:
-    """After a stop: the monitor wrote the state but may not have closed its status pipe yet."""
-    state = c.reload_state()
-    return state.status != "exited"
 
 
 def _follow_running(daemon: Daemon, c: Container, client: Client) -> None:

@@ -200,6 +200,18 @@ def wait(daemon: Daemon, container: Container, condition: str,
                     state.monitor_pid, state.monitor_start):
                 lifecycle.reconcile(daemon.ctx, container)
         if exited and condition != "removed":
+            _settle(container)
             return last
         if not alive():
             return None
+
+
+def _settle(container: Container, timeout: float = 5.0) -> None:
+    """Let the monitor finish its exit (it reports before it is gone): after ``wait``, ``rm`` must not find it
+    still there and refuse, as it never does with docker."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    state = load_state(container.directory)
+    while monitor.is_alive(state.monitor_pid, state.monitor_start) and time.monotonic() < deadline:
+        time.sleep(0.002)
