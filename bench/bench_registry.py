@@ -8,8 +8,8 @@ HEAD requests only); each pull goes into a fresh refrt root / OCI directory. Tim
 include process start-up for every tool.
 
 What each side does:
-- ``refrt`` (daemon): the CLI as users run it, a thin client handing the command to the root's daemon, which is
-  already running (started untimed before each run, as a user's daemon would be, and stopped after it).
+- ``refrt`` (daemon): the CLI as users run it (``bin/refrt``), a thin client handing the command to the root's
+  daemon, which is already running (started untimed before each run, as a user's daemon would be, stopped after).
 - ``refrt --no-daemon``: the same command line in a fresh interpreter that imports the runtime and does the work.
 - refrt pull = download, digest checks, *and* the layers unpacked into the store, ready to run.
 - ``skopeo`` pull = ``skopeo copy docker://... oci:DIR``: download and digest checks, the layers left packed.
@@ -42,10 +42,11 @@ NAME = "bench/app:1"
 
 
 def refrt(root: Path, *args: str, daemon: bool = True) -> None:
+    """``bin/refrt`` (the lean thin client users run) or, without the daemon, the runtime in this interpreter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFRT_")}
+    command = [str(REPO / "bin" / "refrt")] if daemon else [sys.executable, "-m", "runtime", "--no-daemon"]
     subprocess.run(
-        [sys.executable, "-m", "runtime", *([] if daemon else ["--no-daemon"]), "--root", str(root),
-         "--config", str(root / "cfg"), *args],
+        [*command, "--root", str(root), "--config", str(root / "cfg"), *args],
         check=True,
         cwd=REPO,
         env=env,
@@ -101,6 +102,9 @@ def interleaved(cases: dict[str, tuple[Callable[[], object], Callable[[object], 
     for _ in range(runs):
         for name, (prepare, action, cleanup) in cases.items():
             state = prepare()
+            # The previous case's deletions (discards on this ext4) and dirty pages are written out untimed, so no
+            # case pays for the one before it.
+            os.sync()
             start = time.perf_counter()
             action(state)
             times[name].append(time.perf_counter() - start)

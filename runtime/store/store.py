@@ -247,7 +247,10 @@ class Store:
         with self._scratch_file() as (blob_path, blob_file), self._scratch_dir() as tree:
             if is_gzip:
                 packed = _HashingReader(fileobj, sink=blob_file, head=head)
-                with gzip.GzipFile(fileobj=cast(IO[bytes], packed), mode="rb") as gz:
+                # Buffered: gzip reads 8 KiB at a time; hashing and the blob file's writes get 1 MiB (the bytes a
+                # buffer holds past the gzip stream are hashed and written already; drain reads on after them).
+                buffered = io.BufferedReader(cast(io.RawIOBase, packed), CHUNK)
+                with gzip.GzipFile(fileobj=cast(IO[bytes], buffered), mode="rb") as gz:
                     plain = _HashingReader(gz)
                     unpack_stream(cast(IO[bytes], plain), tree)
                     plain.drain()
