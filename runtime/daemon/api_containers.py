@@ -222,9 +222,19 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     def attach_to(request: Request) -> None:
         c = lookup(daemon, request.params["id"])
         stream = request.flag("stream")
-        sock = request.hijack(RAW_STREAM)
-        client = Client(sock, multiplex=not c.spec.tty, stdin=request.flag("stdin"),
-                        stdout=request.flag("stdout"), stderr=request.flag("stderr"))
+        client = Client(request.handler.connection, multiplex=not c.spec.tty, stdin=request.flag("stdin"),
+                        stdout=request.flag("stdout"), stderr=request.flag("stderr"), opened=False)
+        parked = stream and not c.state.running
+        if parked:  # before the client hears the 101: docker's client starts the container right after it
+            attach.park(daemon, c, client)
+        try:
+            request.hijack(RAW_STREAM)
+        except BaseException:
+            client.opened(ok=False)
+            if parked:
+                attach.unpark(daemon, c.id, client)
+            raise
+        client.opened()
         if request.flag("logs"):
             records, _ = logs.read_records(c.log_path)
             for record in records:
@@ -233,10 +243,9 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
             client.finish()
             return None
         publisher(daemon, c)("attach")
-        if c.state.running:
+        if not parked:
             _follow_running(daemon, c, client)
             return None
-        attach.park(daemon, c, client)
         try:
             while not client.done.wait(1.0):
                 if not c.directory.exists():

@@ -39,19 +39,30 @@ class Client:
     """A hijacked connection and which of the container's streams it asked for."""
 
     def __init__(self, sock: socket.socket, *, multiplex: bool, stdin: bool = False, stdout: bool = True,
-                 stderr: bool = True) -> None:
+                 stderr: bool = True, opened: bool = True) -> None:
         self.sock = sock
         self.multiplex = multiplex
         self.wants = {STDIN: stdin, STDOUT: stdout, STDERR: stderr}
         self.gone = False
         self.done = threading.Event()
         self._lock = threading.Lock()
+        self._open = threading.Event()
+        if opened:
+            self._open.set()
+
+    def opened(self, ok: bool = True) -> None:
+        """The connection is hijacked (the 101 answer is out): output may flow. ``ok`` False: it never will."""
+        self.gone = self.gone or not ok
+        self._open.set()
 
     def send(self, stream: int, data: bytes) -> None:
         if self.gone or not self.wants.get(stream) or not data:
             return
         payload = frame(stream, data) if self.multiplex else data
+        self._open.wait()  # a relay may start before the handler has sent the 101 answer
         with self._lock:
+            if self.gone:
+                return
             try:
                 self.sock.sendall(payload)
             except OSError:
