@@ -2,10 +2,9 @@
 
     .venv/bin/python bench/bench_registry.py [--runs 5] [--size-mb 50]
 
-The image has two random (incompressible) layers, one above the chunked-upload threshold and one below, so both
-upload paths are measured. Each push goes to a fresh registry (a push to a registry that has the blobs measures
-HEAD requests only); each pull goes into a fresh refrt root / OCI directory. Times are wall-clock medians and
-include process start-up for every tool.
+The image has two random (incompressible) layers of about 4/5 and 1/5 of the size. Each push goes to a fresh
+registry (a push to a registry that has the blobs measures HEAD requests only); each pull goes into a fresh refrt
+root / OCI directory. Times are wall-clock medians and include process start-up for every tool.
 
 What each side does:
 - ``refrt`` (daemon): the CLI as users run it (``bin/refrt``), a thin client handing the command to the root's

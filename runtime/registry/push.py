@@ -2,16 +2,22 @@
 
 Per blob: HEAD first (the registry may have it already); else a cross-repository mount when the image is known
 to be in another repository of the same registry (its repo digests say so - docker uses the same knowledge);
-else an upload, monolithic (POST + PUT) for small blobs and chunked (PATCH with ``Content-Range``) for big ones.
-The manifest goes last, with its own media type, so the registry never holds a manifest whose blobs are missing.
+else an upload, monolithic (POST + PUT streaming the file) up to a GiB, chunked (PATCH with ``Content-Range``)
+beyond. Layers go up in parallel (``REFRT_MAX_CONCURRENT_UPLOADS``, default 5, as docker's
+``max-concurrent-uploads``), each thread with its own connection; then the config, then the manifest, with its own
+media type, so the registry never holds a manifest whose blobs are missing.
 The digest the registry answers must be the digest of the bytes sent; it is recorded as a repo digest.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import os
+import threading
 from typing import TYPE_CHECKING, TextIO
 
+from runtime.errors import UsageError
 from runtime.registry import manifests
 from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
@@ -25,9 +31,14 @@ from runtime.store.store import Store
 if TYPE_CHECKING:
     from runtime.cli import Context
 
-#: Blobs larger than this are sent in PATCH chunks of CHUNK_SIZE (a dropped connection costs one chunk).
-CHUNKED_THRESHOLD = 32 << 20
+#: Blobs larger than this are sent in PATCH chunks of CHUNK_SIZE, for proxies that cap a request's body. Below it,
+#: one PUT streams the blob from its file: measured against docker-registry, a 40 MiB layer went up faster in one
+#: request than in 16 MiB chunks (each chunk is a request the registry writes and hashes before the next starts).
+CHUNKED_THRESHOLD = 1 << 30
 CHUNK_SIZE = 16 << 20
+CONCURRENCY_ENV = "REFRT_MAX_CONCURRENT_UPLOADS"
+#: Layers pushed at once, as docker's ``max-concurrent-uploads``.
+DEFAULT_CONCURRENCY = 5
 
 
 def _short(digest: str) -> str:
@@ -71,6 +82,53 @@ def push_blob(
     return "Pushed"
 
 
+def max_concurrent_uploads() -> int:
+    raw = os.environ.get(CONCURRENCY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    if not raw.isdigit() or not 1 <= int(raw) <= 32:
+        raise UsageError(f"invalid {CONCURRENCY_ENV} {raw!r}: want a whole number from 1 to 32")
+    return int(raw)
+
+
+def _push_layers(
+    client: RegistryClient, store: Store, ref: Reference, layers: list[Descriptor], sources: list[str],
+    out: TextIO | None,
+) -> None:
+    """Push the layers, ``max_concurrent_uploads`` at a time (each thread with its own client and connection)."""
+    lock = threading.Lock()
+    clients: list[RegistryClient] = []
+    local = threading.local()
+
+    def one(blob: Descriptor) -> None:
+        mine = getattr(local, "client", None)
+        if mine is None:
+            mine = client.clone()
+            local.client = mine
+            with lock:
+                clients.append(mine)
+        status = push_blob(mine, store, ref, blob, sources)
+        if out:
+            with lock:
+                print(f"{_short(blob.digest)}: {status}", file=out, flush=True)
+
+    workers = min(max_concurrent_uploads(), len(layers))
+    try:
+        if workers <= 1:
+            for blob in layers:
+                status = push_blob(client, store, ref, blob, sources)
+                if out:
+                    print(f"{_short(blob.digest)}: {status}", file=out, flush=True)
+            return
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="push") as pool:
+            futures = [pool.submit(one, blob) for blob in layers]
+            for future in futures:
+                future.result()
+    finally:
+        for other in clients:
+            other.close()
+
+
 def push_image(
     store: Store, client: RegistryClient, ref: Reference, image: Image, *, out: TextIO | None = None
 ) -> str:
@@ -81,10 +139,9 @@ def push_image(
     sources = mount_sources(image, ref)
     if out:
         print(f"The push refers to repository [{ref.name}]", file=out, flush=True)
-    for blob in [*reversed(layers), config]:
-        status = push_blob(client, store, ref, blob, sources)
-        if out and blob is not config:
-            print(f"{_short(blob.digest)}: {status}", file=out, flush=True)
+    client.ping()  # settles scheme and challenge once, before the threads clone the client
+    _push_layers(client, store, ref, list(reversed(layers)), sources, out)
+    push_blob(client, store, ref, config, sources)
     tag = ref.tag or "latest"
     what = f"manifest {ref.familiar_name}:{tag}"
     answered = client.put_manifest(ref.path, tag, data, media_type, what)
