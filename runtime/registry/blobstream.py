@@ -52,15 +52,14 @@ class BlobStream(io.RawIOBase):
         if want <= 0:
             self._finish()
             return 0
+        target = memoryview(buffer).cast("B")[:want]
         while True:
             error: BaseException | None = None
             try:
-                chunk = self.resp.stream.read1(want)
+                n = self.resp.stream.readinto(target)  # straight into the reader's buffer: no copy on the way
             except (OSError, http.client.HTTPException) as exc:
-                chunk, error = b"", exc
-            if chunk:
-                n = len(chunk)
-                memoryview(buffer).cast("B")[:n] = chunk
+                n, error = 0, exc
+            if n:
                 self.offset += n
                 return n
             self._resume(error)
