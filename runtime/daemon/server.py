@@ -385,8 +385,8 @@ def serve(ctx: Any, host: str | None = None, *, verbose: bool = False, ready: th
     server: DaemonServer | None = None
     try:
         pidfile.write_text(f"{os.getpid()}\n{path}\n{'on-demand' if on_demand else 'explicit'}\n")
+        zygote = Zygote(paths)  # first: it imports the command line while we restore and load the API
         total, running = live_restore(ctx)
-        zygote = Zygote(paths)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         router = _api_router(Daemon(paths=paths, ctx=ctx))
