@@ -56,8 +56,13 @@ def _memory_bytes(text: str) -> int:
     return int(match.group(1)) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2)]
 
 
-register_run_rewrite("memory-shrunk", "-m gives an eighth of the memory asked for (at least 6m)",
-                     mapped(("-m", "--memory"), lambda v: [("-m", f"{max(6 << 20, _memory_bytes(v) // 8)}b")]))
+def _shrunk(value: str) -> list[Option]:
+    limit = f"{max(6 << 20, _memory_bytes(value) // 8)}b"
+    return [("-m", limit), ("--memory-swap", limit)]  # no swap to make up for it, whatever the host has
+
+
+register_run_rewrite("memory-shrunk", "-m gives an eighth of the memory asked for (at least 6m), without swap",
+                     lambda o, r: mapped(("-m", "--memory"), _shrunk)(*without("--memory-swap")(o, r)))
 register_run_rewrite("cpus-shrunk", "--cpus gives a fifth of the CPU asked for",
                      mapped(("--cpus",), lambda v: [("--cpus", f"{float(v) / 5:g}")]))
 
