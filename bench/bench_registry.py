@@ -7,7 +7,7 @@ registry (a push to a registry that has the blobs measures HEAD requests only); 
 root / OCI directory. Times are wall-clock medians and include process start-up for every tool.
 
 What each side does:
-- ``refrt`` (daemon): the CLI as users run it (``bin/refrt``), a thin client handing the command to the root's
+- ``refrt`` (daemon): the CLI as users run it (the lean thin client of ``bin/refrt``), handing the command to the root's
   daemon, which is already running (started untimed before each run, as a user's daemon would be, stopped after).
 - ``refrt --no-daemon``: the same command line in a fresh interpreter that imports the runtime and does the work.
 - refrt pull = download, digest checks, *and* the layers unpacked into the store, ready to run.
@@ -41,9 +41,12 @@ NAME = "bench/app:1"
 
 
 def refrt(root: Path, *args: str, daemon: bool = True) -> None:
-    """``bin/refrt`` (the lean thin client users run) or, without the daemon, the runtime in this interpreter."""
+    """The lean thin client (``python3 -I -S runtime/__main__.py``, as ``bin/refrt`` and the conformance driver run
+    it; named with this interpreter, since ``env python3`` may find a slow version-manager shim first) or, without
+    the daemon, the runtime in this interpreter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFRT_")}
-    command = [str(REPO / "bin" / "refrt")] if daemon else [sys.executable, "-m", "runtime", "--no-daemon"]
+    lean = [sys.executable, "-I", "-S", str(REPO / "runtime" / "__main__.py")]
+    command = lean if daemon else [sys.executable, "-m", "runtime", "--no-daemon"]
     subprocess.run(
         [*command, "--root", str(root), "--config", str(root / "cfg"), *args],
         check=True,

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO, cast
@@ -103,8 +104,14 @@ def fetch_manifest(client: RegistryClient, ref: Reference, wanted: Platform) -> 
 
 def _stage_blob(client: RegistryClient, ref: Reference, blob: Descriptor, target: Path) -> None:
     """Download one blob into ``target``, hashing while writing (resumed after drops by :class:`BlobStream`)."""
+    with BlobStream(client, ref.path, blob) as stream:
+        _save(stream, blob, target)
+
+
+def _save(stream: BlobStream, blob: Descriptor, target: Path) -> None:
+    """Write an opened blob into ``target``, hashing while writing; refuse it unless it hashes to its digest."""
     hasher = hashlib.sha256()
-    with BlobStream(client, ref.path, blob) as stream, open(target, "wb") as out:
+    with open(target, "wb") as out:
         while chunk := stream.read(CHUNK):
             hasher.update(chunk)
             out.write(chunk)
@@ -176,19 +183,21 @@ def _config_bytes(store: Store, client: RegistryClient, ref: Reference, config: 
     return target.read_bytes()
 
 
-def _diff_ids(config: bytes, layers: list[Descriptor]) -> list[str | None]:
+def _diff_ids(config: bytes, count: int) -> list[str | None]:
     """The config's diff_ids, one per layer (None where the config does not say: the store's check decides)."""
     try:
         found = json.loads(config).get("rootfs", {}).get("diff_ids", [])
     except (ValueError, AttributeError):
         found = []
-    if not isinstance(found, list) or len(found) != len(layers):
-        return [None] * len(layers)
+    if not isinstance(found, list) or len(found) != count:
+        return [None] * count
     return [str(d) for d in found]
 
 
-class _LayerFetcher:
-    """Fetches the missing layers of one pull, ``max_concurrent_downloads`` at a time, each with its own client."""
+class _Fetcher:
+    """Fetches the config and the missing layers of one pull in threads, each with its own client: the config
+    alongside at most ``max_concurrent_downloads`` layers. A layer's request goes out at once; only before reading
+    its body does it wait for the config, which says whether to unpack it on the way (and checks it after)."""
 
     def __init__(self, store: Store, client: RegistryClient, ref: Reference, staging: Path, out: TextIO | None):
         self.store, self.client, self.ref, self.staging, self.out = store, client, ref, staging, out
@@ -197,15 +206,19 @@ class _LayerFetcher:
         self._clients: list[RegistryClient] = []
         self._lock = threading.Lock()
 
-    def run(self, todo: list[tuple[Descriptor, str | None]]) -> None:
-        workers = min(max_concurrent_downloads(), len(todo))
+    def run(self, config: Descriptor, layers: list[Descriptor], missing: list[Descriptor]) -> None:
+        """Fetch the config (when missing) and the layers in ``missing``; raise the first failure, after every
+        thread has stopped."""
+        workers = min(max_concurrent_downloads(), len(missing)) + 1
         try:
-            if workers <= 1:
-                for layer, diff_id in todo:
-                    self._fetch(layer, diff_id)
-                return
             with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pull") as pool:
-                futures = [pool.submit(self._fetch, layer, diff_id) for layer, diff_id in todo]
+                config_future = pool.submit(self._config, config, len(layers))
+                futures: list[Future[object]] = [cast("Future[object]", config_future)]
+                futures += [
+                    cast("Future[object]", pool.submit(self._fetch, layer, index, config_future))
+                    for index, layer in enumerate(layers)
+                    if layer in missing
+                ]
                 for future in concurrent.futures.as_completed(futures):
                     if future.exception() is not None:
                         for other in futures:
@@ -219,8 +232,6 @@ class _LayerFetcher:
                 client.close()
 
     def _thread_client(self) -> RegistryClient:
-        if threading.current_thread() is threading.main_thread():
-            return self.client
         client = getattr(self._local, "client", None)
         if client is None:
             client = self.client.clone()
@@ -229,26 +240,37 @@ class _LayerFetcher:
                 self._clients.append(client)
         return cast(RegistryClient, client)
 
-    def _fetch(self, layer: Descriptor, diff_id: str | None) -> None:
-        client = self._thread_client()
-        streamed = (
-            layer.media_type in GZIP_LAYERS and diff_id is not None and self.store.get_layer(diff_id) is None
-        )
-        if streamed:
-            assert diff_id is not None
-            self._unpack_while_downloading(client, layer, diff_id)
-        else:
-            _stage_blob(client, self.ref, layer, self.staging / layer.digest.partition(":")[2])
+    def _config(self, config: Descriptor, count: int) -> list[str | None]:
+        missing = not self.store.blobs.has(config.digest)
+        diff_ids = _diff_ids(_config_bytes(self.store, self._thread_client(), self.ref, config, self.staging), count)
+        if missing:
             with self._lock:
-                self.staged.append(layer)
+                self.staged.append(config)
+        return diff_ids
+
+    def _fetch(
+        self, layer: Descriptor, index: int, diff_ids: Future[list[str | None]]
+    ) -> None:
+        client = self._thread_client()
+        target = self.staging / layer.digest.partition(":")[2]
+        with BlobStream(client, self.ref.path, layer) as stream:
+            diff_id = diff_ids.result()[index]
+            if layer.media_type in GZIP_LAYERS and diff_id is not None and self.store.get_layer(diff_id) is None:
+                self._unpack_while_downloading(client, stream, layer, diff_id)
+            else:
+                _save(stream, layer, target)
+                with self._lock:
+                    self.staged.append(layer)
         if self.out:
             with self._lock:
                 print(f"{_short(layer.digest)}: Download complete", file=self.out, flush=True)
 
-    def _unpack_while_downloading(self, client: RegistryClient, layer: Descriptor, diff_id: str) -> None:
+    def _unpack_while_downloading(
+        self, client: RegistryClient, stream: BlobStream, layer: Descriptor, diff_id: str
+    ) -> None:
         try:
             # Buffered: the gunzip asks for 8 KiB at a time; the socket, the digest and the blob file get 1 MiB.
-            with BlobStream(client, self.ref.path, layer) as stream, io.BufferedReader(stream, CHUNK) as buffered:
+            with io.BufferedReader(stream, CHUNK) as buffered:
                 got = self.store.add_layer_from_tar(cast(BinaryIO, buffered), compressed=True)
         except StoreError:
             # Bytes that do not unpack: if they are not the bytes the manifest names, that is the error to tell.
@@ -283,12 +305,9 @@ def pull_image(
     committed = False
     try:
         with store.all_or_nothing():
-            config_missing = not store.blobs.has(config.digest)
-            diff_ids = _diff_ids(_config_bytes(store, client, ref, config, staging), layers)
-            fetcher = _LayerFetcher(store, client, ref, staging, out)
-            fetcher.run([(layer, diff_id) for layer, diff_id in zip(layers, diff_ids, strict=True) if layer in missing])
-            staged = ([config] if config_missing else []) + fetcher.staged
-            image = _commit(store, ref, fetched, staged, staging)
+            fetcher = _Fetcher(store, client, ref, staging, out)
+            fetcher.run(config, layers, missing)
+            image = _commit(store, ref, fetched, fetcher.staged, staging)
         committed = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
