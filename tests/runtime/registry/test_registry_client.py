@@ -10,12 +10,13 @@ import json
 import os
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from conformance.services.registry import Registry
-from runtime.errors import NotFoundError
+from runtime.errors import NotFoundError, RefrtError
 from runtime.registry import manifests
 from runtime.registry.auth import Credentials
 from runtime.registry.client import RegistryClient, is_insecure
@@ -257,3 +258,17 @@ def test_oversized_manifest_is_refused_unread(tiny_server: Factory) -> None:
     server = tiny_server(_HugeManifest)
     with RegistryClient(server.host) as client, pytest.raises(RegistryError, match="larger than the 4194304"):
         client.get_manifest("big", "1", manifests.ACCEPT, "manifest for big:1")
+
+
+def test_insecure_registries_from_the_daemon_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REFRT_INSECURE_REGISTRIES", raising=False)
+    config = tmp_path / "daemon.json"
+    monkeypatch.setenv("REFRT_DAEMON_CONFIG", str(config))
+    assert not is_insecure("registry.example:5000")  # no file: only loopback is insecure
+    config.write_text(json.dumps({"insecure-registries": ["registry.example:5000", "192.168.0.0/16"]}))
+    assert is_insecure("registry.example:5000") and is_insecure("192.168.7.1:443")
+    assert not is_insecure("registry.example:5001") and not is_insecure("10.0.0.1:5000")
+    assert RegistryClient("registry.example:5000").scheme == "http"
+    config.write_text('{"insecure-registries": "registry.example:5000"}')
+    with pytest.raises(RefrtError, match="insecure-registries must be a list"):
+        is_insecure("registry.example:5000")
