@@ -66,7 +66,7 @@ KILLS = [
     Kill("workdir-ignored", "isolation", "env-and-workdir", r"the working directory is the one given with -w"),
     Kill("exit-status-lost", "isolation", "exit-codes", r"exit code 42 .*exit status 1, expected 42"),
     Kill("read-only-ignored", "isolation", "read-only-rootfs", r"writing to / is refused .*exit status 0"),
-    Kill("read-only-tmp", "isolation", "read-only-rootfs", r"writing to /tmp is refused too .*exit status 0"),
+    Kill("read-only-tmp", "isolation", "read-only-tmp", r"writing to /tmp is refused too .*exit status 0"),
     Kill("stop-ignored", "isolation", "detached-lifecycle", r"after stop the container is exited .*'running'"),
     Kill("log-stderr-lost", "isolation", "logs", r"stdout and to stderr .*stderr does not contain 'err-line'"),
     # limits
