@@ -33,6 +33,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ from vm.image import BuiltImage
 from vm.initrd import PROBE_MARKER
 from vm.locking import locked
 from vm.qmp import QmpClient, QmpError
-from vm.state import VmRecord, kill_process, new_record, process_start_time
+from vm.state import VmRecord, kill_process, load_records, new_record, process_start_time
 
 if TYPE_CHECKING:
     from conformance.targets.ssh import SshSession
@@ -237,6 +238,7 @@ class Machine:
             self.record.owner_pid = self.record.owner_start = None
         self.record.extra["key"] = str(self.image.ssh_key.private)
         self.record.extra["image"] = self.image.key
+        self.record.extra["backing"] = str(backing)
         self.record.save()
         if disk is not None:
             self.disk = disk
@@ -407,17 +409,49 @@ class Golden:
     def ready(self) -> bool:
         return (self.directory / "golden.json").exists() and self.disk.exists() and self.state.exists()
 
+    def meta(self) -> dict[str, object]:
+        """What was recorded when it was made (boot and warm-up seconds); empty when unreadable."""
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads((self.directory / "golden.json").read_text())
+            return data if isinstance(data, dict) else {}
+        return {}
 
-def golden_for(image: BuiltImage, config: MachineConfig, accel: str) -> Golden:
+
+@dataclass(frozen=True)
+class Warmup:
+    """Work done once in a VM before its state is saved as a *warm* golden snapshot, so that every clone starts
+    with it done (a runtime provisioned, its bytecode compiled, its base image loaded, its daemon listening):
+    restore is then the only step before the runtime is usable. ``key`` names the work's inputs (for example a
+    hash of the runtime's sources); a new key makes a new warm snapshot."""
+
+    key: str
+    apply: Callable[[SshSession], None]
+    #: A shell command that succeeds once the warmed-up work is usable in a restored clone (run with the clock
+    #: fix, in the same SSH exec); empty for none.
+    check: str = ""
+
+
+def golden_for(image: BuiltImage, config: MachineConfig, accel: str, warmup: Warmup | None = None) -> Golden:
     version = re.sub(r"[^0-9.]", "", qemu_version().split("(")[0])
-    return Golden(image.directory / f"golden-v{GOLDEN_VERSION}-{accel}-{config.key()}-q{version}")
+    name = f"golden-v{GOLDEN_VERSION}-{accel}-{config.key()}-q{version}"
+    if warmup is not None:
+        name += "-warm-" + re.sub(r"[^A-Za-z0-9_.-]", "_", warmup.key)
+    return Golden(image.directory / name)
 
 
-def ensure_golden(image: BuiltImage, config: MachineConfig, accel: str, boot_timeout: float) -> Golden:
-    """The golden snapshot for (image, config, accel), booted and saved once under a lock when missing."""
-    golden = golden_for(image, config, accel)
+def ensure_golden(
+    image: BuiltImage, config: MachineConfig, accel: str, boot_timeout: float, warmup: Warmup | None = None
+) -> Golden:
+    """The golden snapshot for (image, config, accel[, warmup]), made once under a lock when missing.
+
+    A plain golden VM is booted cold. A warm one is restored from the plain golden snapshot (about a second
+    instead of a boot), given ``warmup``, and saved again: its disk is an overlay on the plain golden disk.
+    Warm snapshots of older keys are removed when a new one is made (the runtime's sources changed).
+    """
+    golden = golden_for(image, config, accel, warmup)
     if golden.ready:
         return golden
+    base = ensure_golden(image, config, accel, boot_timeout) if warmup is not None else None
     with locked(paths.locks_dir(), f"golden-{image.key}-{golden.directory.name}"):
         if golden.ready:
             return golden
@@ -426,22 +460,48 @@ def ensure_golden(image: BuiltImage, config: MachineConfig, accel: str, boot_tim
         shutil.rmtree(golden.directory, ignore_errors=True)
         partial.mkdir(parents=True)
         machine = Machine(image, config, accel, vm_id=f"golden-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        meta: dict[str, object] = {"image": image.key, "accel": accel, "config": config.key()}
         try:
             start = time.monotonic()
-            machine.start(image.disk, disk=partial / "golden.qcow2")
-            session = connect_ssh(machine, boot_timeout)
-            booted = time.monotonic() - start
-            # Quiesce: flush the page cache so the saved RAM image is small and the disk overlay complete.
-            session.run("sync; echo 3 > /proc/sys/vm/drop_caches", timeout=120)
+            if base is None:
+                machine.start(image.disk, disk=partial / "golden.qcow2")
+                session = connect_ssh(machine, boot_timeout)
+                meta["boot_seconds"] = time.monotonic() - start
+            else:
+                machine.start(base.disk, incoming=base.state, disk=partial / "golden.qcow2")
+                session = connect_ssh(machine, boot_timeout)
+                session.run(clock_fix_command(), timeout=60)
+                meta["restore_seconds"] = time.monotonic() - start
+                assert warmup is not None
+                start = time.monotonic()
+                warmup.apply(session)
+                meta["warmup_seconds"] = time.monotonic() - start
+                meta["warmup"] = warmup.key
+            # Quiesce: the disk overlay complete. A plain golden VM also drops its page cache (a small RAM image);
+            # a warm one keeps it, so the warmed-up files are read from RAM in every clone.
+            session.run("sync" if warmup is not None else "sync; echo 3 > /proc/sys/vm/drop_caches", timeout=120)
             session.close()
             time.sleep(0.5)
             machine.save_state(partial / "golden.state")
         finally:
             machine.destroy()
-        meta = {"image": image.key, "accel": accel, "config": config.key(), "boot_seconds": booted}
         (partial / "golden.json").write_text(json.dumps(meta) + "\n")
+        if warmup is not None:
+            prefix = golden_for(image, config, accel).directory.name + "-warm-"
+            _remove_unused_warm(image.directory.glob(prefix + "*"), keep=golden.directory)
         partial.rename(golden.directory)
     return golden
+
+
+def _remove_unused_warm(candidates: Iterable[Path], keep: Path) -> None:
+    """Warm snapshots of older keys, unless a live VM's overlay still reads from one (another run's clone)."""
+    in_use = {str(record.extra.get("backing", "")) for record in load_records()}
+    for stale in candidates:
+        if stale == keep or stale.name.endswith(".partial"):
+            continue
+        if any(backing.startswith(str(stale) + "/") for backing in in_use):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def clock_fix_command() -> str:

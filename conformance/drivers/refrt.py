@@ -16,11 +16,12 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import runtime
 from conformance.drivers.base import RuntimeDriver, register_driver, with_run_label
 from conformance.errors import DriverError
-from conformance.targets.base import Target, progress_step
+from conformance.targets.base import CommandResult, Target, progress_step
 
 # The harness's own refrt root; CONFORMANCE_REFRT_ROOT moves it (tests give each run its own).
 HARNESS_ROOT = "/var/lib/conformance/refrt"
@@ -36,6 +37,79 @@ def package_hash(package_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+class _Host(Protocol):
+    """What provisioning needs of a target or a bare SSH session: run a command, copy a tree."""
+
+    def run(self, command: str, *, timeout: float | None = None) -> CommandResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+
+def harness_root() -> str:
+    return os.environ.get("CONFORMANCE_REFRT_ROOT", HARNESS_ROOT)
+
+
+def remote_argv(root: str) -> list[str]:
+    """refrt's thin client on a remote target: the guest's python3, lean (isolated, no site)."""
+    return ["python3", "-I", "-S", f"{REMOTE_DIR}/runtime/__main__.py", "--root", root, "--state", f"{root}/run"]
+
+
+def provision(host: _Host) -> bool:
+    """Copy the runtime package to ``host`` unless the copy there is current; True when it copied."""
+    package = Path(runtime.__file__).parent
+    wanted = package_hash(package)
+    marker = f"{REMOTE_DIR}/.hash"
+    have = host.run(f"cat {marker} 2>/dev/null", timeout=30).stdout.strip()
+    if have == wanted:
+        return False
+    check = host.run("command -v python3", timeout=30)
+    if check.exit_status != 0:
+        raise DriverError("refrt needs python3 on the target, and it has none")
+    host.run(f"rm -rf {REMOTE_DIR}/runtime && mkdir -p {REMOTE_DIR}", timeout=60)
+    host.put(package, f"{REMOTE_DIR}/runtime")
+    host.run(f"find {REMOTE_DIR} -name __pycache__ -prune -exec rm -rf {{}} + ; "
+             f"echo {shlex.quote(wanted)} > {marker}", timeout=60)
+    return True
+
+
+#: How long the daemon started in a warm snapshot waits for connections before it stops by itself: the VM is
+#: disposable, so as long as a run may pause between two refrt commands.
+WARM_DAEMON_IDLE = 86400
+
+
+def warm(host: _Host, root: str | None = None) -> None:
+    """Make refrt ready on ``host`` before its state is snapshotted: the package copied, its bytecode compiled,
+    the busybox base image in ``root`` and the root's daemon listening (with its zygote's imports done), so a
+    restored clone's first refrt command costs only the thin client's start."""
+    root = root or harness_root()
+    provision(host)
+
+    def checked(command: str, what: str, timeout: float) -> None:
+        result = host.run(command, timeout=timeout)
+        if result.exit_status != 0:
+            raise DriverError(f"warming refrt up: {what} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+
+    checked(f"python3 -m compileall -q -j 0 {REMOTE_DIR}/runtime >/dev/null", "compileall", 300)
+    client = f"REFRT_DAEMON_IDLE={WARM_DAEMON_IDLE} " + shlex.join(remote_argv(root))
+    for image in BASE_IMAGES:
+        checked(f"{client} image inspect {image} >/dev/null 2>&1 || {client} image bootstrap {image}",
+                f"creating the {image} base image", 600)
+    # Every command the driver's prepare() sends, once, so that each code path's modules are imported.
+    checked(f"{client} ps -a -q && {client} network ls -q && {client} volume ls -q", "listing", 120)
+
+
+def warm_check(root: str | None = None) -> str:
+    """The shell command that shows refrt usable in a restored warm clone: its daemon answers for busybox."""
+    return shlex.join(remote_argv(root or harness_root())) + " image inspect busybox >/dev/null"
+
+
+def warm_key(root: str | None = None) -> str:
+    """What a warm snapshot depends on: the runtime's sources and the root it was warmed in."""
+    root = root or harness_root()
+    digest = hashlib.sha256(f"{root}|{WARM_DAEMON_IDLE}".encode()).hexdigest()[:6]
+    return f"refrt-{package_hash(Path(runtime.__file__).parent)}-{digest}"
+
+
 @register_driver
 class RefrtDriver(RuntimeDriver):
     name = "refrt"
@@ -43,7 +117,7 @@ class RefrtDriver(RuntimeDriver):
     def __init__(self, target: Target, run_id: str) -> None:
         super().__init__(target, run_id)
         #: The refrt root this driver uses; fixed at creation so a run record can name it.
-        self.root = os.environ.get("CONFORMANCE_REFRT_ROOT", HARNESS_ROOT)
+        self.root = harness_root()
 
     @property
     def _local(self) -> bool:
@@ -55,13 +129,18 @@ class RefrtDriver(RuntimeDriver):
         if self._local:
             python = [sys.executable, "-I", "-S", str(Path(runtime.__file__).parent / "__main__.py")]
         else:
-            python = ["python3", "-I", "-S", f"{REMOTE_DIR}/runtime/__main__.py"]
+            return remote_argv(self.root)
         return [*python, "--root", self.root, "--state", f"{self.root}/run"]
 
     def argv(self, args: list[str]) -> list[str]:
         return [*self._base_argv(), *with_run_label(args, self.run_id)]
 
     def prepare(self) -> None:
+        if getattr(self.target, "warmed", None) == warm_key(self.root):
+            # A fresh clone of a snapshot warmed up for these sources and this root (and checked usable by the
+            # target's up()): provisioned, busybox loaded, daemon up, nothing to clean.
+            with progress_step(self.target.scheme, "refrt: provisioned in the warm snapshot"):
+                return
         if not self._local:
             # On a remote target provisioning takes a while: say what happens, as it happens.
             with progress_step(self.target.scheme, f"provisioning refrt in {REMOTE_DIR}") as notes:
@@ -79,20 +158,7 @@ class RefrtDriver(RuntimeDriver):
 
     def _provision(self) -> bool:
         """Copy the runtime package to the target unless the copy there is current; True when it copied."""
-        package = Path(runtime.__file__).parent
-        wanted = package_hash(package)
-        marker = f"{REMOTE_DIR}/.hash"
-        have = self.target.run(f"cat {marker} 2>/dev/null", timeout=30).stdout.strip()
-        if have == wanted:
-            return False
-        check = self.target.run("command -v python3", timeout=30)
-        if check.exit_status != 0:
-            raise DriverError("refrt needs python3 on the target, and it has none")
-        self.target.run(f"rm -rf {REMOTE_DIR}/runtime && mkdir -p {REMOTE_DIR}", timeout=60)
-        self.target.put(package, f"{REMOTE_DIR}/runtime")
-        self.target.run(f"find {REMOTE_DIR} -name __pycache__ -prune -exec rm -rf {{}} + ; "
-                        f"echo {shlex.quote(wanted)} > {marker}", timeout=60)
-        return True
+        return provision(self.target)
 
     def version(self) -> str:
         result = self.cli(["version", "--format", "{{.Client.Version}}"], timeout=60)

@@ -1,11 +1,14 @@
 """The ``qemu`` target: a disposable VM booted (or restored from the golden snapshot) for this run.
 
-``qemu[?memory=MB&cpus=N&accel=auto|kvm|tcg&snapshot=true|false&boot_timeout=S&ssh_timeout=S``
-``&append=ARGS&destroy=always|passing|never]``
+``qemu[?memory=MB&cpus=N&accel=auto|kvm|tcg&snapshot=true|false&warm=refrt|none&boot_timeout=S``
+``&ssh_timeout=S&append=ARGS&destroy=always|passing|never]``
 
 - ``up()``: removes VMs that a killed harness left behind, builds the guest image when its recipe changed
   (cached), picks KVM when it really works else TCG, then restores a clone of the golden snapshot (made once per
   image) and waits for SSH. ``snapshot=false``, or extra kernel arguments in ``append``, boot cold instead.
+  With ``warm=refrt`` (the default) the snapshot restored is a *warm* one, taken with refrt provisioned, its
+  bytecode compiled, the busybox image loaded and its daemon listening (made once per runtime source hash from
+  the plain golden snapshot), so the restored guest's runtime is usable at once.
 - ``run``/``put``/``host`` go through one SSH connection to ``127.0.0.1:<free port>`` (qemu's hostfwd).
 - ``down()``: disconnects and destroys the VM (process, overlay, serial log, port forward) according to
   ``destroy`` (also settable as ``destroy_policy`` or the constructor's ``destroy=``): ``always`` (default);
@@ -32,6 +35,7 @@ from vm.image import BuiltImage, ensure_image
 from vm.qemu import (
     Machine,
     MachineConfig,
+    Warmup,
     clock_fix_command,
     connect_ssh,
     detect_accel,
@@ -80,9 +84,15 @@ class QemuTarget(DisposableVmTarget):
         )
         self.append = options.get("append", "")
         self.snapshot = _bool(options, "snapshot", True) and not self.append
+        self.warm = options.get("warm", "refrt")
+        if self.warm not in ("refrt", "none"):
+            raise TargetError(f"warm={self.warm!r}: expected refrt or none")
         self.boot_timeout = _float(options, "boot_timeout", 300)
         self.ssh_timeout = _float(options, "ssh_timeout", 120)
         self.machine: Machine | None = None
+        #: The warm-up key of the snapshot this VM was restored from (None: plain snapshot or cold boot). A
+        #: driver whose warm-up it is may skip its provisioning.
+        self.warmed: str | None = None
         self.image: BuiltImage | None = None
         #: Seconds spent in each phase of ``up()`` (image, golden, boot/restore), for reports and benchmarks.
         self.timings: dict[str, float] = {}
@@ -114,10 +124,11 @@ class QemuTarget(DisposableVmTarget):
         try:
             if self.snapshot:
                 start = time.monotonic()
-                made = golden_for(image, self.config, accel).ready
-                with progress_step("qemu", "golden snapshot ready" if made else
-                                   "making the golden snapshot (first boot of this image)"):
-                    golden = ensure_golden(image, self.config, accel, self.boot_timeout)
+                warmup = self._warmup()
+                made = golden_for(image, self.config, accel, warmup).ready
+                what = "warm golden snapshot (refrt provisioned)" if warmup else "golden snapshot"
+                with progress_step("qemu", f"{what} ready" if made else f"making the {what}"):
+                    golden = ensure_golden(image, self.config, accel, self.boot_timeout, warmup)
                 self.timings["golden"] = time.monotonic() - start
                 start = time.monotonic()
                 self.machine = machine
@@ -126,8 +137,16 @@ class QemuTarget(DisposableVmTarget):
                     notes.append(f"VM {machine.vm_id}")
                 with progress_step("qemu", f"waiting for SSH on 127.0.0.1:{machine.port}"):
                     session = connect_ssh(machine, self.ssh_timeout)
-                with progress_step("qemu", "setting the guest clock"):
-                    session.run(clock_fix_command(), timeout=60)
+                if warmup is not None and warmup.check:
+                    with progress_step("qemu", "setting the guest clock; refrt answers"):
+                        ready = session.run(f"{clock_fix_command()} && {warmup.check}", timeout=120)
+                    if ready.exit_status != 0:
+                        raise TargetError("the runtime warmed up in the snapshot does not answer in its clone: "
+                                          f"{(ready.stderr or ready.stdout).strip()[-500:]}")
+                    self.warmed = warmup.key
+                else:
+                    with progress_step("qemu", "setting the guest clock"):
+                        session.run(clock_fix_command(), timeout=60)
                 self.timings["restore"] = time.monotonic() - start
             else:
                 start = time.monotonic()
@@ -144,6 +163,14 @@ class QemuTarget(DisposableVmTarget):
             raise
         self._adopt(session)
         progress(f"qemu: ready: VM {machine.vm_id} at root@127.0.0.1:{machine.port}")
+
+    def _warmup(self) -> Warmup | None:
+        if self.warm != "refrt":
+            return None
+        # Imported here: the driver layer sits above the targets.
+        from conformance.drivers import refrt
+
+        return Warmup(refrt.warm_key(), refrt.warm, refrt.warm_check())
 
     def _kept(self, machine: Any) -> None:
         if machine.qmp is not None:
