@@ -300,10 +300,13 @@ class RunSession:
             except ConformanceError as exc:
                 self._broken["features"] = exc
                 raise
+            forwards = hasattr(self.target, "forward_to_host")
             self._features["service.registry"] = Feature(
-                self.target.scheme == "local",
-                "the registry service runs on the harness host; reaching it from a remote target is not "
-                "supported yet" if self.target.scheme != "local" else "docker-registry on 127.0.0.1")
+                self.target.scheme == "local" or forwards,
+                "docker-registry on 127.0.0.1" if self.target.scheme == "local" else
+                "docker-registry on the host's 127.0.0.1, forwarded to the guest's over its SSH connection"
+                if forwards else "the registry service runs on the harness host; reaching it from this target "
+                "is not supported")
         return self._features
 
     def driver(self, name: str) -> RuntimeDriver:
@@ -340,6 +343,9 @@ class RunSession:
                 self.record.save()
                 service = Registry(workdir=workdir)
                 service.start()
+                forward = getattr(self.target, "forward_to_host", None)
+                if forward is not None and service.port is not None:
+                    forward(service.port)
             except ConformanceError as exc:
                 self._broken[key] = exc
                 raise

@@ -5,11 +5,16 @@ and say how to reach and remove it."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import signal
+import socket
 import threading
 from typing import Any
 
+import paramiko
+
+from conformance.errors import TargetError
 from conformance.targets.ssh import RemoteTarget, SshSession
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,29 @@ class DisposableVmTarget(RemoteTarget):
         with _LIVE_LOCK:
             _LIVE.add(self)
 
+    def forward_to_host(self, port: int) -> None:
+        """Make the harness host's ``127.0.0.1:port`` (a service the harness started, such as the registry)
+        answer at the guest's ``127.0.0.1:port``, so suites use one address on both sides.
+
+        Why this way: the guest's sshd listens on its own loopback (the default ``GatewayPorts no``) and sends each
+        connection back through this run's SSH connection, whose end here connects to the host's loopback. The
+        host service stays bound to 127.0.0.1; nothing listens on any other host address, and only this VM can
+        reach it.
+        """
+        session = self.session
+        if session is None:
+            raise TargetError(f"{self.scheme} target is not up: cannot forward port {port}")
+        transport = session._transport()
+
+        def accept(channel: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]) -> None:
+            threading.Thread(target=_pump_to_host, args=(channel, port), daemon=True,
+                             name=f"forward-{port}").start()
+
+        try:
+            transport.request_port_forward("127.0.0.1", port, handler=accept)
+        except paramiko.SSHException as exc:
+            raise TargetError(f"the guest's sshd refused to forward 127.0.0.1:{port} to the host: {exc}") from exc
+
     def down(self, *, at_exit: bool = False) -> None:
         with _LIVE_LOCK:
             _LIVE.discard(self)
@@ -81,3 +109,31 @@ class DisposableVmTarget(RemoteTarget):
     def _kept(self, machine: Any) -> None:
         """Say how to remove a VM kept on purpose."""
         log.warning("kept %s VM %s; remove with: conformance vm down %s", self.scheme, machine.vm_id, machine.vm_id)
+
+
+def _pump_to_host(channel: paramiko.Channel, port: int) -> None:
+    """Relay one forwarded connection between the SSH channel and the host's ``127.0.0.1:port``."""
+    try:
+        upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except OSError:
+        channel.close()
+        return
+    upstream.settimeout(None)
+
+    def to_host() -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while data := channel.recv(65536):
+                upstream.sendall(data)
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
+
+    reader = threading.Thread(target=to_host, daemon=True)
+    reader.start()
+    with contextlib.suppress(OSError, EOFError):
+        while data := upstream.recv(65536):
+            channel.sendall(data)
+    with contextlib.suppress(OSError, EOFError):
+        channel.shutdown_write()
+    reader.join()
+    channel.close()
+    upstream.close()

@@ -1,6 +1,8 @@
 """The product's promise end to end: ``conformance run --target qemu`` boots a disposable VM (a clone of the
 golden snapshot), provisions refrt into it over SSH, runs isolation and cgroup-limit cases under the guest's
-pure cgroup v2, reports the guest's kernel, and destroys the VM: no qemu process and no run directory remain."""
+pure cgroup v2, pushes to and pulls from the harness's registry (bound to the host's loopback, reached through the
+run's SSH connection), reports the guest's kernel, and destroys the VM: no qemu process and no run directory
+remain."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 # A small cut of the suites: each refrt call in a TCG guest costs seconds, the full suites take ~8 minutes.
 CASES = ("pid-1 or capability-bounding-set or network-none or proc-files-masked or memory-oom-kill or pids-limit "
-         "or cpu-quota")
+         "or cpu-quota or push-pull-round-trip")
 
 
 def _machines_of(harness_pid: int) -> list[str]:
@@ -35,7 +37,7 @@ def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "conformance", "run", "suites/isolation.yaml", "suites/limits.yaml",
-         "--target", "qemu", "-k", CASES, "--report-dir", str(tmp_path)],
+         "suites/registry.yaml", "--target", "qemu", "-k", CASES, "--report-dir", str(tmp_path)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.communicate(timeout=1500)[0]
     assert proc.returncode == 0, output[-5000:]
@@ -53,7 +55,7 @@ def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> N
     assert document["target"]["kernel"] != os.uname().release
     names = {case["case"]: case["status"] for case in document["cases"]}
     assert names == dict.fromkeys(("pid-1", "capability-bounding-set", "network-none", "proc-files-masked",
-                                   "memory-oom-kill", "pids-limit", "cpu-quota"), "passed")
+                                   "memory-oom-kill", "pids-limit", "cpu-quota", "push-pull-round-trip"), "passed")
     masked = next(c for c in document["cases"] if c["case"] == "proc-files-masked")
     assert "/proc/kcore 0" in masked["steps"][0]["stdout"]  # the guest's kernel has kcore; this host's has not
     assert _machines_of(proc.pid) == [], "the run's VM (process, overlay, serial log, socket) outlived it"
