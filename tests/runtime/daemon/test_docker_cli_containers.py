@@ -25,8 +25,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def in_terminal(host: str, *args: str, timeout: float = 60) -> tuple[str, int]:
-    """Run the docker client with a pty as its terminal (30 rows, 100 columns); its output and exit code."""
+def in_terminal(host: str, *args: str, timeout: float = 60, answer: bytes = b"") -> tuple[str, int]:
+    """Run the docker client with a pty as its terminal (30 rows, 100 columns); its output and exit code.
+    ``answer`` is typed once the container printed "ready"."""
     import fcntl
     import termios
 
@@ -47,6 +48,9 @@ def in_terminal(host: str, *args: str, timeout: float = 60) -> tuple[str, int]:
         if not data:
             break
         out += data
+        if answer and b"ready" in out:
+            os.write(fd, answer)
+            answer = b""
     os.close(fd)
     _, status = os.waitpid(pid, 0)
     return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
@@ -107,11 +111,17 @@ def test_tty_under_a_terminal(engine: str) -> None:
                             "tty; sleep 0.5; stty size; exit 4")
     assert code == 4, out
     assert "/dev/pts/" in out and "30 100" in out, out
+    out, code = in_terminal(engine, "run", "--pull=never", "-it", "--rm", "busybox", "sh", "-c",
+                            "echo ready; read x; echo got-$x", answer=b"typed\r")
+    assert code == 0 and "got-typed" in out, out
     name = unique("cli-tty")
     assert docker(engine, "run", "--pull=never", "-d", "--name", name, "busybox", "sleep", "60").returncode == 0
     try:
         out, code = in_terminal(engine, "exec", "-it", name, "sh", "-c", "tty; sleep 0.5; stty size")
         assert code == 0 and "/dev/pts/" in out and "30 100" in out, out
+        out, code = in_terminal(engine, "exec", "-it", name, "sh", "-c", "echo ready; read x; exit ${#x}",
+                                answer=b"four\r")
+        assert code == 4, out
     finally:
         docker(engine, "rm", "-f", name)
 
