@@ -14,6 +14,12 @@ What each side does:
 - ``skopeo`` pull = ``skopeo copy docker://... oci:DIR``: download and digest checks, the layers left packed.
 - ``skopeo+umoci`` pull = the same, then ``umoci unpack`` into a bundle: the work refrt's pull includes.
 The acceptance is refrt (daemon) <= 1.0x skopeo for push and for pull (refrt unpacking, skopeo not).
+
+Bytes written decide much of a pull here: refrt writes the compressed blob it keeps (for push and save) and the
+unpacked layer, twice what skopeo writes (its blobs, each fsynced); skopeo+umoci writes three times. On the VMs this
+project runs on, a new file's page-cache pages cost about 2 ms per MiB the first time (guest memory handed back to
+the host is faulted in again), ten times an overwrite in place - measure with the same machine state on both sides.
+Push: refrt streams each layer from its blob file in one PUT, layers in parallel; skopeo reads the OCI layout.
 """
 
 from __future__ import annotations
