@@ -14,11 +14,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from runtime.cli.flags import GoParser
 from runtime.errors import RefrtError, UsageError
 from runtime.paths import Paths
 
 # Command groups, in the order ``refrt --help`` lists them.
-COMMAND_MODULES = ("containers", "images", "build", "registry", "network", "volumes", "system")
+COMMAND_MODULES = ("containers", "interactive", "images", "build", "registry", "network", "volumes", "system")
 
 # Which group registers each command, so that ``refrt ps`` imports only what ``ps`` needs: importing every group
 # costs 0.1-0.25 s per call. tests/runtime/test_cli.py checks this table against what the groups register.
@@ -27,6 +28,7 @@ COMMANDS: dict[str, str] = {
                      "top", "stats", "pause", "unpause", "restart", "rename", "container"), "containers"),
     **dict.fromkeys(("images", "rmi", "tag", "history", "import", "load", "save", "image"), "images"),
     "build": "build",
+    "attach": "interactive",
     **dict.fromkeys(("login", "logout", "push", "pull"), "registry"),
     **dict.fromkeys(("network", "port"), "network"),
     "volume": "volumes",
@@ -47,7 +49,7 @@ class Context:
 Handler = Callable[[argparse.Namespace, Context], int]
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(GoParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
 

@@ -10,8 +10,6 @@ container's own code.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
 import signal
 import subprocess
@@ -224,54 +222,21 @@ def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.cli.interactive import require_terminal, run_attached
     from runtime.container import lifecycle
+    from runtime.container.attach import parse_detach_keys
 
+    if not args.detach:
+        require_terminal(args.tty, args.interactive)
+        parse_detach_keys(args.detach_keys)
     container = _create(ctx, args)
     if args.detach:
         handle = lifecycle.start(ctx, container, None)
         handle.close()
         print(container.id)
         return 0
-    return _run_attached(ctx, container, stdin=args.interactive, tty=args.tty)
-
-
-def _run_attached(ctx: Context, container: Container, *, stdin: bool, tty: bool) -> int:
-    """Foreground: the monitor writes the container's output straight to our stdout/stderr; we wait for the code."""
-    from runtime.container import lifecycle, monitor, terminal
-
-    attach = monitor.Attach(stdin=0 if stdin else None, stdout=1, stderr=2)
-    sys.stdout.flush()
-    raw = terminal.raw_mode(0) if (tty and stdin) else contextlib.nullcontext()
-    proxied = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
-    with raw:
-        # held back until the handlers know the pid, then delivered to the container (docker's sig-proxy)
-        signal.pthread_sigmask(signal.SIG_BLOCK, proxied)
-        try:
-            handle = lifecycle.start(ctx, container, attach)
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, proxied)
-            raise
-        pid = container.state.pid
-
-        def forward(signum: int, _frame: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-        for signum in proxied:
-            signal.signal(signum, forward)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, proxied)
-        try:
-            event = handle.next_event()
-            if event.get("remove_error"):
-                print(f"refrt: {event['remove_error']}", file=sys.stderr)
-            return int(event.get("code", 0))
-        except monitor.MonitorLost:
-            if container.directory.exists():
-                lifecycle.reconcile(ctx, container)
-                return container.state.exit_code
-            return 125
-        finally:
-            handle.close()
+    return run_attached(ctx, container, stdin=args.interactive, tty=args.tty, detach_keys=args.detach_keys,
+                        sig_proxy=args.sig_proxy)
 
 
 def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
@@ -283,7 +248,11 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
         try:
             container = find(ctx.paths, ref)
             if args.attach:
-                return _run_attached(ctx, container, stdin=args.interactive, tty=container.spec.tty)
+                from runtime.cli.interactive import require_terminal, run_attached
+
+                require_terminal(container.spec.tty, args.interactive)
+                return run_attached(ctx, container, stdin=args.interactive, tty=container.spec.tty,
+                                    detach_keys=args.detach_keys)
             lifecycle.start(ctx, container, None).close()
             print(ref)
         except RefrtError as exc:
@@ -500,9 +469,13 @@ def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
         env.extend(read_env_file(path))
     env.extend(args.env)
     container = find(ctx.paths, args.container)
+    if not args.detach:
+        from runtime.cli.interactive import require_terminal
+
+        require_terminal(args.tty, args.interactive)
     return exec_in(
         ctx, container, list(args.command), env=env, workdir=args.workdir, user=args.user, tty=args.tty,
-        interactive=args.interactive, detach=args.detach,
+        interactive=args.interactive, detach=args.detach, detach_keys=args.detach_keys,
     )
 
 
@@ -631,6 +604,9 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p = add("run", cmd_run, "create and start a container, run its command", add_help=False)
     p.add_argument("--help", action="help")
     p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--detach-keys", default="", help="override the key sequence for detaching a container")
+    p.add_argument("--sig-proxy", action="store_true", default=True,
+                   help="proxy received signals to the process (without -t; default true)")
     _add_create_flags(p)
 
     p = add("create", cmd_create, "create a container", add_help=False)
@@ -640,11 +616,13 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p = add("start", cmd_start, "start created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("--detach-keys", default="", help="override the key sequence for detaching a container")
     p.add_argument("containers", nargs="+")
 
     p = add("exec", cmd_exec, "run a command in a running container", add_help=False)
     p.add_argument("--help", action="help")
     p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--detach-keys", default="", help="override the key sequence for detaching a container")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("-e", "--env", action="append", default=[])

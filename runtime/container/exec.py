@@ -19,6 +19,7 @@ from typing import Any
 
 from runtime.cgroups import driver_for_host
 from runtime.container import capabilities, init, namespaces, seccomp, terminal, users
+from runtime.container.attach import DetachScanner, parse_detach_keys, write_all
 from runtime.container.lifecycle import reconcile
 from runtime.container.seccomp import kernel as seccomp_kernel
 from runtime.container.state import Container
@@ -111,8 +112,11 @@ def exec_in(
     tty: bool = False,
     interactive: bool = False,
     detach: bool = False,
+    detach_keys: str = "",
 ) -> int:
-    """``refrt exec``: the command on the CLI's own stdio; waits and returns its exit code (0 with ``detach``)."""
+    """``refrt exec``: the command on the CLI's own stdio; waits and returns its exit code (0 with ``detach``;
+    1 when the user typed the detach keys, as docker's CLI)."""
+    keys = parse_detach_keys(detach_keys) if (tty and interactive) else b""
     stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
     stdio = (stdin, 1, 2)
     if detach:
@@ -123,7 +127,11 @@ def exec_in(
         os.waitpid(proc.pid, 0)
         return 0
     if proc.master >= 0:
-        return _pump_tty(proc.pid, proc.master, interactive)
+        code = _pump_tty(proc.pid, proc.master, interactive, keys)
+        if code < 0:
+            print("read escape sequence", file=sys.stderr)
+            return 1
+        return code
     return _wait_forwarding_signals(proc.pid)
 
 
@@ -149,14 +157,16 @@ def _enter_and_run(
         child = os.fork()
         if child != 0:
             os.close(err_w)  # only the command reports; our caller reads err_r to EOF before it relays anything
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # we only wait: the caller's terminal must not stay open in us (-d, detach)
+                os.dup2(null, fd)
+            os.close(null)
             if detach:
                 os._exit(0)
             status = os.waitpid(child, 0)[1]
             code = os.waitstatus_to_exitcode(status)
             os._exit(128 - code if code < 0 else code)
-        if detach:
-            os.setsid()
-        init.become_session_leader(stdio)
+        init.become_session_leader(stdio)  # its own session: -d survives us, -t gets a controlling terminal
         if console is not None:
             master, slave = terminal.open_pty_in_container(terminal.window_size(1))
             terminal.send_fd(console, master)
@@ -211,15 +221,20 @@ def _wait_forwarding_signals(pid: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _pump_tty(pid: int, master: int, interactive: bool) -> int:
-    """Copy our terminal to the pty master and back until the process ends."""
+def _pump_tty(pid: int, master: int, interactive: bool, keys: bytes) -> int:
+    """Copy our terminal to the pty master and back until the process ends (or the detach keys come)."""
     import selectors
+    import signal
 
     sel = selectors.PollSelector()  # poll, unlike epoll, takes regular files and /dev/null
     sel.register(master, selectors.EVENT_READ)
     if interactive:
         sel.register(0, selectors.EVENT_READ)
     out = sys.stdout.buffer
+    scanner = DetachScanner(keys)
+    input_is_tty = os.isatty(0)  # asked now: a terminal that hung up says no
+    # the window follows ours: SIGWINCH (the thin client forwards its own) -> TIOCSWINSZ on the master
+    signal.signal(signal.SIGWINCH, lambda _s, _f: terminal.copy_window_size(0 if os.isatty(0) else 1, master))
     with terminal.raw_mode(0) if interactive else contextlib.nullcontext():
         while True:
             for key, _ in sel.select(0.2):
@@ -235,12 +250,43 @@ def _pump_tty(pid: int, master: int, interactive: bool) -> int:
                     out.write(data)
                     out.flush()
                 else:
-                    data = os.read(0, 65536)
+                    try:
+                        data = os.read(0, 65536)
+                    except OSError:  # our terminal hung up
+                        data = b""
                     if not data:
                         sel.unregister(0)
-                        os.write(master, b"\x04")
-                    else:
-                        os.write(master, data)
+                        if not input_is_tty:
+                            write_all(master, b"\x04")
+                        continue
+                    data, detached = scanner.feed(data)
+                    if data:
+                        write_all(master, data)
+                    if detached:
+                        _hold_detached(master)
+                        return -1
+
+
+def _hold_detached(master: int) -> None:
+    """After the detach keys the command goes on, as under docker: a process of its own keeps the pty master
+    open (its closing would hang the terminal up) and drains the output nobody reads any more."""
+    if os.fork() == 0:  # pragma: no cover - the holder
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, master)
+            os.closerange(master + 1, 65536)
+            while True:
+                try:
+                    if not os.read(master, 65536):
+                        break
+                except OSError:  # EIO: the last process on the pty has gone
+                    break
+        finally:
+            os._exit(0)
+    os.close(master)
 
 
 def _read_all(fd: int) -> bytes:

@@ -29,6 +29,7 @@ from typing import Any
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
 from runtime.container import hooks, init, namespaces, seccomp, terminal, userns
+from runtime.container.attach import AttachHub, DetachScanner, write_all
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
 from runtime.container.logs import LogWriter
@@ -46,6 +47,7 @@ class Attach:
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+    detach_keys: bytes = b""  # read on a -t stdin: the CLI detaches, the container goes on
 
 
 class MonitorLost(RefrtError):
@@ -193,6 +195,7 @@ class Monitor:
         self.console_child: socket.socket | None = None
         self.pty_master: int | None = None
         self.attach = self._take_attach_fds(attach)
+        self.hub: AttachHub | None = None  # late ``attach`` clients and window sizes
         self._primer: threading.Thread | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class Monitor:
         def dup(fd: int | None) -> int | None:
             return None if fd is None else os.dup(fd)
 
-        mine = Attach(dup(attach.stdin), dup(attach.stdout), dup(attach.stderr))
+        mine = Attach(dup(attach.stdin), dup(attach.stdout), dup(attach.stderr), attach.detach_keys)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -235,6 +238,7 @@ class Monitor:
         except OSError as exc:
             self._failed_start(125, str(exc))
             return 0
+        self._open_hub(reader)
         warnings = self.cgroup.warnings if self.cgroup is not None else []
         self._send({"event": "started", "pid": self.pid, "warnings": warnings})
         if self.pty_master is not None:
@@ -242,6 +246,24 @@ class Monitor:
         status = reader.pump_until_exit(self.pid)
         self._finish(status)
         return 0
+
+    def _open_hub(self, reader: OutputPump) -> None:
+        """The attach socket (see runtime.container.attach); a container runs on without it if it fails."""
+        spec = self.c.spec
+        input_fd = -1
+        if spec.interactive:
+            input_fd = self.pty_master if self.pty_master is not None else (self._keep_stdin_open or -1)
+        try:
+            self.hub = AttachHub(self.c.directory, input_fd, self.pty_master)
+        except OSError:
+            self.hub = None
+        reader.hub = self.hub
+        reader.on_detach = self._detached
+
+    def _detached(self) -> None:
+        """The foreground CLI read its detach keys: it goes, the container stays."""
+        self._close_attach()
+        self._send({"event": "detached"})
 
     def _open_stdio(self) -> tuple[tuple[int, int, int], OutputPump]:
         """The init's stdin/stdout/stderr and the pump that serves them. With -t the init makes its own pty
@@ -360,6 +382,8 @@ class Monitor:
         exit_code = 128 - code if code < 0 else code
         oom = self.cgroup.oom_killed() if self.cgroup is not None else False
         self._close_attach()
+        if self.hub is not None:
+            self.hub.close(exit_code)
         self._teardown()
         c.state.status = "exited"
         c.state.exit_code = exit_code
@@ -391,11 +415,13 @@ class Monitor:
         return ""
 
     def _close_attach(self) -> None:
-        for fd in (self.attach.stdin, self.attach.stdout, self.attach.stderr):
+        """Close the CLI's descriptors; the pump shares this Attach, so it sees them gone."""
+        for name in ("stdin", "stdout", "stderr"):
+            fd = getattr(self.attach, name)
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.attach = Attach()
+            setattr(self.attach, name, None)
 
 
 class OutputPump:
@@ -416,6 +442,11 @@ class OutputPump:
         self.feed = feed
         self.pty_master = pty_master
         self.close_after_start = close_after_start
+        self.hub: AttachHub | None = None
+        self.on_detach: Any = None
+        self._scanner = DetachScanner(attach.detach_keys)
+        self._feed_is_tty = feed is not None and os.isatty(feed)  # asked now: a hung-up terminal says no
+        self._sel: selectors.BaseSelector | None = None
 
     def use_pty(self, master: int) -> None:
         self.sources = {master: "stdout"}
@@ -425,6 +456,9 @@ class OutputPump:
         for fd in self.close_after_start:
             os.close(fd)
         sel = selectors.PollSelector()  # poll, unlike epoll, takes regular files and /dev/null
+        self._sel = sel
+        if self.hub is not None:
+            self.hub.register(sel)
         for fd in self.sources:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
@@ -447,6 +481,8 @@ class OutputPump:
                     os.close(pidfd)
                 elif fd == self.feed:
                     self._feed_stdin(sel)
+                elif self.hub is not None and self.hub.owns(fd):
+                    self.hub.handle(fd, sel)
                 elif not self._copy(fd):
                     sel.unregister(fd)
                     open_sources.discard(fd)
@@ -475,9 +511,11 @@ class OutputPump:
         target = self.attach.stderr if stream == "stderr" else self.attach.stdout
         if target is not None:
             try:
-                _write_all(target, data)
+                write_all(target, data)
             except OSError:  # the CLI went away: keep logging, stop forwarding
                 self.attach.stdout = self.attach.stderr = None
+        if self.hub is not None and self._sel is not None:
+            self.hub.broadcast(stream, data, self._sel)
         return True
 
     def _feed_stdin(self, sel: selectors.BaseSelector) -> None:
@@ -487,11 +525,20 @@ class OutputPump:
         except OSError:
             data = b""
         if data:
-            _write_all(self.pty_master, data)
+            data, detached = self._scanner.feed(data)
+            if data:
+                write_all(self.pty_master, data)
+            if detached:
+                sel.unregister(self.feed)
+                self.feed = None
+                if self.on_detach is not None:
+                    self.on_detach()
             return
         sel.unregister(self.feed)
         self.feed = None
-        _write_all(self.pty_master, b"\x04")  # EOF on the input: end-of-file for the terminal's reader
+        if not self._feed_is_tty:  # a pipe's end (an API client): end-of-file for the terminal's reader
+            write_all(self.pty_master, b"\x04")
+        # a terminal that hung up: the container goes on, as docker's does
 
 
 def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
@@ -547,10 +594,3 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
