@@ -33,6 +33,10 @@ from vm.locking import locked
 #: Bump when the build procedure changes in a way the recipe fields do not show.
 RECIPE_VERSION = 1
 
+#: Guest releases the recipe is made for, with the kernel series each brings; ``bookworm`` is the default guest.
+RELEASES = {"bullseye": "5.10", "bookworm": "6.1", "trixie": "6.12"}
+DEFAULT_RELEASE = "bookworm"
+
 GUEST_HOSTNAME = "conformance-vm"
 
 GUEST_PACKAGES = (
@@ -163,6 +167,14 @@ class BuildReport:
     @property
     def total(self) -> float:
         return sum(seconds for _, seconds in self.steps)
+
+
+def recipe_for(release: str | None = None) -> Recipe:
+    """The guest recipe of a Debian ``release`` (the default guest when None); an unknown release is an error."""
+    release = release or DEFAULT_RELEASE
+    if release not in RELEASES:
+        raise ImageBuildError(f"unknown guest release {release!r}: expected one of {', '.join(RELEASES)}")
+    return Recipe(suite=release)
 
 
 def image_dir(recipe: Recipe) -> Path:

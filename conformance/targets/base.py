@@ -45,7 +45,11 @@ class TargetSpec:
     def parse(cls, raw: str) -> TargetSpec:
         if "://" not in raw:
             name, _, query = raw.partition("?")
-            return cls(raw=raw, scheme=name, options={k: v[-1] for k, v in parse_qs(query).items()})
+            options = {k: v[-1] for k, v in parse_qs(query).items()}
+            name, colon, release = name.partition(":")  # qemu:bullseye - a VM target's guest release
+            if colon:
+                options["release"] = release
+            return cls(raw=raw, scheme=name, options=options)
         parts = urlsplit(raw)
         return cls(
             raw=raw,

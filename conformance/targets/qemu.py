@@ -1,7 +1,13 @@
 """The ``qemu`` target: a disposable VM booted (or restored from the golden snapshot) for this run.
 
-``qemu[?memory=MB&cpus=N&accel=auto|kvm|tcg&snapshot=true|false&warm=refrt|none&boot_timeout=S``
-``&ssh_timeout=S&append=ARGS&destroy=always|passing|never]``
+``qemu[:RELEASE][?memory=MB&cpus=N&cgroup=v2|v1|hybrid&accel=auto|kvm|tcg&snapshot=true|false&warm=refrt|none``
+``&boot_timeout=S&ssh_timeout=S&append=ARGS&destroy=always|passing|never]``
+
+- ``RELEASE``: the guest's Debian release, ``bullseye`` (Linux 5.10), ``bookworm`` (6.1, the default) or
+  ``trixie`` (6.12); each is its own image, built once from the host's apt mirror and cached by recipe.
+- ``cgroup``: the guest's cgroup layout: ``v2`` (the unified hierarchy, the default), ``v1`` (only the v1
+  hierarchies) or ``hybrid`` (v1 controllers plus systemd's cgroup2 at ``/sys/fs/cgroup/unified``, as on this
+  project's CI host). It is a kernel command line choice, so each layout has its own golden snapshot.
 
 - ``up()``: removes VMs that a killed harness left behind, builds the guest image when its recipe changed
   (cached), picks KVM when it really works else TCG, then restores a clone of the golden snapshot (made once per
@@ -31,7 +37,8 @@ from conformance.errors import TargetError
 from conformance.targets.base import TargetSpec, image_progress, progress, progress_step, register_target
 from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
 from conformance.targets.ssh import SshSession, parse_destroy
-from vm.image import BuiltImage, ensure_image
+from vm.errors import ImageBuildError
+from vm.image import DEFAULT_RELEASE, BuiltImage, ensure_image, recipe_for
 from vm.qemu import (
     Machine,
     MachineConfig,
@@ -51,6 +58,15 @@ def _float(options: dict[str, str], name: str, default: float) -> float:
         return float(options.get(name, default))
     except ValueError:
         raise TargetError(f"{name}={options[name]!r}: expected a number") from None
+
+
+#: Kernel command line per cgroup layout. systemd ≥ 256 (trixie) boots v1 only when forced to.
+CGROUP_CMDLINE = {
+    "v2": "",
+    "v1": "systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1 "
+          "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1",
+    "hybrid": "systemd.unified_cgroup_hierarchy=0 SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1",
+}
 
 
 def _bool(options: dict[str, str], name: str, default: bool) -> bool:
@@ -79,8 +95,17 @@ class QemuTarget(DisposableVmTarget):
         if accel not in ("auto", "kvm", "tcg"):
             raise TargetError(f"accel={accel!r}: expected auto, kvm or tcg")
         self.accel = accel
+        self.release = options.get("release") or DEFAULT_RELEASE
+        try:
+            self.recipe = recipe_for(self.release)
+        except ImageBuildError as exc:
+            raise TargetError(str(exc)) from None
+        self.cgroup = options.get("cgroup", "v2")
+        if self.cgroup not in CGROUP_CMDLINE:
+            raise TargetError(f"cgroup={self.cgroup!r}: expected {', '.join(CGROUP_CMDLINE)}")
+        cmdline = " ".join(filter(None, (MachineConfig.cmdline, CGROUP_CMDLINE[self.cgroup])))
         self.config = MachineConfig(
-            memory_mb=int(_float(options, "memory", 2048)), cpus=int(_float(options, "cpus", 2))
+            memory_mb=int(_float(options, "memory", 2048)), cpus=int(_float(options, "cpus", 2)), cmdline=cmdline
         )
         self.append = options.get("append", "")
         self.snapshot = _bool(options, "snapshot", True) and not self.append
@@ -99,7 +124,10 @@ class QemuTarget(DisposableVmTarget):
 
     @property
     def name(self) -> str:
-        return "qemu"
+        """``qemu``, ``qemu:trixie``, ``qemu:bookworm-cgroupv1``: what tells this VM apart from others in a run."""
+        name = "qemu" if self.release == DEFAULT_RELEASE and "release" not in self.spec.options else \
+            f"qemu:{self.release}"
+        return name if self.cgroup == "v2" else f"{name}-cgroup{self.cgroup}"
 
     def up(self) -> None:
         if self.session is not None:
@@ -109,8 +137,9 @@ class QemuTarget(DisposableVmTarget):
             log.info("removed VM %s left behind by a killed run", leftover.vm_id)
             progress(f"qemu: removed VM {leftover.vm_id} left behind by a killed run")
         start = time.monotonic()
-        with progress_step("qemu", "checking the guest image"):
-            image = self.image = ensure_image(progress=image_progress("qemu"))
+        with progress_step("qemu", "checking the guest image") as notes:
+            notes.append(self.release)
+            image = self.image = ensure_image(self.recipe, progress=image_progress("qemu"))
         if self.accel == "auto":
             with progress_step("qemu", "detecting acceleration") as notes:
                 accel = detect_accel(image)
