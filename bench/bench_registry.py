@@ -105,10 +105,13 @@ def make_image(root: Path, size_mb: int) -> tuple[int, int]:
 def interleaved(cases: dict[str, tuple[Callable[[], object], Callable[[object], None], Callable[[object], None]]],
                 runs: int) -> dict[str, list[float]]:
     """Each case is (prepare, timed action, cleanup); the cases take turns run by run, so a load peak on this
-    shared machine hits all of them alike rather than one."""
+    shared machine hits all of them alike rather than one, and the starting case rotates."""
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(runs):
-        for name, (prepare, action, cleanup) in cases.items():
+    names = list(cases)
+    for run in range(runs):
+        # Each round starts with another case: none always follows the same neighbour's cleanup.
+        for name in names[run % len(names) :] + names[: run % len(names)]:
+            prepare, action, cleanup = cases[name]
             state = prepare()
             # The previous case's deletions (discards on this ext4) and dirty pages are written out untimed, so no
             # case pays for the one before it.

@@ -30,6 +30,8 @@ _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 MAX_WORD = 128 << 10
 #: Most bytes of variable values one instruction may expand to (below Linux's ARG_MAX of 2 MiB).
 MAX_EXPANDED = 1 << 20
+#: Longest value ``${VAR#p}`` ``${VAR%p}`` and their greedy forms cut: every cut point is tried, each a match.
+MAX_PATTERN_VALUE = 16 << 10
 
 
 @dataclass
@@ -260,18 +262,22 @@ def _apply_modifier(name: str, value: str | None, op: str, null_is_unset: bool, 
             raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
         return value
     text = value or ""
+    if len(text) > MAX_PATTERN_VALUE:
+        # Each cut point is a regex match of its own: quadratic in the value's length.
+        raise ExpansionError(f"${{{name}{op}...}}: a value of {len(text)} bytes (at most {MAX_PATTERN_VALUE})")
     greedy = word.startswith(op)
     pattern = word[1:] if greedy else word
-    regex = fnmatch.translate(pattern).removeprefix("(?s:").removesuffix(")\\Z")
-    if op == "#":
-        matches = [i for i in range(len(text) + 1) if re.fullmatch(regex, text[:i], re.S)]
-        if not matches:
-            return text
-        return text[(max(matches) if greedy else min(matches)) :]
-    matches = [i for i in range(len(text) + 1) if re.fullmatch(regex, text[i:], re.S)]
-    if not matches:
+    regex = re.compile(fnmatch.translate(pattern).removeprefix("(?s:").removesuffix(")\\Z"), re.S)
+    cuts = range(len(text) + 1)
+    if op == "#":  # the shortest (or, greedy, longest) prefix that matches goes
+        for i in reversed(cuts) if greedy else cuts:
+            if regex.fullmatch(text, 0, i):
+                return text[i:]
         return text
-    return text[: (min(matches) if greedy else max(matches))]
+    for i in cuts if greedy else reversed(cuts):  # the longest (greedy) or shortest suffix that matches goes
+        if regex.fullmatch(text, i):
+            return text[:i]
+    return text
 
 
 @dataclass(frozen=True)

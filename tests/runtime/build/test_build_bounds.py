@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runtime.build.errors import ExpansionError
-from runtime.build.expand import MAX_EXPANDED, MAX_WORD, Lexer
+from runtime.build.expand import MAX_EXPANDED, MAX_PATTERN_VALUE, MAX_WORD, Lexer
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -56,6 +56,18 @@ def test_word_and_instruction_bounds() -> None:
         lexer.words(many, {"A": big})
     with pytest.raises(ExpansionError, match="too long"):
         lexer.word("y" * (MAX_WORD + 1), {})
+
+
+def test_pattern_removal_is_bounded() -> None:
+    """``${A%%*x}`` tries every cut point, each a match: a value past MAX_PATTERN_VALUE is refused, not ground."""
+    lexer = Lexer()
+    assert lexer.word("${A%%/*}", {"A": "a/b/c"}) == "a" and lexer.word("${A##*/}", {"A": "a/b/c"}) == "c"
+    assert lexer.word("${A%/*}", {"A": "a/b/c"}) == "a/b" and lexer.word("${A#*/}", {"A": "a/b/c"}) == "b/c"
+    started = time.monotonic()
+    with pytest.raises(ExpansionError, match="at most"):
+        lexer.word("${A%%*x}", {"A": "y" * (MAX_PATTERN_VALUE + 1)})
+    assert lexer.word("${A%%*x}", {"A": "y" * MAX_PATTERN_VALUE}) == "y" * MAX_PATTERN_VALUE
+    assert time.monotonic() - started < 10
 
 
 def test_arg_doubling_fails_fast_and_leaves_no_cache(tmp_path: Path) -> None:
