@@ -19,6 +19,7 @@ whatever it does, and those bounds are the same for every request the client mak
 
 from __future__ import annotations
 
+import codecs
 import http.client
 import io
 import ipaddress
@@ -31,6 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import RefrtError, UsageError
+
+# http.client encodes host names with the IDNA codec, which imports stringprep and unicodedata on first use: done
+# here, at import, so the daemon's preloaded workers do not pay for it in every pull and push.
+codecs.lookup("idna")
 
 INSECURE_ENV = "REFRT_INSECURE_REGISTRIES"
 DAEMON_CONFIG_ENV = "REFRT_DAEMON_CONFIG"
