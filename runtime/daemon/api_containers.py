@@ -173,8 +173,14 @@ def _chain(first: Any, second: Any) -> Any:
 
 
 def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
+    from runtime.container import hooks
     from runtime.daemon import archive, convert
     from runtime.daemon.stats import stats_stream
+
+    # Imported once here rather than in every monitor forked from this process (the network package alone takes
+    # ~45 ms to import), and before any request thread exists to hold an import lock across a fork.
+    hooks.network_module()
+    hooks.volumes_module()
 
     def list_containers(request: Request) -> Response:
         chosen = _selected(daemon, request, everything=request.flag("all"))
