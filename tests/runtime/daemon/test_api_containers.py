@@ -17,7 +17,7 @@ import pytest
 
 from runtime.daemon.streams import EventBus, event_matches, frame
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
 class _Unix(http.client.HTTPConnection):

@@ -18,7 +18,7 @@ import pytest
 
 from tests.runtime.daemon.conftest import DOCKER, docker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
 def unique(prefix: str) -> str:
