@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,6 +104,21 @@ def list_entry(c: Container, size: bool) -> dict[str, Any]:
         entry["SizeRw"] = _dir_size(str(c.upper))
         entry["SizeRootFs"] = entry["SizeRw"] + sum(_dir_size(p) for p in c.lower_dirs)
     return entry
+
+
+def until_time(value: str) -> float:
+    """docker's ``until`` filter: a Unix time, an RFC 3339 time, or a duration before now (``24h``, ``90m``)."""
+    import re
+
+    from runtime.daemon.api_system import _when
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s)", value.strip())
+    if match:
+        return time.time() - float(match.group(1)) * {"h": 3600, "m": 60, "s": 1}[match.group(2)]
+    when = _when(value)
+    if when is None:
+        raise ApiError(400, f"invalid until filter: {value!r}")
+    return when
 
 
 def filter_words(request: Request) -> list[str]:
@@ -379,13 +395,18 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
 
     def prune(request: Request) -> Response:
         from runtime.cli.containers import _matches
+        from runtime.container.inspect import parse_time
 
         words = filter_words(request)
+        untils = [until_time(w.partition("=")[2]) for w in words if w.startswith("until=")]
+        words = [w for w in words if not w.startswith("until=")]
         removed = []
         reclaimed = 0
         for c in all_containers(daemon.paths):
             lifecycle.reconcile(daemon.ctx, c)
             if c.state.running or (words and not _matches(c, words)):
+                continue
+            if any(parse_time(c.created) >= limit for limit in untils):
                 continue
             size = _dir_size(str(c.upper))
             try:

@@ -160,6 +160,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
             argv = [argv]
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ApiError(400, "No exec command specified")
+        if body.get("Privileged"):
+            raise ApiError(400, "refrt does not support exec --privileged (the exec gets the container's privileges)")
         if not c.state.running:
             raise ApiError(409, f"Container {c.id} is not running")
         if c.state.paused:
