@@ -6,6 +6,10 @@ Where refrt differs from dockerd (see also :mod:`runtime.daemon.attach`):
   descriptors are fixed when it is spawned, so live stdin is only available to attaches made before ``start``.
 - ``resize`` sets the window size on the container's terminal through its init's stdin (/proc/PID/fd/0), which
   is the pty slave for a ``-t`` container; for other containers it is accepted and does nothing, as in docker.
+- No detach keys (ctrl-p ctrl-q): the bytes reach the container.
+- ``create`` refuses settings refrt has no knob for (``--init``, ``--restart``, ``--device`` ...:
+  :func:`runtime.daemon.convert.check_supported`) rather than dropping them.
+- Events cover what is done through this daemon (:mod:`runtime.daemon.api_system`).
 """
 
 from __future__ import annotations
@@ -511,5 +515,3 @@ def set_window_fd(fd: int, rows: int, cols: int) -> None:
     if os.isatty(fd):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
-
-__all__ = ["STDERR", "routes", "set_window", "set_window_fd"]
