@@ -119,13 +119,19 @@ def detect_accel(image: BuiltImage) -> str:
         return "tcg"
     key = f"{os.uname().release}|{qemu_version()}|{image.kernel_release}"
     cache = _accel_cache()
-    with contextlib.suppress(OSError, ValueError):
+    # One verdict per guest kernel (each release's image has its own), so switching releases probes no more.
+    verdicts: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         cached = json.loads(cache.read_text())
+        verdicts = {k: v for k, v in cached.get("verdicts", {}).items() if v in ("kvm", "tcg")}
         if cached.get("key") == key and cached.get("accel") in ("kvm", "tcg"):
             return str(cached["accel"])
+    if key in verdicts:
+        return verdicts[key]
     accel = "kvm" if probe_kvm(image) else "tcg"
+    verdicts[key] = accel
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "accel": accel, "probed": time.time()}) + "\n")
+    cache.write_text(json.dumps({"key": key, "accel": accel, "probed": time.time(), "verdicts": verdicts}) + "\n")
     return accel
 
 

@@ -24,15 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     build = vm_sub.add_parser("build", help="build the guest image (cached; rebuilt only when its recipe changes)")
+    build.add_argument("release", nargs="?", default=None, metavar="RELEASE",
+                       help="guest Debian release: bullseye (Linux 5.10), bookworm (6.1, the default), trixie (6.12)")
     build.add_argument("--force", action="store_true", help="rebuild even when the cached image is current")
     build.add_argument("-q", "--quiet", action="store_true", help="only the step lines, not mmdebstrap's output")
     build.set_defaults(func=cmd_build)
 
     box = vm_sub.add_parser("box", help="package the image as a Vagrant box and add it (vagrant box add)")
+    box.add_argument("release", nargs="?", default=None, metavar="RELEASE", help="guest release (as for build)")
     box.set_defaults(func=cmd_box)
 
     up = vm_sub.add_parser("up", help="start a VM that stays up after this command")
     up.add_argument("--backend", choices=("qemu", "vagrant"), default="qemu")
+    up.add_argument("--release", help="guest release (as for build)")
+    up.add_argument("--cgroup", choices=("v2", "v1", "hybrid"), default="v2", help="guest cgroup layout (qemu)")
     up.add_argument("--memory", type=int, default=2048, help="MB (qemu)")
     up.add_argument("--cpus", type=int, default=2, help="(qemu)")
     up.add_argument("--no-snapshot", action="store_true", help="boot cold instead of restoring the golden snapshot")
@@ -60,15 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_build(args: argparse.Namespace) -> int:
     import shutil
 
-    from vm.image import BuildReport, Recipe, ensure_image, image_dir, load_image
+    from vm.image import BuildReport, ensure_image, image_dir, load_image, recipe_for
 
-    recipe = Recipe()
+    recipe = recipe_for(args.release)
     start = time.monotonic()
     if args.force and load_image(recipe) is not None:
         shutil.rmtree(image_dir(recipe))
     cached = load_image(recipe)
     if cached is not None:
-        print(f"image {recipe.key()} is up to date: {cached.directory}")
+        print(f"image {recipe.key()} ({recipe.suite}, Linux {cached.kernel_release}) is up to date: "
+              f"{cached.directory}")
         return 0
     report = BuildReport()
 
@@ -79,16 +85,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     image = ensure_image(recipe, progress=progress, report=report)
     print(tabulate([(name, f"{seconds:.1f}") for name, seconds in report.steps], headers=["step", "seconds"]))
-    print(f"image {image.key} built in {time.monotonic() - start:.1f} s: {image.directory}")
+    print(f"image {image.key} ({recipe.suite}, Linux {image.kernel_release}) built in "
+          f"{time.monotonic() - start:.1f} s: {image.directory}")
     return 0
 
 
 def cmd_box(args: argparse.Namespace) -> int:
-    from vm.image import ensure_image
+    from vm.image import ensure_image, recipe_for
     from vm.vagrant import ensure_box
 
     start = time.monotonic()
-    image = ensure_image(progress=lambda line: print(line, flush=True))
+    image = ensure_image(recipe_for(args.release), progress=lambda line: print(line, flush=True))
     name = ensure_box(image, progress=lambda line: print(line, flush=True))
     print(f"vagrant box {name} ready ({time.monotonic() - start:.1f} s)")
     return 0
@@ -97,10 +104,11 @@ def cmd_box(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from conformance.targets import get_target
 
+    release = f":{args.release}" if args.release else ""
     if args.backend == "vagrant":
-        spec = "vagrant?destroy=never"
+        spec = f"vagrant{release}?destroy=never"
     else:
-        spec = f"qemu?destroy=never&memory={args.memory}&cpus={args.cpus}"
+        spec = f"qemu{release}?destroy=never&memory={args.memory}&cpus={args.cpus}&cgroup={args.cgroup}"
         if args.no_snapshot:
             spec += "&snapshot=false"
     target = get_target(spec)

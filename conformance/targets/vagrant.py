@@ -20,8 +20,8 @@ from conformance.errors import TargetError
 from conformance.targets.base import TargetSpec, image_progress, progress, progress_step, register_target
 from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
 from conformance.targets.ssh import SshSession, parse_destroy
-from vm.errors import VmBootError
-from vm.image import ensure_image
+from vm.errors import ImageBuildError, VmBootError
+from vm.image import DEFAULT_RELEASE, ensure_image, recipe_for
 from vm.state import reap_orphans
 from vm.vagrant import VagrantMachine, ensure_box
 
@@ -42,6 +42,11 @@ class VagrantTarget(DisposableVmTarget):
             self.boot_timeout = float(options.get("boot_timeout", "600"))
         except ValueError as exc:
             raise TargetError(f"{spec.raw}: {exc}") from None
+        self.release = options.get("release") or DEFAULT_RELEASE
+        try:
+            self.recipe = recipe_for(self.release)  # a box per release, each built locally from its image
+        except ImageBuildError as exc:
+            raise TargetError(str(exc)) from None
         self.driver = options.get("driver", "qemu")
         if self.driver not in ("qemu", "kvm"):
             raise TargetError(f"driver={self.driver!r}: expected qemu or kvm")
@@ -50,7 +55,7 @@ class VagrantTarget(DisposableVmTarget):
 
     @property
     def name(self) -> str:
-        return "vagrant"
+        return f"vagrant:{self.release}" if "release" in self.spec.options else "vagrant"
 
     def up(self) -> None:
         if self.session is not None:
@@ -59,8 +64,9 @@ class VagrantTarget(DisposableVmTarget):
         for leftover in reap_orphans():
             progress(f"vagrant: removed VM {leftover.vm_id} left behind by a killed run")
         start = time.monotonic()
-        with progress_step("vagrant", "checking the guest image"):
-            image = ensure_image(progress=image_progress("vagrant"))
+        with progress_step("vagrant", "checking the guest image") as notes:
+            notes.append(self.release)
+            image = ensure_image(self.recipe, progress=image_progress("vagrant"))
         with progress_step("vagrant", "checking the box"):
             ensure_box(image, progress=image_progress("vagrant"))
         self.timings["box"] = time.monotonic() - start
