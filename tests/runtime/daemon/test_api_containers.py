@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,3 +258,43 @@ def test_create_body_becomes_the_cli_spec(tmp_path: Any) -> None:
                   {"HostConfig": {"Memory": 1024}}, {"Healthcheck": {"Test": ["CMD", "true"]}}):
         with pytest.raises(UsageError):
             spec_from_body(ctx, {"Image": "busybox", **extra}, "")
+
+
+def _raw(engine: str, method: str, url: str, body: bytes = b"") -> tuple[int, bytes]:
+    conn = _Unix(engine.removeprefix("unix://"))
+    conn.request(method, "/v1.41" + url, body=body or None, headers={"Content-Type": "application/x-tar"})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def test_files_of_a_stopped_container(engine: str) -> None:
+    """cp and export of a container that does not run (refrt mounts its overlay in a private namespace)."""
+    import io
+    import tarfile
+
+    cid = create(engine, Cmd=["sh", "-c", "echo kept > /kept"], HostConfig={"NetworkMode": "none"})
+    try:
+        call(engine, "POST", f"/containers/{cid}/start")
+        call(engine, "POST", f"/containers/{cid}/wait")
+        status, data = _raw(engine, "GET", f"/containers/{cid}/archive?path=/kept")
+        assert status == 200
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.getmember("kept")
+            assert tar.extractfile(member).read() == b"kept\n"  # type: ignore[union-attr]
+        upload = io.BytesIO()
+        with tarfile.open(fileobj=upload, mode="w") as tar:
+            info = tarfile.TarInfo("added")
+            info.size = 6
+            tar.addfile(info, io.BytesIO(b"added\n"))
+        assert _raw(engine, "PUT", f"/containers/{cid}/archive?path=/tmp", upload.getvalue())[0] == 200
+        status, data = _raw(engine, "GET", f"/containers/{cid}/export")
+        assert status == 200
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            names = set(tar.getnames())
+            assert {"bin/busybox", "kept", "tmp/added"} <= names
+            assert tar.extractfile("tmp/added").read() == b"added\n"  # type: ignore[union-attr]
+        assert cid not in Path("/proc/mounts").read_text()
+    finally:
+        call(engine, "DELETE", f"/containers/{cid}?force=1")
