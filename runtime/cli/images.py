@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from runtime.cli.format import print_inspected
+from runtime.cli.format import format_rows, print_inspected
 from runtime.errors import RefrtError, UsageError
 from runtime.humanize import human_duration, human_size
 from runtime.store import Image, Store
@@ -60,65 +59,6 @@ def since(text: str) -> str:
     return human_duration(max(delta.total_seconds(), 0)) + " ago"
 
 
-def go_value(value: Any) -> str:
-    """How Go's text/template prints a value."""
-    if value is None:
-        return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(go_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
-    return str(value)
-
-
-def _lookup(obj: Any, path: str) -> Any:
-    value = obj
-    for part in [p for p in path.split(".") if p]:
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def render(template: str, obj: dict[str, Any]) -> str:
-    """Render the subset of Go templates docker users write: ``{{.A.B}}``, ``{{json .A}}``, ``{{.A | json}}``,
-    ``{{join .List "sep"}}``, ``{{index .Map "key"}}``, ``{{lower .A}}``/``{{upper .A}}``."""
-    template = template.replace("\\t", "\t").replace("\\n", "\n")
-
-    def expr(match: re.Match[str]) -> str:
-        text = match.group(1).strip()
-        pipe = [p.strip() for p in text.split("|")]
-        words = re.findall(r'"[^"]*"|\S+', pipe[0])
-        func, rest = (words[0], words[1:]) if words and not words[0].startswith(".") else ("", words)
-        value = _lookup(obj, rest[0]) if rest else obj
-        args = [a.strip('"') for a in rest[1:]]
-        for stage in ([func] if func else []) + pipe[1:]:
-            if stage == "json":
-                return json.dumps(value)
-            if stage == "join":
-                return args[0].join(str(v) for v in value or []) if args else ""
-            if stage == "index":
-                value = value.get(args[0]) if isinstance(value, dict) and args else None
-            elif stage in ("lower", "upper"):
-                value = getattr(go_value(value), stage)()
-            elif stage in ("println", "print"):
-                pass
-            else:
-                raise UsageError(f"template: function {stage!r} not supported")
-        return go_value(value)
-
-    return re.sub(r"\{\{(.*?)\}\}", expr, template)
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    """Left-aligned columns three spaces apart, as docker's tabwriter prints them."""
-    table = [header, *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for row in table:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
-        print("   ".join(cells).rstrip())
-
-
 HEADERS = {
     "ID": "IMAGE ID",
     "CreatedSince": "CREATED",
@@ -128,25 +68,6 @@ HEADERS = {
     "SharedSize": "SHARED SIZE",
     "UniqueSize": "UNIQUE SIZE",
 }
-
-
-def print_formatted(
-    fmt: str, objs: list[dict[str, Any]], default_table: str = "", headers: dict[str, str] | None = None
-) -> None:
-    """``--format``: a template per object, or ``table TEMPLATE`` (columns with docker's headers)."""
-    if not fmt.startswith("table"):
-        for obj in objs:
-            print(render(fmt, obj))
-        return
-    body = fmt[len("table") :].strip() or default_table
-    cells = body.replace("\\t", "\t").split("\t")
-    header = []
-    for cell in cells:
-        field = re.fullmatch(r"\{\{\s*\.(\w+)\s*\}\}", cell.strip())
-        names = {**HEADERS, **(headers or {})}
-        header.append(names.get(field.group(1), field.group(1).upper()) if field else cell.strip().upper())
-    rows = [[render(cell, obj) for cell in cells] for obj in objs]
-    print_table(rows, header)
 
 
 # -------------------------------------------------------------------------------------------------- inspection
@@ -246,12 +167,11 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
         for image_id in seen:
             print(image_id)
         return 0
-    if args.format:
-        print_formatted(args.format, rows, "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}")
-        return 0
     columns = ["Repository", "Tag", *(["Digest"] if args.digests else []), "ID", "CreatedSince", "Size"]
-    header = ["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID", "CREATED", "SIZE"]
-    print_table([[str(r[c]) for c in columns] for r in rows], header)
+    default = "\t".join(f"{{{{.{c}}}}}" for c in columns)
+    text = format_rows(args.format or "table", rows, HEADERS, default)
+    if text:
+        print(text)
     return 0
 
 
@@ -281,12 +201,12 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
         for row in rows:
             print(row["ID"])
         return 0
-    if args.format:
-        default = "{{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
-        print_formatted(args.format, rows, default, {"ID": "IMAGE"})
-        return 0
     keys = ["ID", "CreatedSince" if args.human else "CreatedAt", "CreatedBy", "Size", "Comment"]
-    print_table([[str(r[k]) for k in keys] for r in rows], ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"])
+    default = "\t".join(f"{{{{.{k}}}}}" for k in keys)
+    headers = {**HEADERS, "ID": "IMAGE", "CreatedAt": "CREATED"}
+    text = format_rows(args.format or "table", rows, headers, default)
+    if text:
+        print(text)
     return 0
 
 
@@ -332,7 +252,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
         except RefrtError as exc:
             print(f"refrt: {exc}", file=sys.stderr)
             status = 1
-    print_inspected(found, args.format, render)
+    print_inspected(found, args.format)
     return status
 
 
@@ -517,6 +437,6 @@ def register(sub: Any) -> None:
     _add_bootstrap_args(image_sub.add_parser("bootstrap", help="build a base image offline (busybox, debian)"))
 
 
-__all__ = ["inspect_image", "register", "render"]
+__all__ = ["inspect_image", "register"]
 
 _ = parse_reference

@@ -23,7 +23,7 @@ def test_render_fields_json_index_and_go_values() -> None:
     assert render("{{join .Config.Cmd \",\"}}|{{upper .Config.Labels.a}}|{{len .Config.Cmd}}", DATA) == "sh,-c|B|2"
     assert render("{{.Config.Cmd | json}}", DATA) == '["sh","-c"]'
     assert render("{{.state.pid}}", DATA) == "42"  # docker's lookup is case-insensitive for map keys too
-    assert go_string([True, None, {"k": 1}]) == "[true <nil> map[k:1]]"
+    assert go_string([True, None, {"k": "1"}]) == "[true <nil> map[k:1]]"  # a string map (a struct: {1})
 
 
 def test_render_rejects_unknown_fields_and_functions() -> None:
