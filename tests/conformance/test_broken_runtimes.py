@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,8 @@ KILLS = [
          r"still there under its tag after rmi of its repo@digest"),
 ]
 BREAKAGES = sorted({k.breakage for k in KILLS})
+#: breakage runs at a time (each is one `conformance run`, mostly waiting on retries, timeouts and sleeps)
+PARALLEL = 3
 
 
 def all_cases() -> dict[str, Any]:
@@ -216,8 +219,8 @@ def workdir() -> Iterator[Path]:
     assert _mentioning({str(work)}) == {key: [] for key in _host_state()}
 
 
-def _clean_root(root: Path) -> None:
-    """Remove everything a run left in a breakage's refrt root, then check refrt says nothing of it remains."""
+def _clean_root(root: Path) -> list[str]:
+    """Remove everything a run left in a breakage's refrt root; what refrt or the mount table still show of it."""
     containers = _refrt(root, "ps", "-a", "-q").stdout.split()
     if containers:
         _refrt(root, "rm", "-f", "-v", *containers)
@@ -228,13 +231,22 @@ def _clean_root(root: Path) -> None:
     check = subprocess.run(
         [sys.executable, "-c", "import sys; from runtime.paths import Paths; import runtime.network as n\n"
          "class C:\n    paths = Paths.resolve(sys.argv[1])\nprint('\\n'.join(n.leftovers(C())))", str(root)],
-        capture_output=True, text=True, check=False)
-    assert check.returncode == 0 and check.stdout.strip() == "", check.stdout + check.stderr
-    assert [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(root) in ln] == []
+        capture_output=True, text=True, env=_env(root), check=False)
+    left = check.stdout.split("\n") if check.returncode == 0 else [f"leftovers check failed: {check.stderr}"]
+    return [x for x in left if x] + [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(root) in ln]
 
 
-@pytest.mark.parametrize("name", BREAKAGES)
-def test_breakage_fails_the_cases_it_targets(workdir: Path, name: str) -> None:
+@dataclass
+class Outcome:
+    """One breakage's run: its exit code and output, results.json, and whatever of it outlived the run."""
+
+    returncode: int
+    output: str
+    results: str
+    leftovers: list[str]
+
+
+def _run_breakage(workdir: Path, name: str) -> Outcome:
     kills = [k for k in KILLS if k.breakage == name]
     home = workdir / name
     root = home / "root"
@@ -243,23 +255,50 @@ def test_breakage_fails_the_cases_it_targets(workdir: Path, name: str) -> None:
     shim.write_text(f'#!/bin/sh\nexec {sys.executable} {BROKEN} {name} "$@"\n')
     shim.chmod(0o755)
     made = _refrt(root, "image", "bootstrap", "busybox")
-    assert made.returncode == 0, made.stderr
+    if made.returncode != 0:
+        return Outcome(made.returncode, f"bootstrap failed: {made.stderr}", "", _clean_root(root))
     suites = sorted({str(SUITES / f"{k.suite}.yaml") for k in kills})
-    env = {**_env(root), "CF_BROKEN_WORK": str(home)}
     try:
         run = subprocess.run(
             [sys.executable, "-m", "conformance", "run", *suites, "--runtime", f"custom:{shim}",
              "-k", " or ".join(sorted({k.case for k in kills})), "--report-dir", str(home / "report")],
-            cwd=home, env=env, capture_output=True, text=True, timeout=600, check=False)
+            cwd=home, env={**_env(root), "CF_BROKEN_WORK": str(home)}, capture_output=True, text=True,
+            timeout=600, check=False)
     finally:
-        _clean_root(root)
-    text = (home / "report" / "results.json").read_text()
+        leftovers = _clean_root(root)
+    results = home / "report" / "results.json"
+    text = results.read_text() if results.exists() else ""
     # the cases' own names ({{unique}}: containers, networks, namespaces, veths) are gone from the host
-    assert _mentioning(set(re.findall(r"cf-[0-9a-f]{8}", text))) == {key: [] for key in _host_state()}
-    document = json.loads(text)
-    records = {f"{c['suite']}::{c['case']}": c for c in document["cases"]}
-    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-2000:]
-    for kill in kills:
+    mentioned = _mentioning(set(re.findall(r"cf-[0-9a-f]{8}", text)))
+    leftovers += [f"{key}: {x}" for key, values in mentioned.items() for x in values]
+    return Outcome(run.returncode, run.stdout[-3000:] + run.stderr[-2000:], text, leftovers)
+
+
+@pytest.fixture(scope="module")
+def outcomes(request: pytest.FixtureRequest, workdir: Path) -> dict[str, Outcome]:
+    """Run the selected breakages, PARALLEL at a time: most of a run is waiting (retries, timeouts, sleeps)."""
+    selected = _selected(request)
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return dict(zip(selected, pool.map(lambda name: _run_breakage(workdir, name), selected), strict=True))
+
+
+def _selected(request: pytest.FixtureRequest) -> list[str]:
+    names = set()
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if item.module is request.module and callspec is not None and "name" in callspec.params:
+            names.add(callspec.params["name"])
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", BREAKAGES)
+def test_breakage_fails_the_cases_it_targets(outcomes: dict[str, Outcome], name: str) -> None:
+    outcome = outcomes[name]
+    assert outcome.leftovers == []
+    assert outcome.results, outcome.output
+    records = {f"{c['suite']}::{c['case']}": c for c in json.loads(outcome.results)["cases"]}
+    assert outcome.returncode == 1, outcome.output
+    for kill in (k for k in KILLS if k.breakage == name):
         record = records[f"{kill.suite}::{kill.case}"]
         assert record["status"] == "failed", (kill, record["status"], record["message"], record.get("details"))
         assert re.search(kill.message, record["message"], re.IGNORECASE | re.DOTALL), (kill, record["message"])
