@@ -131,7 +131,9 @@ def _launch(daemon: Daemon, c: Container, s: ExecSession, client: Client | None)
         s.take_master(proc.master)
         relays = [start_thread(pump_output, os.dup(proc.master), STDOUT, [client])]
         if s.stdin:
-            inputs.append(start_thread(pump_input, client, os.dup(proc.master)))
+            typed = os.dup(proc.master)
+            mine.append(typed)
+            inputs.append(start_thread(pump_input, client, typed, False))
     else:
         relays = [start_thread(pump_output, mine[0], STDOUT, [client]),
                   start_thread(pump_output, mine[1], STDERR, [client])]
@@ -143,6 +145,8 @@ def _launch(daemon: Daemon, c: Container, s: ExecSession, client: Client | None)
     client.finish()
     for thread in inputs:
         thread.join(5)
+    if s.tty and s.stdin:
+        os.close(mine[-1])  # the pty input, kept open by pump_input
 
 
 def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:

@@ -126,15 +126,19 @@ def start(daemon: Daemon, container: Container, publish: Any) -> None:
     if not clients:
         return
     relays = [start_thread(pump_output, fd, stream, clients) for fd, stream in outputs]
+    tty = container.spec.tty
     if stdin_w >= 0:
         feeder = next(c for c in clients if c.wants[STDIN])
-        start_thread(pump_input, feeder, stdin_w)
+        start_thread(pump_input, feeder, stdin_w, not tty)
 
     def finish_when_drained() -> None:
         for relay in relays:
             relay.join()
         for client in clients:
             client.finish()
+        if tty and stdin_w >= 0:  # kept open while the container ran (see pump_input)
+            with contextlib.suppress(OSError):
+                os.close(stdin_w)
 
     start_thread(finish_when_drained)
 

@@ -102,10 +102,11 @@ def pump_output(fd: int, stream: int, clients: list[Client]) -> None:
         os.close(fd)
 
 
-def pump_input(client: Client, fd: int) -> None:
-    """The client's input into ``fd`` (a pipe, or a dup of a pty master) until the client stops sending; then
-    ``fd`` is closed so a pipe's reader sees end-of-file. A pty gets ^D first, as a terminal user would type it."""
-    is_tty = os.isatty(fd)
+def pump_input(client: Client, fd: int, close_at_eof: bool = True) -> None:
+    """The client's input into ``fd`` until the client stops sending. Then, as dockerd does: without a TTY ``fd``
+    is closed so the reader sees end-of-file (docker's clients attach stdin "once"); with a TTY it stays open (the
+    caller closes it when the command ends), so a client that detaches or goes away leaves the session running,
+    and end-of-file is the ^D a user types."""
 
     def sink(data: bytes) -> bool:
         try:
@@ -116,12 +117,10 @@ def pump_input(client: Client, fd: int) -> None:
 
     try:
         client.read_input(sink)
-        if is_tty:
-            with contextlib.suppress(OSError):
-                _write_all(fd, b"\x04")
     finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        if close_at_eof:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def start_thread(target: Callable[..., Any], *args: Any, name: str = "refrt-relay") -> threading.Thread:
