@@ -246,8 +246,9 @@ class Outcome:
     leftovers: list[str]
 
 
-def _run_breakage(workdir: Path, name: str) -> Outcome:
-    kills = [k for k in KILLS if k.breakage == name]
+def _run_breakage(workdir: Path, name: str, cases: list[tuple[str, str]] | None = None) -> Outcome:
+    """Run the cases ``name`` kills (or ``cases``, as (suite, case)) against that breakage."""
+    targets = cases or [(k.suite, k.case) for k in KILLS if k.breakage == name]
     home = workdir / name
     root = home / "root"
     home.mkdir()
@@ -257,11 +258,11 @@ def _run_breakage(workdir: Path, name: str) -> Outcome:
     made = _refrt(root, "image", "bootstrap", "busybox")
     if made.returncode != 0:
         return Outcome(made.returncode, f"bootstrap failed: {made.stderr}", "", _clean_root(root))
-    suites = sorted({str(SUITES / f"{k.suite}.yaml") for k in kills})
+    suites = sorted({str(SUITES / f"{suite}.yaml") for suite, _ in targets})
     try:
         run = subprocess.run(
             [sys.executable, "-m", "conformance", "run", *suites, "--runtime", f"custom:{shim}",
-             "-k", " or ".join(sorted({k.case for k in kills})), "--report-dir", str(home / "report")],
+             "-k", " or ".join(sorted({case for _, case in targets})), "--report-dir", str(home / "report")],
             cwd=home, env={**_env(root), "CF_BROKEN_WORK": str(home)}, capture_output=True, text=True,
             timeout=600, check=False)
     finally:
@@ -302,3 +303,15 @@ def test_breakage_fails_the_cases_it_targets(outcomes: dict[str, Outcome], name:
         record = records[f"{kill.suite}::{kill.case}"]
         assert record["status"] == "failed", (kill, record["status"], record["message"], record.get("details"))
         assert re.search(kill.message, record["message"], re.IGNORECASE | re.DOTALL), (kill, record["message"])
+
+
+def test_a_shared_pid_namespace_is_blamed_on_the_namespace_not_on_the_pids_limit(workdir: Path) -> None:
+    """limits::pids-limit used to count /proc after the fork loop, so a runtime sharing the host's PID namespace
+    failed it although its pids limit worked. Against a chroot with the host's namespaces whose --pids-limit is
+    real (a pids cgroup), the pids case passes and the process-isolation case is the one that fails."""
+    outcome = _run_breakage(workdir, "pid-namespace-shared", [("limits", "pids-limit"), ("isolation", "own-processes")])
+    assert outcome.leftovers == []
+    records = {f"{c['suite']}::{c['case']}": c for c in json.loads(outcome.results)["cases"]}
+    assert records["limits::pids-limit"]["status"] == "passed", records["limits::pids-limit"]["message"]
+    assert records["isolation::own-processes"]["status"] == "failed"
+    assert "count the processes" in records["isolation::own-processes"]["message"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 from broken_common import (
@@ -327,9 +330,20 @@ def _chroot_rootfs(name: str) -> Path:
     return rootfs
 
 
-def _chroot_run(name: str, args: list[str], binds: tuple[str, ...]) -> int:
+def _pids_parent() -> Path | None:
+    """Where a pids cgroup can be made: the v1 pids hierarchy, or the v2 root when it hands out pids."""
+    v1 = Path("/sys/fs/cgroup/pids")
+    if (v1 / "cgroup.procs").exists():
+        return v1
+    v2 = Path("/sys/fs/cgroup")
+    control = v2 / "cgroup.subtree_control"
+    return v2 if control.exists() and "pids" in control.read_text().split() else None
+
+
+def _chroot_run(name: str, args: list[str], binds: tuple[str, ...], pids_limit: bool = False) -> int:
     """``run`` (in the foreground) as a chroot into a busybox root filesystem, with the host's own namespaces
-    (only a private mount namespace, so the bind mounts go away with it); everything else goes to refrt."""
+    (only a private mount namespace, so the bind mounts go away with it); everything else goes to refrt.
+    With ``pids_limit``, ``--pids-limit`` is applied through a pids cgroup of the run's own."""
     if sub(args) != ("run",):
         become_refrt(args)
     options, rest = split_options(args[1:], RUN_FLAGS)
@@ -339,14 +353,42 @@ def _chroot_run(name: str, args: list[str], binds: tuple[str, ...]) -> int:
     rootfs = _chroot_rootfs(name)
     env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", *option_values(options, "-e", "--env")]
     workdir = (option_values(options, "-w", "--workdir") or ["/"])[-1]
-    mounts = " && ".join(f'mount --rbind /{d} "$0/{d}"' for d in binds) or "true"
-    script = f'{mounts} && exec chroot "$0" /bin/busybox env -i "$@"'
+    steps = [f'mount --rbind /{d} "$0/{d}"' for d in binds]
+    group: Path | None = None
+    limits = option_values(options, "--pids-limit")
+    parent = _pids_parent() if pids_limit and limits else None
+    if parent is not None:
+        group = parent / f"cf-broken-{secrets.token_hex(4)}"
+        group.mkdir()
+        (group / "pids.max").write_text(limits[-1])
+        steps.insert(0, f"echo $$ > {group}/cgroup.procs")
+    script = " && ".join([*steps, 'exec chroot "$0" /bin/busybox env -i "$@"'])
     inner = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', workdir, *command]
     argv = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, str(rootfs), *env, *inner]
-    return subprocess.run(argv, check=False).returncode
+    try:
+        return subprocess.run(argv, check=False).returncode
+    finally:
+        if group is not None:
+            _empty_and_remove(group)
+
+
+def _empty_and_remove(group: Path) -> None:
+    """Kill what the command left in its cgroup (with no PID namespace nothing else ends it), then remove it."""
+    for _ in range(100):
+        pids = (group / "cgroup.procs").read_text().split()
+        if not pids:
+            group.rmdir()
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.05)
+    raise RuntimeError(f"{group} did not empty")
 
 
 breakage("no-namespaces", "a chroot with the host's PID, UTS, IPC and network namespaces and the host's "
          "/proc, /sys and /dev")(lambda args: _chroot_run("no-namespaces", args, ("proc", "sys", "dev")))
 breakage("no-dev", "a chroot whose /dev is left empty (no device nodes)")(
     lambda args: _chroot_run("no-dev", args, ("proc", "sys")))
+breakage("pid-namespace-shared", "a chroot with the host's namespaces that does apply --pids-limit (a pids cgroup)")(
+    lambda args: _chroot_run("pid-namespace-shared", args, ("proc", "sys", "dev"), pids_limit=True))
