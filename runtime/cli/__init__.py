@@ -91,6 +91,8 @@ def _new_parser(group: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--state", help="volatile state directory (REFRT_STATE, default /run/refrt)")
     parser.add_argument("--config", help="client config directory holding config.json (REFRT_CONFIG)")
     parser.add_argument("-D", "--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--version", action="version", version=f"refrt version {_version()}",
+                        help="print version information and quit")
     # the thin client's options (runtime.client acts on them; here for --help, and accepted by workers)
     parser.add_argument("-H", "--host", dest="client_host",
                         help="daemon socket, unix://PATH (REFRT_HOST, default <state>/refrt.sock)")
@@ -101,6 +103,12 @@ def _new_parser(group: str | None) -> argparse.ArgumentParser:
     for name in groups:
         importlib.import_module(f"runtime.cli.{name}").register(sub)
     return parser
+
+
+def _version() -> str:
+    import runtime
+
+    return runtime.__version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

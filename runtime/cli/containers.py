@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.cli import runflags
 from runtime.errors import NotFoundError, RefrtError, UsageError
 from runtime.spec import NetworkRequest
 
@@ -114,8 +115,11 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expose", action="append", default=[])
     p.add_argument("--dns", action="append", default=[])
     p.add_argument("--add-host", action="append", default=[])
-    p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    runflags.add_accepted(p)
+    runflags.add_refused(p)
+    runflags.describe(p)
+    p.add_argument("image", help="the image to run")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
@@ -166,7 +170,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         tty=args.tty,
         interactive=args.interactive,
         name=args.name,
-        labels=parse_labels(args.label),
+        labels=parse_labels(runflags.read_label_files(args.label_file) + list(args.label)),
         network=NetworkRequest(
             mode=mode,
             aliases=list(args.network_alias),
@@ -209,9 +213,13 @@ def _apply_volumes_from(ctx: Context, spec: Any) -> None:
 def _create(ctx: Context, args: argparse.Namespace) -> Container:
     from runtime.container import lifecycle
 
+    runflags.check_platform(args.platform)
+    runflags.claim_cidfile(args.cidfile)
     spec = spec_from_args(args)
     _apply_volumes_from(ctx, spec)
-    return lifecycle.create(ctx, spec)
+    container = lifecycle.create(ctx, spec)
+    runflags.write_cidfile(args.cidfile, container.id)
+    return container
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -295,9 +303,23 @@ def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
+    """docker's rm: a missing container fails the command (exit 1) except with -f, a running one without -f
+    is refused (exit 1); each failure is one line and the other names are still removed."""
     from runtime.container import lifecycle
+    from runtime.container.state import find
 
-    return _for_each(args, ctx, lambda c: lifecycle.remove(ctx, c, force=args.force, volumes=args.volumes))
+    failed = 0
+    for ref in args.containers:
+        try:
+            lifecycle.remove(ctx, find(ctx.paths, ref), force=args.force, volumes=args.volumes)
+            print(ref)
+        except NotFoundError:
+            print(f"Error: No such container: {ref}", file=sys.stderr)
+            failed = failed or (0 if args.force else 1)
+        except RefrtError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = 1
+    return failed
 
 
 def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:

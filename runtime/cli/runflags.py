@@ -1,0 +1,196 @@
+"""docker 20.10's ``run``/``create`` flags: what each one means (for ``--help``), and the ones refrt refuses.
+
+Why: a pasted docker command must never run differently without a word. Every flag of docker's ``run`` is known
+here: those refrt honours are parsed in :mod:`runtime.cli.containers` and get their help text from
+:data:`HELP`; the others are registered by :func:`add_refused` and stop the command with one line naming the
+flag and why (exit 125), before anything is created. A Go-boolean flag set to false (``--init=false``) asks for
+docker's default, which refrt has, so it passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UsageError
+
+HELP: dict[str, str] = {
+    "help": "show this help and exit",
+    "detach": "run the container in the background and print its ID",
+    "name": "assign a name to the container",
+    "env": "set environment variables (KEY=VALUE, or KEY to pass the caller's value)",
+    "env_file": "read in a file of environment variables",
+    "workdir": "working directory inside the container",
+    "user": "username or UID (format: <name|uid>[:<group|gid>])",
+    "hostname": "container host name",
+    "interactive": "keep STDIN open even if not attached",
+    "tty": "allocate a pseudo-TTY",
+    "entrypoint": "overwrite the default ENTRYPOINT of the image",
+    "read_only": "mount the container's root filesystem as read only",
+    "label": "set meta data on a container (KEY=VALUE)",
+    "label_file": "read in a line delimited file of labels",
+    "rm": "automatically remove the container when it exits",
+    "userns": "user namespace to use (host, or private: refrt maps root to an unprivileged range)",
+    "privileged": "give extended privileges to this container",
+    "cap_add": "add Linux capabilities (ALL for every one)",
+    "cap_drop": "drop Linux capabilities (ALL for every one)",
+    "security_opt": "security options (seccomp=PROFILE|unconfined, no-new-privileges[:true|false])",
+    "memory": "memory limit (bytes, or with a unit: 512k, 32m, 1g)",
+    "memory_swap": "swap limit equal to memory plus swap: -1 for unlimited swap",
+    "cpus": "number of CPUs",
+    "cpu_shares": "CPU shares (relative weight)",
+    "cpuset_cpus": "CPUs in which to allow execution (0-3, 0,1)",
+    "pids_limit": "tune container pids limit (-1 for unlimited)",
+    "blkio_weight": "block IO (relative weight), between 10 and 1000, or 0 to disable",
+    "volume": "bind mount a volume (SRC:DST[:OPTIONS])",
+    "mount": "attach a filesystem mount to the container (type=bind|volume|tmpfs,...)",
+    "tmpfs": "mount a tmpfs directory (DST[:OPTIONS])",
+    "volumes_from": "mount volumes from the specified container(s) (NAME[:ro|rw])",
+    "network": "connect a container to a network (bridge, host, none, container:X, or a user network)",
+    "network_alias": "add network-scoped alias for the container",
+    "publish": "publish a container's port(s) to the host ([IP:]HOSTPORT:PORT[/PROTO])",
+    "publish_all": "publish all exposed ports to random ports",
+    "expose": "expose a port or a range of ports",
+    "dns": "set custom DNS servers",
+    "add_host": "add a custom host-to-IP mapping (host:ip)",
+    "cidfile": "write the container ID to the file",
+    "pull": "pull image before running (missing, never; refrt does not pull on its own)",
+    "disable_content_trust": "skip image verification (default true; refrt has no content trust)",
+    "platform": "set platform if server is multi-platform capable (only this host's)",
+    "no_healthcheck": "disable any container-specified HEALTHCHECK",
+    "log_driver": "logging driver for the container (json-file only)",
+    "isolation": "container isolation technology (default only)",
+}
+
+# docker's run flags refrt cannot honour here, with the reason given to the user. (flag, takes a value, why)
+REFUSED: tuple[tuple[str, bool, str], ...] = (
+    ("--attach", True, "refrt attaches all three streams (no -a)"),
+    ("--blkio-weight-device", True, "per-device block IO weights are not implemented"),
+    ("--cgroup-parent", True, "refrt places containers under its own cgroup"),
+    ("--cgroupns", True, "cgroup namespaces are not implemented"),
+    ("--cpu-period", True, "use --cpus"),
+    ("--cpu-quota", True, "use --cpus"),
+    ("--cpu-rt-period", True, "real-time scheduling is not implemented"),
+    ("--cpu-rt-runtime", True, "real-time scheduling is not implemented"),
+    ("--cpuset-mems", True, "memory node sets are not implemented"),
+    ("--device", True, "host devices are not passed into containers"),
+    ("--device-cgroup-rule", True, "device cgroup rules are not implemented"),
+    ("--device-read-bps", True, "block IO throttling is not implemented"),
+    ("--device-read-iops", True, "block IO throttling is not implemented"),
+    ("--device-write-bps", True, "block IO throttling is not implemented"),
+    ("--device-write-iops", True, "block IO throttling is not implemented"),
+    ("--dns-option", True, "resolv.conf options are not implemented"),
+    ("--dns-search", True, "resolv.conf search domains are not implemented"),
+    ("--domainname", True, "the NIS domain name is not set"),
+    ("--gpus", True, "GPUs are not supported"),
+    ("--group-add", True, "supplementary groups beyond the user's are not implemented"),
+    ("--health-cmd", True, "health checks are not run"),
+    ("--health-interval", True, "health checks are not run"),
+    ("--health-retries", True, "health checks are not run"),
+    ("--health-start-period", True, "health checks are not run"),
+    ("--health-timeout", True, "health checks are not run"),
+    ("--init", False, "no init process is injected"),
+    ("--ip", True, "static addresses are not implemented"),
+    ("--ip6", True, "IPv6 is not implemented"),
+    ("--ipc", True, "IPC namespace sharing is not implemented"),
+    ("--kernel-memory", True, "kernel memory limits are deprecated and not implemented"),
+    ("--link", True, "legacy links are not implemented (use a user network)"),
+    ("--link-local-ip", True, "link-local addresses are not implemented"),
+    ("--log-opt", True, "log options are not implemented"),
+    ("--mac-address", True, "fixed MAC addresses are not implemented"),
+    ("--memory-reservation", True, "soft memory limits are not implemented"),
+    ("--memory-swappiness", True, "swappiness is not implemented"),
+    ("--oom-kill-disable", False, "disabling the OOM killer is not implemented"),
+    ("--oom-score-adj", True, "OOM score adjustment is not implemented"),
+    ("--pid", True, "PID namespace sharing is not implemented"),
+    ("--restart", True, "restart policies are not implemented (the container would not be restarted)"),
+    ("--runtime", True, "refrt is its own runtime"),
+    ("--shm-size", True, "the /dev/shm size is fixed"),
+    ("--stop-signal", True, "a per-container stop signal is not implemented (use stop -s)"),
+    ("--stop-timeout", True, "a per-container stop timeout is not implemented (use stop -t)"),
+    ("--storage-opt", True, "storage options are not implemented"),
+    ("--sysctl", True, "namespaced sysctls are not implemented"),
+    ("--ulimit", True, "per-container ulimits are not implemented"),
+    ("--uts", True, "UTS namespace sharing is not implemented"),
+    ("--volume-driver", True, "only the local volume driver exists"),
+)
+
+
+def refusal(action: argparse.Action) -> str:
+    return f"{action.option_strings[0]}: not supported by refrt: {str(action.help).removeprefix('refused: ')}"
+
+
+class _Refuse(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        raise UsageError(refusal(self))
+
+
+class _RefuseTrue(argparse._StoreTrueAction):
+    """A refused boolean: ``--init`` stops the command, ``--init=false`` (docker's default) is fine."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        raise UsageError(refusal(self))
+
+
+def add_refused(p: argparse.ArgumentParser) -> None:
+    for flag, takes_value, why in REFUSED:
+        if takes_value:
+            p.add_argument(flag, action=_Refuse, help=f"refused: {why}", metavar="VALUE")
+        else:
+            p.add_argument(flag, action=_RefuseTrue, help=f"refused: {why}")
+
+
+def add_accepted(p: argparse.ArgumentParser) -> None:
+    """Flags refrt honours by doing what docker's default does, or that only the CLI handles."""
+    p.add_argument("--label-file", action="append", default=[])
+    p.add_argument("--cidfile", default="")
+    p.add_argument("--pull", default="missing", choices=["missing", "never"])
+    p.add_argument("--disable-content-trust", action="store_true", default=True)
+    p.add_argument("--platform", default="")
+    p.add_argument("--no-healthcheck", action="store_true")
+    p.add_argument("--log-driver", default="json-file", choices=["json-file"])
+    p.add_argument("--isolation", default="default", choices=["default"])
+
+
+def describe(p: argparse.ArgumentParser) -> None:
+    """Give every option of ``p`` without help its text from :data:`HELP`."""
+    for action in p._actions:
+        if action.help is None and action.dest in HELP:
+            action.help = HELP[action.dest]
+
+
+def check_platform(value: str) -> None:
+    import platform
+
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    if value and value not in ("linux", f"linux/{machine}"):
+        raise UsageError(f"--platform {value}: refrt runs linux/{machine} images only")
+
+
+def read_label_files(paths: list[str]) -> list[str]:
+    """docker's --label-file: one KEY=VALUE per line, blank lines and # comments skipped."""
+    labels: list[str] = []
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise UsageError(f"open {path}: {exc.strerror}") from None
+        labels += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return labels
+
+
+def claim_cidfile(path: str) -> None:
+    """docker refuses an existing --cidfile before it creates anything."""
+    if path and Path(path).exists():
+        raise UsageError(f"Container ID file found, make sure the other container isn't running or delete {path}")
+
+
+def write_cidfile(path: str, container_id: str) -> None:
+    if path:
+        try:
+            Path(path).write_text(container_id)
+        except OSError as exc:
+            raise UsageError(f"failed to write the container ID to the file: {exc}") from None

@@ -1,0 +1,107 @@
+"""``run``/``create`` flags parsed as docker parses them, and docker's exit codes for ``rm``.
+
+Go booleans (``--rm=true``, ``-d=false``), no abbreviations (``--pid=host`` is not ``--pids-limit``), every docker
+``run`` flag either honoured or refused by name before anything is created, help text for every option. The
+peer test runs the same command lines through docker 20.10 against a real dockerd and compares exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from runtime.cli import build_parser
+from runtime.cli.runflags import REFUSED
+from tests.runtime.container.conftest import Refrt, unique
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = build_parser("run")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run: argparse.ArgumentParser = sub.choices["run"]
+    return run
+
+
+def test_every_run_option_has_help() -> None:
+    missing = [a.option_strings or a.dest for a in _run_parser()._actions if not a.help]
+    assert not missing
+
+
+def test_go_booleans_and_no_abbreviations(refrt: Refrt) -> None:
+    ran = refrt("run", "--rm=true", "-d=false", "--read-only=False", "busybox", "echo", "--rm=false")
+    assert ran.returncode == 0 and ran.stdout == "--rm=false\n", ran  # the command's words are its own
+    for abbreviation in ("--priv", "--pid=host", "--net-al=x", "--hostn=x"):
+        result = refrt("run", "--rm", abbreviation, "busybox", "true")
+        assert result.returncode == 125, (abbreviation, result)
+        assert abbreviation.split("=")[0] in result.stderr
+    bad = refrt("run", "--rm=maybe", "busybox", "true")
+    assert bad.returncode == 125 and "strconv.ParseBool" in bad.stderr
+
+
+def test_refused_flags_name_themselves_and_create_nothing(refrt: Refrt) -> None:
+    before = refrt("ps", "-aq").stdout
+    for flag, takes_value, _ in REFUSED:
+        words = [flag, "x"] if takes_value else [flag]
+        result = refrt("create", *words, "busybox", "true")
+        assert result.returncode == 125, (flag, result)
+        assert result.stderr.startswith(f"refrt: {flag}: not supported by refrt"), result.stderr
+    assert refrt("run", "--rm", "--init=false", "--oom-kill-disable=false", "busybox", "true").returncode == 0
+    assert refrt("ps", "-aq").stdout == before
+
+
+def test_label_file_and_cidfile(refrt: Refrt, tmp_path: pytest.TempPathFactory) -> None:
+    labels = tmp_path / "labels"  # type: ignore[operator]
+    labels.write_text("a=1\n# comment\n\nb=two\n")
+    cidfile = tmp_path / "cid"  # type: ignore[operator]
+    name = unique("flags")
+    made = refrt("create", "--name", name, "--label-file", str(labels), "-l", "c=3", "--cidfile", str(cidfile),
+                 "busybox", "true")
+    try:
+        assert made.returncode == 0, made.stderr
+        assert cidfile.read_text() == made.stdout.strip()
+        assert refrt.inspect(name)["Config"]["Labels"] == {"a": "1", "b": "two", "c": "3"}
+        again = refrt("create", "--cidfile", str(cidfile), "busybox", "true")
+        assert again.returncode == 125 and "Container ID file found" in again.stderr
+    finally:
+        refrt("rm", "-f", name)
+
+
+def test_rm_exit_codes_and_version(refrt: Refrt) -> None:
+    assert refrt("rm", "-f", "nosuch-ctr").returncode == 0
+    missing = refrt("rm", "nosuch-ctr")
+    assert missing.returncode == 1 and missing.stderr == "Error: No such container: nosuch-ctr\n"
+    name = unique("rm")
+    refrt("run", "-d", "--name", name, "busybox", "sleep", "60", check=True)
+    try:
+        running = refrt("rm", name)
+        assert running.returncode == 1
+        assert "You cannot remove a running container" in running.stderr
+    finally:
+        assert refrt("rm", "-f", name).returncode == 0
+    version = refrt("--version")
+    assert version.returncode == 0 and version.stdout.startswith("refrt version ")
+
+
+COMPARED = [
+    ["rm", "-f", "nosuch-ctr"],
+    ["rm", "nosuch-ctr"],
+    ["run", "--rm=true", "-d=false", "busybox", "true"],
+    ["run", "--rm", "--priv", "busybox", "true"],
+    ["run", "--rm", "busybox", "sh", "-c", "exit 3"],
+    ["run", "--rm", "busybox", "no-such-command"],
+    ["inspect", "-f", "{{.Nope}}", "nosuch-ctr"],
+    ["exec", "nosuch-ctr", "true"],
+]
+
+
+@pytest.mark.peer
+def test_exit_codes_as_docker(refrt: Refrt, request: pytest.FixtureRequest) -> None:
+    from tests.runtime.daemon.conftest import docker
+
+    host = request.getfixturevalue("dockerd")
+    for words in COMPARED:
+        theirs = docker(host, *[w if w != "run" else "run" for w in words][:1],
+                        *(["--pull=never"] if words[0] == "run" else []), *words[1:])
+        ours = refrt(*words)
+        assert ours.returncode == theirs.returncode, (words, ours.stderr, theirs.stderr)
