@@ -183,6 +183,27 @@ def test_destroy_never_keeps_the_vm_until_vm_down() -> None:
 
 
 def test_bad_options_are_target_errors() -> None:
-    for spec in ("qemu?destroy=sometimes", "qemu?accel=xen", "qemu?snapshot=maybe", "qemu?memory=lots"):
+    for spec in ("qemu?destroy=sometimes", "qemu?accel=xen", "qemu?snapshot=maybe", "qemu?memory=lots",
+                 "qemu?warm=maybe", "qemu?cgroup=v3", "qemu:sid", "vagrant:jessie"):
         with pytest.raises(TargetError):
             get_target(spec)
+
+
+def test_release_and_cgroup_layout_choose_image_kernel_command_line_and_name() -> None:
+    """``qemu:RELEASE`` picks that release's recipe (its own cached image); ``cgroup=`` is a kernel command line
+    choice, so each layout gets its own golden snapshot key; the name tells the targets of one run apart."""
+    plain, trixie, v1 = get_target("qemu"), get_target("qemu:trixie"), get_target("qemu:bookworm?cgroup=v1")
+    hybrid = get_target("qemu:bullseye?cgroup=hybrid")
+    assert isinstance(plain, QemuTarget) and isinstance(trixie, QemuTarget)
+    assert isinstance(v1, QemuTarget) and isinstance(hybrid, QemuTarget)
+    assert (plain.name, trixie.name, v1.name, hybrid.name) == (
+        "qemu", "qemu:trixie", "qemu:bookworm-cgroupv1", "qemu:bullseye-cgrouphybrid")
+    assert [t.recipe.suite for t in (plain, trixie, v1, hybrid)] == ["bookworm", "trixie", "bookworm", "bullseye"]
+    assert plain.recipe.key() == v1.recipe.key() != trixie.recipe.key()
+    assert "unified_cgroup_hierarchy" not in plain.config.cmdline
+    assert "systemd.unified_cgroup_hierarchy=0" in v1.config.cmdline
+    assert "legacy_systemd_cgroup_controller=1" in v1.config.cmdline
+    assert "legacy_systemd_cgroup_controller" not in hybrid.config.cmdline
+    assert len({plain.config.key(), v1.config.key(), hybrid.config.key()}) == 3
+    # Only bullseye (Python 3.9) borrows a newer Python for refrt.
+    assert hybrid.recipe.python_from == ("bookworm", "3.11") and not trixie.recipe.python_from
