@@ -17,8 +17,10 @@ What it takes care of, so ``push`` and ``pull`` read like the protocol:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import ssl
 import time
 import urllib.parse
@@ -36,6 +38,7 @@ from runtime.registry.errors import (
     RegistryError,
     RegistryTimeoutError,
     ServerError,
+    TransferStopped,
 )
 from runtime.registry.transport import (
     INSECURE_ENV,
@@ -136,6 +139,7 @@ class RegistryClient:
         self._challenge: Challenge | None = None
         self._pinged = False
         self._tokens: dict[str, str] = {}
+        self._stopped = False
 
     # -- life cycle -------------------------------------------------------------------------------------------
     def clone(self) -> RegistryClient:
@@ -146,9 +150,20 @@ class RegistryClient:
         return twin
 
     def close(self) -> None:
-        for conn in self._connections.values():
+        for conn in list(self._connections.values()):
             conn.close()
         self._connections.clear()
+
+    def stop(self) -> None:
+        """Close the connections (from another thread) and refuse further requests: a transfer under way ends at
+        its next read or write, and does not reconnect."""
+        self._stopped = True
+        for conn in list(self._connections.values()):
+            # shutdown, not only close: a read under way in another thread holds the socket open, and wakes here
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        self.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -209,6 +224,8 @@ class RegistryClient:
         attempt = 0
         stale_retried = False
         while True:
+            if self._stopped:
+                raise TransferStopped(f"{method} {url}: stopped")
             conn = self._connection(parts.scheme, parts.netloc)
             reused = conn.sock is not None
             if reused:

@@ -49,3 +49,7 @@ class ConnectionDroppedError(ConnectionFailedError):
 
 class RegistryTimeoutError(ConnectionFailedError):
     """No connection within the connect timeout, or a stalled answer (less than the low-speed limit)."""
+
+
+class TransferStopped(RegistryError):
+    """Another transfer of the same command failed, or the command was interrupted: this one was stopped."""

@@ -14,8 +14,8 @@ connections are resumed below the unpacker (:mod:`runtime.registry.blobstream`).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor, Platform
+from runtime.registry.parallel import ClientPool, run_all
 from runtime.store.errors import StoreError
 from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
@@ -200,49 +202,32 @@ class _Fetcher:
     its body does it wait for the config, which says whether to unpack it on the way (and checks it after)."""
 
     def __init__(self, store: Store, client: RegistryClient, ref: Reference, staging: Path, out: TextIO | None):
-        self.store, self.client, self.ref, self.staging, self.out = store, client, ref, staging, out
+        self.store, self.ref, self.staging, self.out = store, ref, staging, out
+        self.clients = ClientPool(client)
         self.staged: list[Descriptor] = []
-        self._local = threading.local()
-        self._clients: list[RegistryClient] = []
         self._lock = threading.Lock()
 
     def run(self, config: Descriptor, layers: list[Descriptor], missing: list[Descriptor]) -> None:
         """Fetch the config (when missing) and the layers in ``missing``; raise the first failure, after every
         thread has stopped."""
-        workers = min(max_concurrent_downloads(), len(missing)) + 1
-        try:
-            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pull") as pool:
-                config_future = pool.submit(self._config, config, len(layers))
-                futures: list[Future[object]] = [cast("Future[object]", config_future)]
-                futures += [
-                    cast("Future[object]", pool.submit(self._fetch, layer, index, config_future))
-                    for index, layer in enumerate(layers)
-                    if layer in missing
-                ]
-                for future in concurrent.futures.as_completed(futures):
-                    if future.exception() is not None:
-                        for other in futures:
-                            other.cancel()
-                concurrent.futures.wait(futures)
-                for future in futures:
-                    if not future.cancelled() and future.exception() is not None:
-                        raise cast(BaseException, future.exception())
-        finally:
-            for client in self._clients:
-                client.close()
+        diff_ids: Future[list[str | None]] = Future()
 
-    def _thread_client(self) -> RegistryClient:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self.client.clone()
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return cast(RegistryClient, client)
+        def fetch_config() -> None:
+            try:
+                diff_ids.set_result(self._config(config, len(layers)))
+            except BaseException as exc:
+                diff_ids.set_exception(exc)
+                raise
+
+        calls: list[Callable[[], object]] = [fetch_config]
+        for index, layer in enumerate(layers):
+            if layer in missing:
+                calls.append(functools.partial(self._fetch, layer, index, diff_ids))
+        run_all(calls, min(max_concurrent_downloads(), len(missing)) + 1, self.clients)
 
     def _config(self, config: Descriptor, count: int) -> list[str | None]:
         missing = not self.store.blobs.has(config.digest)
-        diff_ids = _diff_ids(_config_bytes(self.store, self._thread_client(), self.ref, config, self.staging), count)
+        diff_ids = _diff_ids(_config_bytes(self.store, self.clients.get(), self.ref, config, self.staging), count)
         if missing:
             with self._lock:
                 self.staged.append(config)
@@ -251,7 +236,7 @@ class _Fetcher:
     def _fetch(
         self, layer: Descriptor, index: int, diff_ids: Future[list[str | None]]
     ) -> None:
-        client = self._thread_client()
+        client = self.clients.get()
         target = self.staging / layer.digest.partition(":")[2]
         with BlobStream(client, self.ref.path, layer) as stream:
             diff_id = diff_ids.result()[index]

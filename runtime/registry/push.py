@@ -11,10 +11,11 @@ The digest the registry answers must be the digest of the bytes sent; it is reco
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from runtime.errors import UsageError
@@ -23,6 +24,7 @@ from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor
+from runtime.registry.parallel import ClientPool, run_all
 from runtime.store.errors import ImageNotFound, InvalidReference
 from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
@@ -97,36 +99,16 @@ def _push_layers(
 ) -> None:
     """Push the layers, ``max_concurrent_uploads`` at a time (each thread with its own client and connection)."""
     lock = threading.Lock()
-    clients: list[RegistryClient] = []
-    local = threading.local()
+    clients = ClientPool(client)
 
     def one(blob: Descriptor) -> None:
-        mine = getattr(local, "client", None)
-        if mine is None:
-            mine = client.clone()
-            local.client = mine
-            with lock:
-                clients.append(mine)
-        status = push_blob(mine, store, ref, blob, sources)
+        status = push_blob(clients.get(), store, ref, blob, sources)
         if out:
             with lock:
                 print(f"{_short(blob.digest)}: {status}", file=out, flush=True)
 
-    workers = min(max_concurrent_uploads(), len(layers))
-    try:
-        if workers <= 1:
-            for blob in layers:
-                status = push_blob(client, store, ref, blob, sources)
-                if out:
-                    print(f"{_short(blob.digest)}: {status}", file=out, flush=True)
-            return
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="push") as pool:
-            futures = [pool.submit(one, blob) for blob in layers]
-            for future in futures:
-                future.result()
-    finally:
-        for other in clients:
-            other.close()
+    calls: list[Callable[[], object]] = [functools.partial(one, blob) for blob in layers]
+    run_all(calls, min(max_concurrent_uploads(), len(layers)), clients)
 
 
 def push_image(

@@ -2,13 +2,16 @@
 
 Each pull runs as its own process with ``--no-daemon``, so the process measured (peak RSS from ``os.wait4``) is the
 one that does the transfer. The servers: a 500 with a 1 GiB body, one that trickles a byte every 20 s, one that
-accepts and never answers, and a proxy in front of the real registry that answers 503 twice per path first (and,
-in another test, cuts a blob in the middle so the pull must resume it with ``Range``).
+accepts and never answers, a proxy in front of the real registry that answers 503 twice per path first (and,
+in another test, cuts a blob in the middle so the pull must resume it with ``Range``), and one whose first layer is
+missing while the second drips: the failure stops the other transfer at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -271,3 +274,66 @@ def test_pull_through_503s_and_a_cut_blob_succeeds(
     blob_gets = [headers for path, headers in gets if "/blobs/" in path]
     if cut_blob:
         assert any(h.get("Range", "").startswith("bytes=") and h["Range"] != "bytes=0-" for h in blob_gets)
+
+
+# -- one layer fails while another is still coming: the pull stops at once ------------------------------------------
+def _one_fails_one_drips(stop: threading.Event) -> tuple[type[BaseHTTPRequestHandler], str]:
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64, "sha256:" + "2" * 64]}})
+    config_digest = "sha256:" + hashlib.sha256(config.encode()).hexdigest()
+    missing, dripping = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    gzip_layer = "application/vnd.oci.image.layer.v1.tar+gzip"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": gzip_layer, "digest": missing, "size": 1000},
+                   {"mediaType": gzip_layer, "digest": dripping, "size": 10 << 20}],
+    })
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/v2/":
+                self._send(200, b"", "application/json")
+            elif "/manifests/" in self.path:
+                self._send(200, manifest.encode(), "application/vnd.oci.image.manifest.v1+json")
+            elif self.path.endswith(config_digest):
+                self._send(200, config.encode(), "application/octet-stream")
+            elif self.path.endswith(missing):
+                time.sleep(0.5)
+                self._send(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}', "application/json")
+            else:  # 10 MiB announced, 2 KiB every 50 ms: never stalled, never done (within the test)
+                self.send_response(200)
+                self.send_header("Content-Length", str(10 << 20))
+                self.end_headers()
+                try:
+                    while not stop.wait(0.05):
+                        self.wfile.write(os.urandom(2048))
+                except OSError:
+                    pass
+                self.close_connection = True
+
+        def _send(self, status: int, body: bytes, media_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler, missing
+
+
+def test_a_failed_layer_stops_the_others(tiny_server: Factory, registry_world: World) -> None:
+    stop = threading.Event()
+    handler, missing = _one_fails_one_drips(stop)
+    server = tiny_server(handler)
+    registry_world.make_image("keep:1")
+    before = registry_world.listing()
+    try:
+        outcome = _pull(registry_world, f"{server.host}/two:1", limit=60)
+    finally:
+        stop.set()
+    line = _one_line(outcome)
+    assert outcome.code == 1 and outcome.seconds < 10, outcome
+    assert missing in line and "not found" in line
+    assert registry_world.listing() == before
