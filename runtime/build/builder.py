@@ -666,6 +666,9 @@ class Builder:
         else:
             self.done(step, cached=True)
         if layer is not None:
+            from runtime.store.overlay import check_depth
+
+            check_depth(len(new.layers) + 1)  # docker's "max depth exceeded" for a layer past the limit
             new.layers.append(layer)
         new.config["history"] = [*new.config.get("history", []), entry.history]
         new.key = key

@@ -210,11 +210,24 @@ def _apply_volumes_from(ctx: Context, spec: Any) -> None:
         spec.mounts.extend(volumes_from(ctx, item))
 
 
+def _check_image_depth(ctx: Context, ref: str) -> None:
+    """docker's "max depth exceeded" before anything is created (an image pulled or built too deep)."""
+    from runtime.store.overlay import check_depth
+    from runtime.store.store import Store
+
+    try:
+        image = Store(ctx.paths).resolve(ref)
+    except RefrtError:
+        return  # a missing image is reported by create, in its words
+    check_depth(len(image.layers))
+
+
 def _create(ctx: Context, args: argparse.Namespace) -> Container:
     from runtime.container import lifecycle
 
     runflags.check_platform(args.platform)
     runflags.claim_cidfile(args.cidfile)
+    _check_image_depth(ctx, args.image)
     spec = spec_from_args(args)
     _apply_volumes_from(ctx, spec)
     container = lifecycle.create(ctx, spec)

@@ -289,6 +289,32 @@ def cmd_import(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_load(args: argparse.Namespace, ctx: Context) -> int:
     store = _store(ctx)
+    before = {image.id for image in store.images()}
+    report = _load(args, store)
+    _refuse_too_deep(store, before)
+    if not args.quiet:
+        print("\n".join(report))
+    return 0
+
+
+def _refuse_too_deep(store: Store, before: set[str]) -> None:
+    """An image deeper than docker's limit does not stay: docker's ``load`` fails on it (exit 1)."""
+    from runtime.store.errors import TooManyLayers
+    from runtime.store.overlay import check_depth
+
+    for image in store.images():
+        if image.id in before:
+            continue
+        try:
+            check_depth(len(image.layers))
+        except TooManyLayers as exc:
+            with contextlib.suppress(RefrtError):
+                store.remove(image, force=True)
+            exc.exit_code = 1
+            raise
+
+
+def _load(args: argparse.Namespace, store: Store) -> list[str]:
     if args.input in (None, "-"):
         if sys.stdin.isatty():
             raise UsageError("requested load from stdin, but stdin is empty")
@@ -300,9 +326,7 @@ def cmd_load(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(f"load: cannot open {args.input}: {exc.strerror}") from None
         with fh:
             report = load_archive(store, fh)
-    if not args.quiet:
-        print("\n".join(report))
-    return 0
+    return list(report)
 
 
 def cmd_save(args: argparse.Namespace, ctx: Context) -> int:

@@ -21,8 +21,12 @@ from pathlib import Path
 from runtime import syscalls
 from runtime.store.errors import StoreError, TooManyLayers
 
-MAX_LOWER_LAYERS = 500
-"""overlayfs' OVL_MAX_STACK: the most lower dirs one mount may stack."""
+MAX_IMAGE_LAYERS = 125
+"""The deepest image refrt loads, runs or builds on: docker 20.10's overlay2 limit, measured on this machine
+(tests/runtime/cli/test_layer_limit.py): 125 layers load and run, a 126th is refused at ``load`` with "max depth
+exceeded". overlayfs itself would stack up to 500 lower dirs (OVL_MAX_STACK); docker's 128-deep chain holds the
+image layers plus its init and container layers, hence 125 (docs/cli.md)."""
+MAX_LOWER_LAYERS = MAX_IMAGE_LAYERS
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MNT_DETACH = 2
 EXTRA_OPTIONS = "index=off,redirect_dir=off"
@@ -41,11 +45,14 @@ def _fits(options: str) -> bool:
     return len(options.encode()) < PAGE_SIZE  # the page also holds the terminating NUL
 
 
+def check_depth(count: int) -> None:
+    """docker's refusal of an image deeper than :data:`MAX_IMAGE_LAYERS`, in its words."""
+    if count > MAX_IMAGE_LAYERS:
+        raise TooManyLayers(f"max depth exceeded: {count} layers, at most {MAX_IMAGE_LAYERS} (as docker's overlay2)")
+
+
 def _check_count(count: int) -> None:
-    if count > MAX_LOWER_LAYERS:
-        raise TooManyLayers(
-            f"{count} layers to stack; overlayfs stacks at most {MAX_LOWER_LAYERS} lower layers in one mount"
-        )
+    check_depth(count)
     if count == 0:
         raise StoreError("an overlay needs at least one lower layer")
 
