@@ -63,6 +63,7 @@ class Heredoc:
     content: str
     expand: bool
     chomp: bool
+    fd: int = 0  # ``3<<EOF``: the descriptor it is fed on (BuildKit records it)
 
     def text(self) -> str:
         """The content as the command sees it (leading tabs removed for ``<<-``)."""
@@ -83,9 +84,11 @@ class Instruction:
     line: int
     end_line: int
     flags: dict[str, str] = field(default_factory=dict)
+    flag_words: list[str] = field(default_factory=list)  # as written, in order, repeats kept (``--mount=a``)
     json: bool = False
     heredocs: list[Heredoc] = field(default_factory=list)
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    legacy_pair: bool = False  # ENV/LABEL ``name value`` (no ``=``)
     trigger: Instruction | None = None
 
     def fail(self, message: str) -> DockerfileError:
@@ -192,7 +195,7 @@ def parse_instructions(text: str) -> tuple[list[Instruction], _Directives, list[
     """Pass 1: logical instructions with their flags, args (unexpanded) and heredocs."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    src = _Lines(text.splitlines(keepends=True))
+    src = _Lines(_physical_lines(text))
     d = _Directives()
     out: list[Instruction] = []
     warnings: list[str] = []
@@ -221,12 +224,38 @@ def parse_instructions(text: str) -> tuple[list[Instruction], _Directives, list[
         logical = "".join(buf)
         if empty_continuation:
             warnings.append(f"line {lineno}: empty continuation line (an error in a future Docker release)")
-        instr = _parse_logical(logical, lineno, src.pos, d)
-        if not eol and not instr.args and not instr.pairs:
-            raise instr.fail(f"unexpected end of file: the line continuation leaves {instr.keyword} empty")
+        instr = _parse_logical(logical, lineno, src.pos, d)  # a continuation at EOF ends the instruction there
         _read_heredocs(instr, src, d)
         out.append(instr)
     return out, d, warnings
+
+
+MAX_LINE = 65535
+"""BuildKit reads lines with Go's bufio.Scanner: a line of 64 KiB or more is an error, not a long instruction."""
+
+
+def _physical_lines(text: str) -> list[str]:
+    """Lines as BuildKit's scanner cuts them: at ``\n`` only (``\r\n`` too: one ``\r`` before it is dropped);
+    a lone ``\r``, ``\v``, ``\f``, U+2028 ... stay inside the line, unlike Python's ``splitlines``."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        if len(line.rstrip("\n").encode()) > MAX_LINE:
+            raise DockerfileError(f"dockerfile line greater than max allowed size of {MAX_LINE}", number)
+    return [line[:-2] + "\n" if line.endswith("\r\n") else line for line in lines]
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} does not fit a float64")
+    return value
 
 
 def _split_flags(rest: str, esc: str) -> tuple[dict[str, str], list[str], str]:
@@ -316,8 +345,8 @@ def _maybe_json(rest: str) -> list[str] | None:
     """The JSON array of ``rest``, or None when it is not valid JSON (then BuildKit takes it as shell form)."""
     if not rest.lstrip().startswith("["):
         return None
-    try:
-        value = json.loads(rest)
+    try:  # Go's JSON: no NaN/Infinity, no float beyond float64; otherwise it is shell form
+        value = json.loads(rest, parse_constant=_reject_constant, parse_float=_finite)
     except ValueError:
         return None
     if not isinstance(value, list):
@@ -333,8 +362,8 @@ def _parse_logical(logical: str, line: int, end_line: int, d: _Directives) -> In
     rest = parts[1] if len(parts) > 1 else ""
     if keyword not in KNOWN:
         raise DockerfileError(f"unknown instruction: {parts[0]}", line)
-    flags, _, rest = _split_flags(rest, d.escape)
-    instr = Instruction(keyword, [], logical.strip(), line, end_line, flags=flags)
+    flags, words, rest = _split_flags(rest, d.escape)
+    instr = Instruction(keyword, [], logical.strip(), line, end_line, flags=flags, flag_words=words)
     try:
         _fill_args(instr, rest, d)
     except ValueError as exc:
@@ -356,6 +385,7 @@ def _fill_args(instr: Instruction, rest: str, d: _Directives) -> None:
         instr.args = _WHITESPACE.split(rest) if rest else []
     elif kw in ("ENV", "LABEL"):
         instr.pairs = _name_values(kw, rest, d.escape)
+        instr.legacy_pair = bool(instr.pairs) and "=" not in (_parse_words(rest, d.escape) or ["="])[0]
         instr.args = [f"{k}={v}" for k, v in instr.pairs]
     elif kw == "ARG":
         instr.args = _parse_words(rest, d.escape)
@@ -391,8 +421,8 @@ def _name_values(kw: str, rest: str, esc: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _heredoc_markers(instr: Instruction) -> list[tuple[str, bool, bool]]:
-    """(name, expand, chomp) of each ``<<WORD`` in a RUN/COPY/ADD line, in order."""
+def _heredoc_markers(instr: Instruction) -> list[tuple[str, bool, bool, int]]:
+    """(name, expand, chomp, fd) of each ``<<WORD`` in a RUN/COPY/ADD line, in order."""
     target = instr.trigger if instr.keyword == "ONBUILD" and instr.trigger else instr
     if target.keyword not in HEREDOC_KEYWORDS or target.json or "<<" not in target.original:
         return []
@@ -405,7 +435,8 @@ def _heredoc_markers(instr: Instruction) -> list[tuple[str, bool, bool]]:
     for word in words:
         marker = parse_heredoc_word(word)
         if marker is not None:
-            out.append(marker)
+            digits = _HEREDOC_WORD.match(word)
+            out.append((*marker, int(digits.group(1)) if digits and digits.group(1) else 0))
     return out
 
 
@@ -432,7 +463,7 @@ def _quote_count(text: str) -> int:
 
 
 def _read_heredocs(instr: Instruction, src: _Lines, d: _Directives) -> None:
-    for name, expand, chomp in _heredoc_markers(instr):
+    for name, expand, chomp, fd in _heredoc_markers(instr):
         content: list[str] = []
         while True:
             raw = src.next()
@@ -444,7 +475,7 @@ def _read_heredocs(instr: Instruction, src: _Lines, d: _Directives) -> None:
             if candidate == name:
                 break
             content.append(raw)
-        instr.heredocs.append(Heredoc(name, "".join(content), expand, chomp))
+        instr.heredocs.append(Heredoc(name, "".join(content), expand, chomp, fd))
     instr.end_line = src.pos
     if instr.trigger is not None:
         instr.trigger.heredocs = instr.heredocs
@@ -455,12 +486,18 @@ def _read_heredocs(instr: Instruction, src: _Lines, d: _Directives) -> None:
 
 def _flag_checks(instr: Instruction) -> None:
     allowed = FLAGS.get(instr.keyword, {})
-    for name, value in instr.flags.items():
-        kind = allowed.get(name)
-        if kind is None:
+    seen: set[str] = set()
+    for word in instr.flag_words:  # in order, as BuildKit reports the first problem
+        name = word[2:].partition("=")[0]
+        if name not in allowed:
             if instr.keyword == "RUN":
                 raise instr.fail(f"RUN --{name} is not supported by refrt")
             raise instr.fail(f"unknown flag: --{name}")
+        if name in seen:
+            raise instr.fail(f"Duplicate flag specified: {name}")
+        seen.add(name)
+    for name, value in instr.flags.items():
+        kind = allowed.get(name)
         if kind is str and value in ("\0", ""):
             raise instr.fail(f"missing a value on flag: --{name}")
         if kind is bool and value not in ("\0", "true", "false"):
