@@ -390,7 +390,8 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
 
     selected = []
     for c in all_containers(ctx.paths):
-        lifecycle.reconcile(ctx, c)
+        if not lifecycle.reconcile(ctx, c):
+            continue  # an --rm container whose monitor died: removed just now
         if not (args.all or c.state.running) and not args.filter:
             continue
         if args.filter and not _matches(c, args.filter):

@@ -8,12 +8,14 @@ released, state set to exited - so ``ps -a`` tells the truth and ``rm`` can clea
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from runtime.cgroups import driver_for_host
@@ -168,7 +170,8 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
 
 def start(ctx: Any, container: Container, attach: monitor.Attach | None = None) -> monitor.StartHandle:
     """Start the monitor; returns once the command runs. Raises the container's error (125/126/127) if not."""
-    reconcile(ctx, container)
+    if not reconcile(ctx, container):
+        raise NotFoundError(f"No such container: {container.id}")
     if container.state.running:
         return _no_handle()
     if container.state.status == "exited":
@@ -272,16 +275,66 @@ def _monitor_alive(state: State) -> bool:
     return monitor.is_alive(state.monitor_pid, state.monitor_start)
 
 
-def reconcile(ctx: Any, container: Container) -> None:
-    """A monitor that vanished leaves its container to us: kill what is left, release it, mark it exited."""
-    state = container.reload_state()
-    if state.status not in ("created", "running", "paused") or not state.monitor_pid:
+_ACTIVE = ("created", "running", "paused")
+
+
+def _orphaned(container: Container, state: State) -> bool:
+    """Whether the container's monitor died with work left: an active container, or an ``--rm`` one it had
+    recorded as exited but not removed yet."""
+    if not state.monitor_pid:
+        return False
+    if state.status not in _ACTIVE and not (state.status == "exited" and container.spec.auto_remove):
+        return False
+    return not _monitor_alive(state)
+
+
+@contextlib.contextmanager
+def _container_lock(container: Container) -> Iterator[bool]:
+    """flock on the container's directory itself (no lock file to leave behind); False when it is gone."""
+    try:
+        fd = os.open(container.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield False
         return
-    if _monitor_alive(state):
-        return
-    state = container.reload_state()  # the monitor may have finished between the two reads
-    if state.status not in ("created", "running", "paused") or not state.monitor_pid:
-        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def reconcile(ctx: Any, container: Container) -> bool:
+    """A monitor that vanished leaves its container to us: kill what is left, release cgroup and network, record
+    the exit - and remove an ``--rm`` container altogether, as its monitor would have. Returns whether the
+    container still exists afterwards (callers that list containers skip the ones that went).
+
+    Concurrent reconcilers (the daemon and a CLI worker) serialize on the container directory's flock, so one
+    finishes the container and the others see the result."""
+    try:
+        state = container.reload_state()
+    except FileNotFoundError:
+        return False
+    if not _orphaned(container, state):
+        return True
+    with _container_lock(container) as present:
+        if not present:
+            return False
+        try:
+            state = container.reload_state()  # another reconciler or the monitor may have finished meanwhile
+        except FileNotFoundError:
+            return False
+        if not _orphaned(container, state):
+            return True
+        if state.status in _ACTIVE:
+            _finish_off(ctx, container, state)
+        if container.spec.auto_remove:
+            remove_files(ctx, container, remove_volumes=True)
+            return False
+    return True
+
+
+def _finish_off(ctx: Any, container: Container, state: State) -> None:
+    """Kill the container's processes, release its cgroup and network, and record the exit."""
     killed = False
     group = driver_for_host().open(container.id)
     if group.exists():
@@ -295,8 +348,9 @@ def reconcile(ctx: Any, container: Container) -> None:
     state.exit_code = 137 if (killed or state.pid) else 125
     state.error = "container monitor died"
     state.pid = 0
-    state.monitor_pid = 0
     state.finished_at = now_iso()
+    if not container.spec.auto_remove:
+        state.monitor_pid = 0
     container.save_state()
 
 

@@ -136,7 +136,8 @@ def _selected(daemon: Daemon, request: Request, *, everything: bool) -> list[Con
     words = filter_words(request)
     chosen = []
     for c in all_containers(daemon.paths):
-        lifecycle.reconcile(daemon.ctx, c)
+        if not lifecycle.reconcile(daemon.ctx, c):
+            continue  # an --rm container whose monitor died: removed just now
         if words and not _matches(c, words):
             continue
         if not everything and not c.state.running and not any(w.startswith(("status=", "exited=")) for w in words):
