@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from runtime.cli.flags import GoParser
 from runtime.errors import RefrtError, UsageError
-from runtime.paths import Paths
+from runtime.paths import Paths, check_directory
 
 # Command groups, in the order ``refrt --help`` lists them.
-COMMAND_MODULES = ("containers", "interactive", "images", "build", "registry", "network", "volumes", "system")
+COMMAND_MODULES = ("containers", "interactive", "filesystem", "images", "build", "registry", "network", "volumes",
+                   "system")
 
 # Which group registers each command, so that ``refrt ps`` imports only what ``ps`` needs: importing every group
 # costs 0.1-0.25 s per call. tests/runtime/test_cli.py checks this table against what the groups register.
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     **dict.fromkeys(("images", "rmi", "tag", "history", "import", "load", "save", "image"), "images"),
     "build": "build",
     "attach": "interactive",
+    **dict.fromkeys(("cp", "diff", "export", "commit"), "filesystem"),
     **dict.fromkeys(("login", "logout", "push", "pull"), "registry"),
     **dict.fromkeys(("network", "port"), "network"),
     "volume": "volumes",
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if args.command is None else 125
         ctx = Context(
             paths=Paths.resolve(args.root, args.state),
-            config_dir=args.config or os.environ.get("REFRT_CONFIG"),
+            config_dir=check_directory("--config", "REFRT_CONFIG", args.config, writable=False),
             debug=args.debug,
         )
         return func(args, ctx)
@@ -132,9 +134,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"refrt: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as exc:  # a file or directory the input named, or the host refused: one line, as docker
+        if debug:
+            raise
+        print(f"refrt: {_os_error_line(exc)}", file=sys.stderr)
+        return 125
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # `refrt image inspect x | head`: the reader went away; say nothing, as a shell tool would.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except Exception as exc:  # a bug, not the input's fault: still one line (-D shows the traceback)
+        if debug:
+            raise
+        print(f"refrt: internal error: {type(exc).__name__}: {exc} (run with -D for the traceback)",
+              file=sys.stderr)
+        return 125
+
+
+def _broken_pipe() -> int:
+    """`refrt image inspect x | head`: the reader went away; say nothing, as a shell tool would."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``strerror: filename`` as the kernel said it, without Python's ``[Errno N]`` decoration."""
+    text = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{text}: {' -> '.join(names)}" if names else text

@@ -1,0 +1,180 @@
+"""``commit``: a new image from a container's changes, as docker's: its writable layer on top of its image's
+layers, its configuration (command, environment, labels ...), and ``-c`` changes in Dockerfile syntax.
+
+Files refrt puts in every container (``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``, ``/.dockerenv``,
+``/dev``, ``/proc``, ``/sys`` mount points) are left out, as docker's init layer keeps them out of its commits.
+The layer is made from a hard-linked copy of the upper directory (xattrs such as overlay's opaque markers
+kept), so the container may go on running meanwhile (``--pause``, docker's default, freezes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import RefrtError, UsageError
+
+if TYPE_CHECKING:
+    from runtime.build.parser import Instruction
+    from runtime.cli import Context
+
+class CommitError(RefrtError):
+    """A commit docker's daemon would refuse (its CLI exits 1)."""
+
+    exit_code = 1
+
+
+# what docker's ``commit --change`` accepts
+CHANGES = frozenset({"CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER", "VOLUME", "WORKDIR",
+                     "STOPSIGNAL", "HEALTHCHECK"})
+_LEFT_OUT = ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv", "dev", "proc", "sys")
+
+
+def _unquote(text: str) -> str:
+    from runtime.build.expand import Lexer
+
+    words = Lexer(skip_unset=True).words(text, {})
+    return " ".join(words)
+
+
+def apply_change(config: dict[str, Any], instr: Instruction) -> None:
+    """One ``-c`` instruction applied to an image config's ``config`` section."""
+    kw = instr.keyword
+    if kw not in CHANGES:
+        raise CommitError(f"{kw.lower()} is not a valid change command")
+    if kw in ("CMD", "ENTRYPOINT"):
+        key = "Cmd" if kw == "CMD" else "Entrypoint"
+        config[key] = list(instr.args) if instr.json else ["/bin/sh", "-c", *instr.args]
+    elif kw == "ENV":
+        env = [e for e in config.get("Env") or [] if e.partition("=")[0] not in {k for k, _ in instr.pairs}]
+        config["Env"] = env + [f"{k}={_unquote(v)}" for k, v in instr.pairs]
+    elif kw == "LABEL":
+        config["Labels"] = {**(config.get("Labels") or {}), **{_unquote(k): _unquote(v) for k, v in instr.pairs}}
+    elif kw == "EXPOSE":
+        ports = dict(config.get("ExposedPorts") or {})
+        for port in instr.args:
+            ports[port if "/" in port else f"{port}/tcp"] = {}
+        config["ExposedPorts"] = ports
+    elif kw == "VOLUME":
+        config["Volumes"] = {**(config.get("Volumes") or {}), **{path: {} for path in instr.args}}
+    elif kw == "ONBUILD":
+        config["OnBuild"] = [*(config.get("OnBuild") or []), instr.args[0]]
+    elif kw == "STOPSIGNAL":
+        config["StopSignal"] = instr.args[0]
+    elif kw == "HEALTHCHECK":
+        raise UsageError("HEALTHCHECK changes are not supported by refrt (health checks are not run)")
+    else:
+        config["User" if kw == "USER" else "WorkingDir"] = instr.args[0]
+
+
+def parse_changes(changes: list[str]) -> list[Instruction]:
+    from runtime.build.errors import DockerfileError
+    from runtime.build.parser import check_instruction, parse_instructions
+
+    out = []
+    for change in changes:
+        try:
+            instructions, _, _ = parse_instructions(change)
+            for instr in instructions:
+                check_instruction(instr)
+        except DockerfileError as exc:
+            raise UsageError(f"--change {change!r}: {exc}") from None
+        out += instructions
+    return out
+
+
+def cmd_commit(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.container import lifecycle
+    from runtime.container.state import find
+    from runtime.store.overlay import check_depth
+    from runtime.store.store import Store, now_rfc3339
+
+    changes = parse_changes(args.change)
+    c = find(ctx.paths, args.container)
+    lifecycle.reconcile(ctx, c)
+    store = Store(ctx.paths)
+    base = store.resolve(c.image_id)
+    paused = False
+    if args.pause and c.state.running and c.state.status != "paused":
+        with contextlib.suppress(RefrtError):
+            lifecycle.pause(ctx, c, True)
+            paused = True
+    try:
+        with tempfile.TemporaryDirectory(dir=c.directory, prefix=".commit-") as scratch:  # links: same fs
+            tree = Path(scratch) / "upper"
+            _linked_copy(c.upper, tree)
+            layer = store.add_layer_from_dir(tree)
+    finally:
+        if paused:
+            with contextlib.suppress(RefrtError):
+                lifecycle.pause(ctx, c, False)
+    image_config = copy.deepcopy(base.config)
+    config = image_config.setdefault("config", {})
+    config.update(_container_config(c))
+    for instr in changes:
+        apply_change(config, instr)
+    created = now_rfc3339()
+    image_config["created"] = created
+    image_config["container"] = c.id
+    if args.author:
+        image_config["author"] = args.author
+    entry: dict[str, Any] = {"created": created, "created_by": " ".join(c.argv)}
+    if args.message:
+        entry["comment"] = args.message
+    if args.author:
+        entry["author"] = args.author
+    if layer is None:
+        entry["empty_layer"] = True
+    image_config["history"] = [*image_config.get("history", []), entry]
+    layers = [*base.layers, *([layer] if layer is not None else [])]
+    check_depth(len(layers))
+    tags = [args.repository] if args.repository else []
+    image = store.commit_image(image_config, layers, tags)
+    print(image.id)
+    return 0
+
+
+def _container_config(c: Any) -> dict[str, Any]:
+    """What docker's commit takes from the container: its command, entrypoint, environment and labels."""
+    spec = c.spec
+    out: dict[str, Any] = {"Env": list(c.env)}
+    if spec.command:
+        out["Cmd"] = list(spec.command)
+    if spec.entrypoint is not None:
+        out["Entrypoint"] = list(spec.entrypoint) or None
+    if spec.labels:
+        out["Labels"] = {**(c.image_config.get("Labels") or {}), **spec.labels}
+    for key, value in (("User", spec.user), ("WorkingDir", spec.workdir), ("Hostname", spec.hostname)):
+        if value and key != "Hostname":
+            out[key] = value
+    return out
+
+
+def _linked_copy(upper: Path, tree: Path) -> None:
+    """The upper directory without refrt's own mount points, as hard links (no data copied)."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        rel = os.path.relpath(directory, upper)
+        return {n for n in names if os.path.normpath(os.path.join(rel, n)) in _LEFT_OUT}
+
+    shutil.copytree(upper, tree, symlinks=True, copy_function=os.link, ignore=ignore)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("commit", help="create a new image from a container's changes")
+    p.set_defaults(func=cmd_commit)
+    p.add_argument("-a", "--author", default="", help='author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+    p.add_argument("-c", "--change", action="append", default=[], help="apply Dockerfile instruction to the "
+                   "created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR)")
+    p.add_argument("-m", "--message", default="", help="commit message")
+    p.add_argument("-p", "--pause", action="store_true", default=True,
+                   help="pause container during commit (default true)")
+    p.add_argument("container")
+    p.add_argument("repository", nargs="?", default="", help="REPOSITORY[:TAG] of the new image")
+
