@@ -36,6 +36,10 @@ RECIPE_VERSION = 1
 #: Guest releases the recipe is made for, with the kernel series each brings; ``bookworm`` is the default guest.
 RELEASES = {"bullseye": "5.10", "bookworm": "6.1", "trixie": "6.12"}
 DEFAULT_RELEASE = "bookworm"
+#: Releases whose python3 is older than refrt needs get bookworm's next to their own (see :func:`add_python`).
+PYTHON_FROM = {"bullseye": ("bookworm", "3.11")}
+#: Where a borrowed Python lives in the guest; ``/usr/local/bin/python3`` (first on root's PATH) runs it.
+BORROWED_PYTHON = "/opt/conformance/python"
 
 GUEST_HOSTNAME = "conformance-vm"
 
@@ -119,10 +123,16 @@ class Recipe:
     initrd_modules: tuple[str, ...] = WANTED_MODULES
     initrd_script: str = INIT_SCRIPT
     version: int = RECIPE_VERSION
+    #: ``(suite, version)``: a Python from another release, for guests whose own is older than the runtime
+    #: needs (bullseye's 3.9; refrt needs 3.11). Empty: the guest's own ``python3``.
+    python_from: tuple[str, ...] = ()
 
     def key(self) -> str:
         """Hex digest naming the cache directory; any change to a field changes it."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        if not fields["python_from"]:
+            del fields["python_from"]  # recipes without one keep the key they had before the field existed
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -174,7 +184,7 @@ def recipe_for(release: str | None = None) -> Recipe:
     release = release or DEFAULT_RELEASE
     if release not in RELEASES:
         raise ImageBuildError(f"unknown guest release {release!r}: expected one of {', '.join(RELEASES)}")
-    return Recipe(suite=release)
+    return Recipe(suite=release, python_from=PYTHON_FROM.get(release, ()))
 
 
 def image_dir(recipe: Recipe) -> Path:
@@ -360,6 +370,38 @@ def set_root_shell(rootfs: Path, shell: str) -> None:
     passwd.write_text("\n".join(lines) + "\n")
 
 
+def add_python(recipe: Recipe, rootfs: Path, log: Path, progress: Progress) -> None:
+    """Give the guest another release's Python (``recipe.python_from``), without touching its own packages.
+
+    The packages (``pythonX.Y-minimal``, ``libpythonX.Y-stdlib`` and their dependencies, that release's glibc
+    among them) are only unpacked (``mmdebstrap --variant=extract``) into :data:`BORROWED_PYTHON`. The
+    interpreter runs through that tree's own dynamic loader with that tree's libraries (``ld.so
+    --library-path``: for this process only, so the guest's programs it starts keep the guest's libraries), and
+    ``--argv0`` keeps ``sys.executable`` naming the wrapper, so the interpreter starting itself again works.
+    """
+    suite, version = recipe.python_from
+    tree = rootfs / BORROWED_PYTHON.lstrip("/")
+    tree.mkdir(parents=True, exist_ok=True)
+    argv = ["mmdebstrap", "--mode=root", "--variant=extract",
+            f"--include=python{version}-minimal,libpython{version}-stdlib", suite, str(tree),
+            *host_apt_sources(suite)]
+    _run_logged(argv, log, progress, "borrowed python")
+    binary = tree / "usr" / "bin" / f"python{version}"
+    binary.rename(binary.with_name(binary.name + ".bin"))
+    libs = f"{BORROWED_PYTHON}/lib/x86_64-linux-gnu:{BORROWED_PYTHON}/usr/lib/x86_64-linux-gnu"
+    binary.write_text(
+        "#!/bin/sh\n"
+        f"# python{version} of {suite}, run with its own glibc (see conformance's vm/image.py)\n"
+        f'exec {BORROWED_PYTHON}/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path {libs} --argv0 "$0" '
+        f'{BORROWED_PYTHON}/usr/bin/python{version}.bin "$@"\n'
+    )
+    binary.chmod(0o755)
+    link = rootfs / "usr" / "local" / "bin" / "python3"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(f"{BORROWED_PYTHON}/usr/bin/python{version}")
+
+
 def extract_kernel(rootfs: Path, destination: Path) -> str:
     """Copy the guest's vmlinuz out for direct kernel boot; return its release."""
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
@@ -411,6 +453,8 @@ def build_image(recipe: Recipe, progress: Progress, report: BuildReport) -> Buil
     try:
         step("mmdebstrap", lambda: debootstrap_rootfs(recipe, rootfs, log, progress))
         step("configure guest", lambda: configure_guest(recipe, rootfs, key, log, progress))
+        if recipe.python_from:
+            step("borrowed python", lambda: add_python(recipe, rootfs, log, progress))
         step("kernel", take_kernel)
         step("initrd", lambda: build_initrd(rootfs, kernel_release, partial / "initrd.img"))
         step("mkfs.ext4", lambda: make_ext4(rootfs, partial / "root.raw", recipe.disk_size_mb, log, progress))
