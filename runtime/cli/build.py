@@ -1,7 +1,10 @@
 """``refrt build``: docker's ``build`` command line.
 
     refrt build [-t NAME:TAG]... [-f FILE] [--build-arg K=V]... [--target STAGE] [--no-cache] [--label K=V]...
-                [-q] CONTEXT
+                [-q] [--iidfile FILE] [--progress auto|plain|tty] CONTEXT|-
+
+``-`` reads the context from stdin, as docker's: a tar archive (plain, gzip, bzip2 or xz), or else a Dockerfile
+alone (then the context is empty).
 
 Progress goes to stderr in BuildKit's plain style (``#3 [build 2/5] RUN ...``, ``#3 CACHED``, ending with
 ``writing image sha256:...``) and stdout stays empty, as with BuildKit; ``-q`` prints nothing but the image id,
@@ -12,8 +15,11 @@ file, a RUN that exits non-zero) exits 1; a malformed command line exits 125.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,10 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("--label", action="append", default=[], help="set metadata on the image (K=V)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
-    p.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    p.add_argument("--iidfile", default="", help="write the image ID to the file")
+    p.add_argument("--progress", default="auto", choices=["auto", "plain", "tty"],
+                   help="progress output (refrt prints BuildKit's plain style for all three)")
+    p.add_argument("context", metavar="CONTEXT", help="the build context directory, or - for stdin")
     p.set_defaults(func=run_build)
 
 
@@ -53,12 +62,27 @@ def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
 
 
 def run_build(args: argparse.Namespace, ctx: Context) -> int:
-    if args.context == "-":
-        raise UsageError("refrt build: a context read from stdin is not supported; give a directory")
     for tag in args.tag:
         parse_reference(tag)  # a bad -t fails before any work, as docker's
+    if args.context != "-":
+        return _build(args, ctx, Path(args.context), None)
+    if args.file == "-":
+        raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
+    data = sys.stdin.buffer.read()
+    with tempfile.TemporaryDirectory(prefix="refrt-build-context-") as scratch:
+        context = Path(scratch)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+                tar.extractall(context, filter="data")
+            dockerfile_text = None
+        except tarfile.TarError:
+            dockerfile_text = data.decode("utf-8", errors="surrogateescape")
+        return _build(args, ctx, context, dockerfile_text)
+
+
+def _build(args: argparse.Namespace, ctx: Context, context: Path, dockerfile_text: str | None) -> int:
     options = BuildOptions(
-        context=Path(args.context),
+        context=context,
         tags=list(args.tag),
         build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
         labels=_pairs(args.label, "--label", from_env=False),
@@ -66,11 +90,18 @@ def run_build(args: argparse.Namespace, ctx: Context) -> int:
         no_cache=args.no_cache,
         out=None if args.quiet else sys.stderr,
     )
-    if args.file == "-":
+    if dockerfile_text is not None:
+        options.dockerfile_text = dockerfile_text
+    elif args.file == "-":
         options.dockerfile_text = sys.stdin.read()
     elif args.file:
-        options.dockerfile = Path(args.file)
+        options.dockerfile = Path(args.file) if args.context != "-" else context / args.file
     image = build(ctx, options)
+    if args.iidfile:
+        try:
+            Path(args.iidfile).write_text(image.id)
+        except OSError as exc:
+            raise UsageError(f"failed to write image ID to the file: {exc}") from None
     if args.quiet:
         print(image.id, flush=True)
     return 0
