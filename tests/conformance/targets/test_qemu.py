@@ -205,5 +205,8 @@ def test_release_and_cgroup_layout_choose_image_kernel_command_line_and_name() -
     assert "legacy_systemd_cgroup_controller=1" in v1.config.cmdline
     assert "legacy_systemd_cgroup_controller" not in hybrid.config.cmdline
     assert len({plain.config.key(), v1.config.key(), hybrid.config.key()}) == 3
+    # Vagrant takes the same releases (a box per release image).
+    vagrant = get_target("vagrant:trixie")
+    assert vagrant.name == "vagrant:trixie" and vagrant.recipe.key() == trixie.recipe.key()  # type: ignore[attr-defined]
     # Only bullseye (Python 3.9) borrows a newer Python for refrt.
     assert hybrid.recipe.python_from == ("bookworm", "3.11") and not trixie.recipe.python_from
