@@ -211,7 +211,17 @@ def _title(text: str) -> str:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(None if value is NO_VALUE else value, ensure_ascii=False, separators=(",", ":"))
+    """docker's ``json``: Go's encoder, which writes a map's keys sorted and a struct's in field order."""
+    return json.dumps(_go_order(None if value is NO_VALUE else value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _go_order(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        items = sorted(value.items()) if is_map(value) else value.items()
+        return {k: _go_order(v) for k, v in items}
+    if isinstance(value, (list, tuple)):
+        return [_go_order(v) for v in value]
+    return value
 
 
 FUNCS: dict[str, Callable[..., Any]] = {

@@ -165,3 +165,6 @@ def register(sub: Any) -> None:
     p = system_sub.add_parser("info", help="show system-wide information")
     p.add_argument("-f", "--format", default="")
     p.set_defaults(func=cmd_info)
+    from runtime.cli.disk import register as register_disk
+
+    register_disk(system_sub)
