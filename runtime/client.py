@@ -63,6 +63,56 @@ def _globals(argv: list[str]) -> tuple[dict[str, str], str | None]:
     return found, None
 
 
+def directory_problem(path: str, *, writable: bool = True) -> str | None:
+    """Why ``path`` cannot serve as one of refrt's directories, or None: it must be non-empty and, where it
+    exists, a (writable) directory; where it does not, its nearest existing ancestor must be one, so it can be
+    made. The one check of every directory option, used here (before a daemon is looked for) and by
+    :meth:`runtime.paths.Paths.resolve` (lean on purpose: the client imports nothing heavy)."""
+    if not path:
+        return "must not be empty (leave the option out for the default)"
+    probe = os.path.abspath(path)
+    while True:
+        try:
+            is_dir = os.path.isdir(probe) if os.path.lexists(probe) else None
+        except OSError as exc:
+            return f"{probe}: {exc.strerror}"
+        if is_dir is None:  # missing: it will be made under the first ancestor that exists
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return f"{probe}: does not exist"
+            probe = parent
+            continue
+        if not is_dir:
+            return "is not a directory" if probe == os.path.abspath(path) else f"{probe} is not a directory"
+        if writable and not os.access(probe, os.W_OK | os.X_OK):
+            return f"{probe} is not writable"
+        return None
+
+
+def directory_option(option: str, variable: str, value: str | None, *, writable: bool = True) -> str | None:
+    """The directory named by ``option`` (None: not given), else by ``variable`` (unset or empty: not given);
+    ValueError with the one-line reason when it cannot serve (:func:`directory_problem`)."""
+    source = option
+    if value is None:
+        value, source = os.environ.get(variable) or None, variable
+    if value is None:
+        return None
+    problem = directory_problem(value, writable=writable)
+    if problem:
+        raise ValueError(f"invalid {source} {value!r}: {problem}")
+    return value
+
+
+def _check_options(options: dict[str, str]) -> None:
+    """Refuse an unusable ``--root``/``--state``/``--config`` before anything else: ``--root ''`` must not reach
+    the default root's daemon."""
+    for name, variable in (("--root", "REFRT_ROOT"), ("--state", "REFRT_STATE"), ("--config", "REFRT_CONFIG")):
+        try:
+            directory_option(name, variable, options.get(name), writable=name != "--config")
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
+
+
 def _root_and_state(options: dict[str, str]) -> tuple[str, str]:
     """The root and state directories exactly as :class:`runtime.paths.Paths` resolves them."""
     root = os.path.abspath(options.get("--root") or os.environ.get("REFRT_ROOT") or DEFAULT_ROOT)
@@ -292,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if no_daemon or command == "daemon":
         return run_in_process(words)
     try:
+        _check_options(options)
         host = options.get("--host") or os.environ.get("REFRT_HOST")
         root, state = _root_and_state(options)
         if not host:  # the command is for the root whose daemon we reach: say which, whatever answers

@@ -8,12 +8,24 @@ container layers, volumes; ``--root`` / ``REFRT_ROOT``, default ``/var/lib/refrt
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.client import directory_option
+from runtime.errors import UsageError
+
 DEFAULT_ROOT = Path("/var/lib/refrt")
 DEFAULT_STATE = Path("/run/refrt")
+
+
+def check_directory(option: str, variable: str, value: str | None, *, writable: bool = True) -> str | None:
+    """The directory named by ``option`` or else ``variable`` (None when neither is given), refused with a
+    :class:`UsageError` when it cannot serve; the check is the client's (:func:`runtime.client.directory_option`),
+    so both paths of a command refuse the same input with the same line."""
+    try:
+        return directory_option(option, variable, value, writable=writable)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -23,9 +35,14 @@ class Paths:
 
     @classmethod
     def resolve(cls, root: str | None = None, state: str | None = None) -> Paths:
-        """Apply flag > environment > default, and derive ``state`` from a non-default root."""
-        root_path = Path(root or os.environ.get("REFRT_ROOT") or DEFAULT_ROOT).absolute()
-        state_value = state or os.environ.get("REFRT_STATE")
+        """Apply flag > environment > default, and derive ``state`` from a non-default root.
+
+        A flag or variable that is given is checked first (:func:`check_directory`): ``--root ''`` is an error,
+        not the system root, and a file where a directory belongs is named as such, not met in a traceback."""
+        root = check_directory("--root", "REFRT_ROOT", root)
+        state = check_directory("--state", "REFRT_STATE", state)
+        root_path = Path(root or DEFAULT_ROOT).absolute()
+        state_value = state
         if state_value:
             state_path = Path(state_value).absolute()
         elif root_path == DEFAULT_ROOT:

@@ -38,7 +38,10 @@ def parse_size(value: str) -> int:
     match = _SIZE.match(value.strip())
     if not match:
         raise UsageError(f"invalid size: '{value}'")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size >= 1 << 63:  # what the kernel's 64-bit limits take; beyond, the cgroup would get a wrapped value
+        raise UsageError(f"invalid size: '{value}': value out of range")
+    return size
 
 
 def parse_cpus(value: str) -> int:

@@ -333,6 +333,8 @@ def cmd_save(args: argparse.Namespace, ctx: Context) -> int:
     store = _store(ctx)
     for ref in args.images:
         store.resolve(ref)  # fail before creating the output file
+    if args.output and args.output != "-":
+        _check_output(args.output)
     if not args.output or args.output == "-":
         if sys.stdout.isatty():
             raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
@@ -340,7 +342,10 @@ def cmd_save(args: argparse.Namespace, ctx: Context) -> int:
         save_docker_archive(store, args.images, cast(BinaryIO, sys.stdout.buffer))
         return 0
     target = Path(args.output).absolute()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:  # what the access check cannot see: /proc, a read-only or full file system
+        raise RefrtError(f"cannot write {args.output}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as out:
             save_docker_archive(store, args.images, out)
@@ -350,6 +355,18 @@ def cmd_save(args: argparse.Namespace, ctx: Context) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return 0
+
+
+def _check_output(output: str) -> None:
+    """``save -o``: refuse, before the archive is written, a target that is a directory or whose directory is
+    missing or not writable (the archive goes to a temporary file beside it, renamed at the end)."""
+    target = Path(output).absolute()
+    if target.is_dir():
+        raise UsageError(f"invalid output path {output!r}: is a directory")
+    if not target.parent.is_dir():
+        raise UsageError(f"invalid output path {output!r}: directory {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"invalid output path {output!r}: directory {target.parent} is not writable")
 
 
 def cmd_bootstrap(args: argparse.Namespace, ctx: Context) -> int:

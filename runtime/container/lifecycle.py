@@ -57,7 +57,13 @@ def _pull_missing(ctx: Any, ref: str) -> Any:
     import sys
 
     from runtime.registry import pull
+    from runtime.store.errors import InvalidReference
+    from runtime.store.reference import parse_reference
 
+    try:  # a malformed reference is the input's fault: one line, no pull attempt (docker's order too)
+        parse_reference(ref)
+    except InvalidReference as exc:
+        raise UsageError(str(exc)) from None
     print(f"Unable to find image '{ref}' locally", file=sys.stderr)
     try:
         return pull(ctx, ref, out=sys.stderr)

@@ -224,6 +224,8 @@ class _Archive:
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, EOFError) or "unexpected end" in str(exc):
                 raise ArchiveError(f"the image archive is truncated: {exc}") from None
+            if "could not be opened successfully" in str(exc):  # tarfile's one line per method tried
+                raise ArchiveError("not a readable tar archive (plain, gzip, bzip2 or xz)") from None
             raise ArchiveError(f"not a readable tar archive: {exc}") from None
         # Every header was read: a cut in a member's data or on a header shows as a missing end-of-archive block.
         assert isinstance(self.tf, CheckedTarFile)
