@@ -14,14 +14,16 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from runtime.cgroups import driver_for_host
 from runtime.container import hooks, monitor
 from runtime.container.spec import ContainerSpec
-from runtime.container.state import Container, State, all_containers, new_id, now_iso
+from runtime.container.state import Container, State, all_containers, load_state, new_id, now_iso
 from runtime.errors import ConflictError, NotFoundError, RefrtError, UsageError
 from runtime.locking import locked
 from runtime.paths import Paths
@@ -316,18 +318,14 @@ def reconcile(ctx: Any, container: Container) -> bool:
 
     Concurrent reconcilers (the daemon and a CLI worker) serialize on the container directory's flock, so one
     finishes the container and the others see the result."""
-    try:
-        state = container.reload_state()
-    except FileNotFoundError:
+    state = _reload(container)
+    if state is None:
         return False
     if not _orphaned(container, state):
         return True
     with _container_lock(container) as present:
-        if not present:
-            return False
-        try:
-            state = container.reload_state()  # another reconciler or the monitor may have finished meanwhile
-        except FileNotFoundError:
+        state = _reload(container) if present else None  # another reconciler or the monitor may have finished
+        if state is None:
             return False
         if not _orphaned(container, state):
             return True
@@ -337,6 +335,79 @@ def reconcile(ctx: Any, container: Container) -> bool:
             remove_files(ctx, container, remove_volumes=True)
             return False
     return True
+
+
+def _reload(container: Container) -> State | None:
+    """The container's state from disk; None once its directory is gone (removed by someone else)."""
+    state = container.reload_state()
+    return state if (container.directory / "state.json").exists() else None
+
+
+def watch_monitors(ctx: Any, stopping: threading.Event, rescan: float = 1.0) -> None:
+    """The daemon's thread that reconciles a container as soon as its monitor dies, not at the next command.
+
+    Each live monitor is watched through a pidfd (readable when it exits); the containers directory is looked
+    at again every ``rescan`` seconds for new monitors, reading only the state files that changed, so an idle
+    daemon costs one directory listing a second. A monitor that exits normally has recorded the exit itself,
+    and reconcile then finds nothing to do."""
+    import select
+
+    from runtime.container.state import load
+
+    paths = _ctx_paths(ctx)
+    poller = select.poll()
+    watched: dict[int, tuple[Path, tuple[int, int]]] = {}  # pidfd -> (container directory, its key)
+    keys: set[tuple[int, int]] = set()  # (monitor pid, start time) watched
+    seen: dict[Path, int] = {}  # state.json mtime at the last look
+    while not stopping.is_set():
+        for entry in _changed_states(paths.containers, seen):
+            state = load_state(entry)
+            key = (state.monitor_pid, state.monitor_start)
+            if state.status not in _ACTIVE or not state.monitor_pid or key in keys:
+                continue
+            try:
+                fd = os.pidfd_open(state.monitor_pid)
+            except OSError:
+                fd = -1
+            if fd < 0 or not _monitor_alive(state):  # gone already, or the pid is someone else's now
+                if fd >= 0:
+                    os.close(fd)
+                with contextlib.suppress(RefrtError, OSError, ValueError, KeyError):
+                    reconcile(ctx, load(entry))
+                continue
+            watched[fd] = (entry, key)
+            keys.add(key)
+            poller.register(fd, select.POLLIN)
+        for fd, _events in poller.poll(rescan * 1000):
+            poller.unregister(fd)
+            os.close(fd)
+            entry, key = watched.pop(fd)
+            keys.discard(key)
+            with contextlib.suppress(RefrtError, OSError, ValueError, KeyError):
+                reconcile(ctx, load(entry))
+    for fd in watched:
+        os.close(fd)
+
+
+def _changed_states(directory: Path, seen: dict[Path, int]) -> list[Path]:
+    """Container directories whose state.json changed since the last call (``seen`` keeps the mtimes)."""
+    changed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return changed
+    for entry in entries:
+        try:
+            mtime = (entry / "state.json").stat().st_mtime_ns
+        except OSError:
+            seen.pop(entry, None)
+            continue
+        if seen.get(entry) != mtime:
+            seen[entry] = mtime
+            changed.append(entry)
+    for gone in set(seen) - set(entries):
+        del seen[gone]
+    return changed
 
 
 def _finish_off(ctx: Any, container: Container, state: State) -> None:

@@ -113,6 +113,14 @@ def live_restore(ctx: Any) -> tuple[int, int]:
     return len(containers), running
 
 
+def _watch_monitors(ctx: Any, stopping: threading.Event) -> None:
+    """After the restore, keep reconciling: a monitor that dies is noticed at once (lifecycle.watch_monitors)."""
+    from runtime.container import lifecycle
+
+    threading.Thread(target=lifecycle.watch_monitors, args=(ctx, stopping), name="monitor-watch",
+                     daemon=True).start()
+
+
 # -- the zygote and CLI sessions --------------------------------------------------------------------------------
 class Zygote:
     """The daemon's end of the zygote: hands it connections, learns when their commands end, replaces it when it
@@ -387,6 +395,7 @@ def serve(ctx: Any, host: str | None = None, *, verbose: bool = False, ready: th
         pidfile.write_text(f"{os.getpid()}\n{path}\n{'on-demand' if on_demand else 'explicit'}\n")
         zygote = Zygote(paths)  # first: it imports the command line while we restore and load the API
         total, running = live_restore(ctx)
+        _watch_monitors(ctx, stopping)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         router = _api_router(Daemon(paths=paths, ctx=ctx))

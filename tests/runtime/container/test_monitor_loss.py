@@ -113,3 +113,15 @@ def test_rm_container_whose_monitor_died_while_removing_it(refrt: Refrt) -> None
     state_path.write_text(json.dumps(state))
     assert name not in refrt("ps", "-a", "--format", "{{.Names}}").stdout
     assert_nothing_left(refrt, cid, [monitor_pid, pid])
+
+
+def test_daemon_notices_a_dead_monitor_without_a_command(refrt: Refrt) -> None:
+    """The root's daemon watches each monitor (pidfd): an --rm container goes within seconds of its monitor's
+    death, with no command run meanwhile."""
+    name = unique("lost-watched")
+    cid = refrt("run", "-d", "--rm", "--name", name, "busybox", "sleep", "300", check=True).stdout.strip()
+    assert _veths_of(cid) != []
+    pids = _kill_monitor(refrt, cid)
+    wait_for(lambda: not (refrt.root / "containers" / cid).exists(), timeout=10)
+    assert_nothing_left(refrt, cid, list(pids))
+    assert _veths_of(cid) == []
