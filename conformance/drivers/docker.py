@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from conformance.drivers.base import RuntimeDriver, register_driver
 from conformance.drivers.dockerlike import DockerLikeDriver
+from conformance.drivers.refrt import CLI_FEATURES
 from conformance.errors import DriverError
 
 CLIENT = "/usr/bin/docker"
@@ -137,6 +138,7 @@ class DockerDriver(DockerLikeDriver):
             "runtime.seccomp.io_uring_refused": False,  # docker < 25 still allows io_uring_* (moby #46762)
             "runtime.seccomp.vsock_refused": False,  # 20.10's profile has no socket-family filter yet
             "runtime.loopback_guard": True,  # docker0 never gets route_localnet (the userland proxy serves 127.0.0.1)
+            **dict.fromkeys(CLI_FEATURES, True),  # docker is the reference of suites/cli.yaml
         }
 
     def stop_daemon(self) -> None:

@@ -157,6 +157,15 @@ class PodmanDriver(DockerLikeDriver):
             # netavark 1.4 turns route_localnet on for its bridge once a port is published on 127.0.0.1 and adds
             # no drop rule: from then on a container's hand-made packets reach the host's loopback
             "runtime.loopback_guard": False,
+            # suites/cli.yaml, podman 4.3's CLI: its own error words and exit 125 where docker's CLI exits 1 (rm,
+            # inspect template errors, cp, --cidfile); table headers pass through template functions ("status");
+            # -it without a terminal only warns; attach exits 0 whatever the container's code; commit prints
+            # the bare image id, without "sha256:"
+            "runtime.cli.docker_error_messages": False,
+            "runtime.cli.table_header_functions": False,
+            "runtime.cli.tty_refusal": False,
+            "runtime.cli.attach_exit_code": False,
+            "runtime.cli.commit_prints_digest": False,
         }
 
     def leftovers_exist(self) -> bool:

@@ -110,6 +110,12 @@ def warm_key(root: str | None = None) -> str:
     return f"refrt-{package_hash(Path(runtime.__file__).parent)}-{digest}"
 
 
+# suites/cli.yaml: docker's command-line behaviour (messages and exit codes, table headers, -it refused without a
+# terminal, attach's exit code, commit's sha256: id); refrt and docker have it, podman declares what it lacks
+CLI_FEATURES = ("runtime.cli.docker_error_messages", "runtime.cli.table_header_functions", "runtime.cli.tty_refusal",
+                "runtime.cli.attach_exit_code", "runtime.cli.commit_prints_digest")
+
+
 @register_driver
 class RefrtDriver(RuntimeDriver):
     name = "refrt"
@@ -169,7 +175,7 @@ class RefrtDriver(RuntimeDriver):
     def features(self) -> dict[str, bool]:
         return {"runtime.refrt": True, "runtime.build.heredoc": True, "runtime.seccomp.docker_profile": True,
                 "runtime.seccomp.io_uring_refused": True, "runtime.seccomp.vsock_refused": True,
-                "runtime.loopback_guard": True}
+                "runtime.loopback_guard": True, **dict.fromkeys(CLI_FEATURES, True)}
 
     def leftovers_exist(self) -> bool:
         # Running refrt on a root that is gone would create it anew.

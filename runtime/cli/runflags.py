@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import UsageError
+from runtime.errors import RefrtError, UsageError
 
 HELP: dict[str, str] = {
     "help": "show this help and exit",
@@ -182,10 +182,15 @@ def read_label_files(paths: list[str]) -> list[str]:
     return labels
 
 
+class CidfileExists(RefrtError):
+    """docker's CLI refuses an existing --cidfile (exit 1) before it creates anything."""
+
+    exit_code = 1
+
+
 def claim_cidfile(path: str) -> None:
-    """docker refuses an existing --cidfile before it creates anything."""
     if path and Path(path).exists():
-        raise UsageError(f"Container ID file found, make sure the other container isn't running or delete {path}")
+        raise CidfileExists(f"container ID file found, make sure the other container isn't running or delete {path}")
 
 
 def write_cidfile(path: str, container_id: str) -> None:
