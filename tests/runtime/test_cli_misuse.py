@@ -29,7 +29,7 @@ CATALOGUE: list[tuple[str, list[str], int]] = [
     ("unknown-flag", ["ps", "--bogus"], 125),
     ("unknown-short-flag", ["run", "-Z", "busybox", "true"], 125),
     ("flag-missing-value", ["run", "--name"], 125),
-    ("unsupported-run-flag", ["run", "--restart", "always", "busybox", "true"], 125),
+    ("unsupported-run-flag", ["run", "--runtime", "runc", "busybox", "true"], 125),
     ("missing-argument", ["rm"], 125),
     ("extra-argument", ["tag", "busybox", "a", "b"], 125),
     # bad sizes and numbers
@@ -104,7 +104,7 @@ CATALOGUE: list[tuple[str, list[str], int]] = [
     ("env-file-dir", ["run", "--env-file", "{dir}", "busybox", "true"], 125),
     ("label-file-missing", ["run", "--label-file", "{missing}", "busybox", "true"], 125),
     ("cidfile-missing-dir", ["run", "--cidfile", "{missing}/cid", "busybox", "true"], 125),
-    ("cidfile-exists", ["run", "--cidfile", "{file}", "busybox", "true"], 125),
+    ("cidfile-exists", ["run", "--cidfile", "{file}", "busybox", "true"], 1),  # docker's CLI: 1 too
     ("cidfile-read-only", ["run", "--cidfile", "{ro}/cid", "busybox", "true"], 125),
 ]
 
