@@ -95,6 +95,8 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
+    p.add_argument("--restart", default="no",
+                   help="restart policy when the container exits: no, always, unless-stopped, on-failure[:N]")
     p.add_argument("--userns", default="host")
     p.add_argument("--privileged", action="store_true")
     p.add_argument("--cap-add", action="append", default=[])
@@ -123,6 +125,15 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     runflags.describe(p)
     p.add_argument("image", help="the image to run")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+
+def _restart_policy(args: argparse.Namespace) -> str:
+    from runtime.container import restart
+
+    name, _ = restart.parse(args.restart)
+    if name != "no" and args.rm:
+        raise UsageError("Conflicting options: --restart and --rm")
+    return str(args.restart or "no")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
@@ -197,6 +208,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         ),
         read_only=args.read_only,
         auto_remove=args.rm,
+        restart=_restart_policy(args),
         userns=args.userns or "host",
         privileged=args.privileged,
         cap_add=list(args.cap_add),
@@ -308,14 +320,22 @@ def cmd_stop(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
     sig = parse_signal(args.signal) if args.signal else signal.SIGTERM
-    return _for_each(args, ctx, lambda c: lifecycle.stop(ctx, c, args.time, sig))
+    return _for_each(args, ctx, lambda c: lifecycle.stop(ctx, _user_stop(c), args.time, sig))
 
 
 def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
     sig = parse_signal(args.signal)
-    return _for_each(args, ctx, lambda c: lifecycle.kill(ctx, c, sig))
+    return _for_each(args, ctx, lambda c: lifecycle.kill(ctx, _user_stop(c), sig))
+
+
+def _user_stop(c: Container) -> Container:
+    """stop, kill, rm -f and restart: the restart policy must not bring the container back (docker's rule)."""
+    from runtime.container import restart
+
+    restart.mark_stopped(c.directory)
+    return c
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
@@ -327,7 +347,9 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
     failed = 0
     for ref in args.containers:
         try:
-            lifecycle.remove(ctx, find(ctx.paths, ref), force=args.force, volumes=args.volumes)
+            target = find(ctx.paths, ref)
+            lifecycle.remove(ctx, _user_stop(target) if args.force else target, force=args.force,
+                             volumes=args.volumes)
             print(ref)
         except NotFoundError:
             print(f"Error: No such container: {ref}", file=sys.stderr)
@@ -587,7 +609,7 @@ def cmd_restart(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
     def restart(c: Container) -> None:
-        lifecycle.stop(ctx, c, args.time)
+        lifecycle.stop(ctx, _user_stop(c), args.time)
         lifecycle.start(ctx, c, None).close()
 
     return _for_each(args, ctx, restart)

@@ -104,7 +104,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--oom-kill-disable", False, "disabling the OOM killer is not implemented"),
     ("--oom-score-adj", True, "OOM score adjustment is not implemented"),
     ("--pid", True, "PID namespace sharing is not implemented"),
-    ("--restart", True, "restart policies are not implemented (the container would not be restarted)"),
     ("--runtime", True, "refrt is its own runtime"),
     ("--shm-size", True, "the /dev/shm size is fixed"),
     ("--stop-signal", True, "a per-container stop signal is not implemented (use stop -s)"),

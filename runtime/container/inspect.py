@@ -36,6 +36,12 @@ def _docker_status(c: Container) -> str:
     return {"removing": "removing"}.get(c.state.status, c.state.status)
 
 
+def restart_policy(value: str) -> dict[str, Any]:
+    from runtime.container.restart import inspect_policy
+
+    return inspect_policy(value)
+
+
 def inspect(c: Container) -> dict[str, Any]:
     spec = c.spec
     res = spec.resources
@@ -78,6 +84,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "FinishedAt": state.finished_at or "0001-01-01T00:00:00Z",
         },
         "Image": c.image_id,
+        "RestartCount": state.restart_count,
         "ResolvConfPath": str(c.directory / "resolv.conf"),
         "HostnamePath": str(c.directory / "hostname"),
         "HostsPath": str(c.directory / "hosts"),
@@ -90,6 +97,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "NetworkMode": spec.network.mode,
             "PortBindings": {},
             "AutoRemove": spec.auto_remove,
+            "RestartPolicy": restart_policy(spec.restart),
             "CapAdd": spec.cap_add or None,
             "CapDrop": spec.cap_drop or None,
             "Privileged": spec.privileged,

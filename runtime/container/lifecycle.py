@@ -452,8 +452,9 @@ def remove(ctx: Any, container: Container, force: bool = False, volumes: bool = 
                 f"You cannot remove a running container {container.id}. "
                 "Stop the container before attempting removal or force remove"
             )
-        with contextlib.suppress(ProcessLookupError, OSError):
-            os.kill(container.state.pid, signal.SIGKILL)
+        if container.state.pid > 0:  # 0 between a restart policy's runs: kill(0) would kill our own group
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(container.state.pid, signal.SIGKILL)
         _thaw_if_paused(container)
         wait_until_stopped(ctx, container, 30)
     if not container.directory.exists():

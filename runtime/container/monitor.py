@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import hooks, init, namespaces, seccomp, terminal, userns
+from runtime.container import hooks, init, namespaces, restart, seccomp, terminal, userns
 from runtime.container.attach import AttachHub, DetachScanner, write_all
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
@@ -229,23 +230,38 @@ class Monitor:
         c.state.monitor_pid = os.getpid()
         c.state.monitor_start = process_start_time(os.getpid())
         c.save_state()
-        try:
-            stdio, reader = self._open_stdio()
-            self._start_container(stdio)
-        except RefrtError as exc:
-            self._failed_start(exc.exit_code, str(exc))
-            return 0
-        except OSError as exc:
-            self._failed_start(125, str(exc))
-            return 0
-        self._open_hub(reader)
-        warnings = self.cgroup.warnings if self.cgroup is not None else []
-        self._send({"event": "started", "pid": self.pid, "warnings": warnings})
-        if self.pty_master is not None:
-            reader.use_pty(self.pty_master)
-        status = reader.pump_until_exit(self.pid)
-        self._finish(status)
-        return 0
+        restart.clear_stop_mark(c.directory)
+        delay = 0.1
+        while True:  # once, or again as the restart policy says (runtime.container.restart)
+            began = time.monotonic()
+            try:
+                stdio, reader = self._open_stdio()
+                self._start_container(stdio)
+            except RefrtError as exc:
+                self._failed_start(exc.exit_code, str(exc))
+                return 0
+            except OSError as exc:
+                self._failed_start(125, str(exc))
+                return 0
+            if c.state.restart_count and restart.stopped_by_user(c.directory):
+                # stopped while we restarted it: the stop saw it exited; it wrote its mark before it looked,
+                # we saved "running" before we look, so one of us sees the other
+                os.kill(self.pid, signal.SIGKILL)
+            self._open_hub(reader)
+            warnings = self.cgroup.warnings if self.cgroup is not None else []
+            self._send({"event": "started", "pid": self.pid, "warnings": warnings})
+            if self.pty_master is not None:
+                reader.use_pty(self.pty_master)
+            status = reader.pump_until_exit(self.pid)
+            code = self._finish(status)
+            if not restart.should_restart(c.spec.restart, code, c.state.restart_count, c.directory):
+                return 0
+            delay = restart.next_delay(delay, time.monotonic() - began)
+            time.sleep(delay)
+            if not restart.should_restart(c.spec.restart, code, c.state.restart_count, c.directory):
+                return 0
+            c.state.restart_count += 1
+            c.save_state()
 
     def _open_hub(self, reader: OutputPump) -> None:
         """The attach socket (see runtime.container.attach); a container runs on without it if it fails."""
@@ -376,7 +392,7 @@ class Monitor:
             self._auto_remove()
         self._send({"event": "error", "code": code, "message": message})
 
-    def _finish(self, status: int) -> None:
+    def _finish(self, status: int) -> int:
         c = self.c
         code = os.waitstatus_to_exitcode(status)
         exit_code = 128 - code if code < 0 else code
@@ -393,6 +409,7 @@ class Monitor:
         c.save_state()
         problem = self._auto_remove() if c.spec.auto_remove else ""
         self._send({"event": "exited", "code": exit_code, "oom_killed": oom, "remove_error": problem})
+        return exit_code
 
     def _teardown(self) -> None:
         if hooks.needs_network_hook(self.c.spec.network.mode):

@@ -36,6 +36,7 @@ class ContainerSpec:
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)  # normalized (runtime.container.seccomp.normalize)
+    restart: str = "no"  # --restart policy (runtime.container.restart)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

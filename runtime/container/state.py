@@ -38,6 +38,7 @@ class State:
     started_at: str = ""
     finished_at: str = ""
     network_settings: dict[str, Any] = field(default_factory=dict)
+    restart_count: int = 0  # restarts made by the restart policy (docker's RestartCount)
 
     @property
     def running(self) -> bool:
