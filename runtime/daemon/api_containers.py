@@ -2,10 +2,11 @@
 refrt CLI calls, answering in docker's shapes, status codes and words.
 
 Where refrt differs from dockerd (see also :mod:`runtime.daemon.attach`):
-- ``attach`` to a container that already runs follows its log from now on (output only): the monitor's
-  descriptors are fixed when it is spawned, so live stdin is only available to attaches made before ``start``.
-- ``resize`` sets the window size on the container's terminal through its init's stdin (/proc/PID/fd/0), which
-  is the pty slave for a ``-t`` container; for other containers it is accepted and does nothing, as in docker.
+- ``attach`` to a container that already runs goes through its monitor's attach socket; input reaches it only
+  when the container was started ``-d -i`` (the stdin of a container started attached belongs to that first
+  attach). Without the socket (a monitor of an older refrt) it follows the log, output only.
+- ``resize`` of a ``-t`` container goes to the monitor, which holds the pty master (else TIOCSWINSZ through the
+  init's stdin, /proc/PID/fd/0); for other containers it is accepted and does nothing, as in docker.
 - No detach keys (ctrl-p ctrl-q): the bytes reach the container.
 - ``create`` refuses settings refrt has no knob for (``--init``, ``--restart``, ``--device`` ...:
   :func:`runtime.daemon.convert.check_supported`) rather than dropping them.
@@ -271,7 +272,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
             return None
         publisher(daemon, c)("attach")
         if not parked:
-            _follow_running(daemon, c, client)
+            if not attach.attach_running(c, client):
+                _follow_running(daemon, c, client)  # a monitor without an attach socket
             return None
         try:
             while not client.done.wait(1.0):
@@ -379,7 +381,13 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         if not c.state.running:
             raise ApiError(409, f"Container {c.id} is not running")
         if c.spec.tty:
-            set_window(f"/proc/{c.state.pid}/fd/0", request.int_arg("h", 0) or 0, request.int_arg("w", 0) or 0)
+            from runtime.container import attach as monitor_attach
+
+            rows, cols = request.int_arg("h", 0) or 0, request.int_arg("w", 0) or 0
+            if (c.directory / monitor_attach.SOCKET_NAME).exists():
+                monitor_attach.send_resize(c.directory, rows, cols)  # the monitor holds the pty master
+            else:
+                set_window(f"/proc/{c.state.pid}/fd/0", rows, cols)
         return Response(status=200, body=b"", content_type="text/plain")
 
     def rename(request: Request) -> Response:

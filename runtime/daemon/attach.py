@@ -143,6 +143,45 @@ def start(daemon: Daemon, container: Container, publish: Any) -> None:
     start_thread(finish_when_drained)
 
 
+def attach_running(container: Container, client: Client) -> bool:
+    """``attach`` to a running container through its monitor's attach socket (:mod:`runtime.container.attach`):
+    pipes for the monitor to write the output to (and to read input from, for a ``-i`` container), relayed to
+    ``client``. Returns when the container ended or the client went away; False when no monitor listens."""
+    from runtime.container import attach as monitor_attach
+
+    sock = monitor_attach.connect(container.directory)
+    if sock is None:
+        return False
+    tty = container.spec.tty
+    mine: list[tuple[int, int]] = []
+    theirs: list[int] = []
+    request: dict[str, Any] = {"detach_keys": ""}  # docker's client reads the detach keys itself
+    stdin_w = -1
+    if client.wants[STDIN] and container.spec.interactive:
+        stdin_r, stdin_w = os.pipe()
+        theirs.append(stdin_r)
+        request["stdin"] = True
+    for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")):
+        if client.wants[stream] and not (tty and stream == STDERR):
+            r, w = os.pipe()
+            mine.append((r, stream))
+            theirs.append(w)
+            request[name] = True
+    with sock:
+        try:
+            monitor_attach.send_request(sock, request, theirs)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        relays = [start_thread(pump_output, fd, stream, [client], False) for fd, stream in mine]
+        if stdin_w >= 0:
+            start_thread(pump_input, client, stdin_w)
+        for relay in relays:
+            relay.join()
+    client.finish()
+    return True
+
+
 def _watch(daemon: Daemon, container: Container, handle: monitor.StartHandle, publish: Any) -> None:
     """Read the monitor's status pipe to its ``exited`` event: record the code, tell ``wait`` and ``/events``."""
     code, error = -1, ""

@@ -86,8 +86,10 @@ class Client:
         self.done.set()
 
 
-def pump_output(fd: int, stream: int, clients: list[Client]) -> None:
-    """Copy ``fd`` to every client that asked for ``stream`` until EOF; always drains; closes ``fd``."""
+def pump_output(fd: int, stream: int, clients: list[Client], drain: bool = True) -> None:
+    """Copy ``fd`` to every client that asked for ``stream`` until EOF; closes ``fd``. ``drain``: read to the end
+    even when every client is gone (a command must not block on its output); otherwise stop then, so the writer
+    (a monitor serving a late attach) gets EPIPE and drops this reader."""
     try:
         while True:
             try:
@@ -98,6 +100,8 @@ def pump_output(fd: int, stream: int, clients: list[Client]) -> None:
                 break
             for client in clients:
                 client.send(stream, data)
+            if not drain and all(client.gone for client in clients):
+                break
     finally:
         os.close(fd)
 

@@ -157,3 +157,50 @@ def test_nothing_left_behind(refrt_daemon: str, refrt_root: Path) -> None:
     assert left.stdout == ""
     mounts = Path("/proc/mounts").read_text()
     assert str(refrt_root / "containers") not in mounts
+
+
+def test_attach_to_a_running_container(engine: str) -> None:
+    """``docker attach`` after ``run -d``: the rest of the output and the exit code; with ``-it``, typing, the
+    window size and detaching with ctrl-p ctrl-q, after which the container runs on."""
+    late = docker(engine, "run", "--pull=never", "-d", "busybox", "sh", "-c",
+                  "sleep 1; for i in 1 2 3; do echo t$i; done; exit 6")
+    attached = docker(engine, "attach", late.stdout.strip())
+    assert (attached.returncode, attached.stdout) == (6, "t1\nt2\nt3\n"), attached.stderr
+    docker(engine, "rm", "-f", late.stdout.strip())
+    name = unique("cli-attach")
+    assert docker(engine, "run", "--pull=never", "-d", "-it", "--name", name, "busybox", "sh").returncode == 0
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:  # pragma: no cover - the child becomes the client
+            import fcntl
+            import termios
+
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+            os.execve(DOCKER, [DOCKER, "attach", name],
+                      {**os.environ, "DOCKER_HOST": engine, "DOCKER_CONFIG": "/nonexistent"})
+        out, typed, detached = b"", False, False
+        started = time.monotonic()
+        deadline = started + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+            if not typed and (b"# " in out or time.monotonic() > started + 2):  # the prompt, or a moment
+                os.write(fd, b"stty size; echo marker-$((6*7))\r")
+                typed = True
+            if typed and not detached and b"marker-42" in out:
+                os.write(fd, b"\x10\x11")
+                detached = True
+        os.close(fd)
+        os.waitpid(pid, 0)
+        assert b"33 111" in out and b"marker-42" in out, out
+        status = docker(engine, "inspect", "-f", "{{.State.Running}}", name)
+        assert status.stdout.strip() == "true"
+    finally:
+        docker(engine, "rm", "-f", name)
