@@ -132,6 +132,7 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
         spec.hostname = hostname
     spec.network.hostname = hostname
     with locked(paths.locks, "containers"):
+        _sweep_debris(paths)
         taken = {c.name for c in all_containers(paths)}
         if spec.name:
             _check_name(spec.name)
@@ -143,7 +144,6 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
                 )
         name = spec.name or _random_name(taken)
         directory = paths.containers / cid
-        directory.mkdir(parents=True)
         container = Container(
             id=cid,
             name=name,
@@ -158,6 +158,9 @@ def create(ctx: Any, spec: ContainerSpec) -> Container:
             cgroup_driver=driver_for_host().version,
             directory=directory,
         )
+        # config.json first: a create killed half-way leaves a container that ps lists and rm removes
+        directory.mkdir(parents=True)
+        container.save_config()
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir()
         if spec.userns == "private":  # the container's root owns its own layer (host ids base:base)
@@ -338,9 +341,9 @@ def reconcile(ctx: Any, container: Container) -> bool:
 
 
 def _reload(container: Container) -> State | None:
-    """The container's state from disk; None once its directory is gone (removed by someone else)."""
+    """The container's state from disk; None once it is gone (removed by someone else: config.json goes last)."""
     state = container.reload_state()
-    return state if (container.directory / "state.json").exists() else None
+    return state if (container.directory / "config.json").exists() else None
 
 
 def watch_monitors(ctx: Any, stopping: threading.Event, rescan: float = 1.0) -> None:
@@ -457,9 +460,11 @@ def remove(ctx: Any, container: Container, force: bool = False, volumes: bool = 
                 os.kill(container.state.pid, signal.SIGKILL)
         _thaw_if_paused(container)
         wait_until_stopped(ctx, container, 30)
-    if not container.directory.exists():
-        return  # an --rm container removed itself meanwhile
-    remove_files(ctx, container, remove_volumes=volumes)
+    if container.directory.exists():  # else an --rm container removed itself meanwhile
+        remove_files(ctx, container, remove_volumes=volumes)
+    paths = _ctx_paths(ctx)
+    with locked(paths.locks, "containers"):
+        _sweep_debris(paths)
 
 
 def remove_files(ctx: Any, container: Container, remove_volumes: bool) -> None:
@@ -474,4 +479,37 @@ def remove_files(ctx: Any, container: Container, remove_volumes: bool) -> None:
     mounts = [MountSpec(**m) for m in container.mounts]
     hooks.release_mounts(ctx, container.id, mounts, remove_volumes)
     container.state.status = "removing"
-    shutil.rmtree(container.directory, ignore_errors=True)
+    _remove_directory(container.directory)
+
+
+def _remove_directory(directory: Path) -> None:
+    """Delete a container's directory with config.json last: a removal killed half-way (the CLI's client went,
+    and the worker with it) leaves a container that ps still lists and rm finishes, never a nameless one."""
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name == "config.json":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (directory / "config.json").unlink()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sweep_debris(paths: Paths) -> None:
+    """Delete container directories without config.json. Call holding the ``containers`` lock: creation runs
+    under it and writes config.json first, so such a directory is a create that was killed, or the last step of
+    a removal (harmless to finish)."""
+    try:
+        entries = list(paths.containers.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir() and not (entry / "config.json").exists():
+            shutil.rmtree(entry, ignore_errors=True)

@@ -31,6 +31,7 @@ import pytest
 import runtime.network as rn
 from runtime.paths import Paths
 from tests.runtime.container.conftest import REPO, Refrt, cgroup_dirs, mounts_mentioning, pid_alive
+from tests.runtime.daemon.cli_helpers import stop_daemons
 
 SEED = int(os.environ.get("SOAK_SEED", "1313"))  # another seed by hand: SOAK_SEED=7
 CYCLES = 50
@@ -53,21 +54,7 @@ def soak_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refrt]:
     runner = Refrt(root=root, env=env)
     runner("image", "bootstrap", "busybox", check=True)
     yield runner
-    _stop_daemon(runner)  # whatever happened, no daemon of a temporary root stays behind
-
-
-def _stop_daemon(refrt: Refrt) -> None:
-    pidfile = refrt.root / "run" / "refrt-daemon.pid"
-    try:
-        pid = int(pidfile.read_text().split("\n")[0])
-    except (OSError, ValueError):
-        return
-    if not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    stop_daemons(runner.root)  # whatever happened, no daemon of a temporary root stays behind
 
 
 def _free_port() -> int:
@@ -78,7 +65,7 @@ def _free_port() -> int:
 
 
 def _files_beyond_store(root: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         if rel == "store" or rel.startswith("store/"):
@@ -118,7 +105,7 @@ class Soak:
         self.refrt = refrt
         self.rng = random.Random(seed)
         self.ids: set[str] = set()
-        self.netns: set[int] = set()
+        self.netns: dict[int, int] = {}  # inode -> our descriptor of it: held, so the inode is not reused
         self.host_netns = os.stat("/proc/self/ns/net").st_ino
         self.ports: list[str] = []
         self.kills = {"cli": 0, "monitor": 0, "parent": 0}
@@ -143,9 +130,12 @@ class Soak:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 pid = json.loads((entry / "state.json").read_text())["pid"]
                 if pid:
-                    ino = os.stat(f"/proc/{pid}/ns/net").st_ino
-                    if ino != self.host_netns:
-                        self.netns.add(ino)
+                    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                    ino = os.fstat(fd).st_ino
+                    if ino == self.host_netns or ino in self.netns:
+                        os.close(fd)
+                    else:
+                        self.netns[ino] = fd
 
     def kill_monitor(self, name: str) -> None:
         for cid in list(self.ids):
@@ -227,12 +217,20 @@ def test_soak_leaves_nothing(soak_root: Refrt) -> None:
     ctx = _Ctx(Paths.resolve(str(refrt.root)))
     # the root's own files once it has run a container: the baseline of what may stay
     refrt("run", "--rm", "-p", f"127.0.0.1:{_free_port()}:80", "busybox", "true", check=True)
-    _stop_daemon(refrt)
+    stop_daemons(refrt.root)
     baseline = _files_beyond_store(refrt.root)
-    ipam_files = sorted((refrt.root / "networks").glob("*/ipam.json"))
-    ipam_before = {p: p.read_text() for p in ipam_files}
+    ipam_before = {p: p.read_text() for p in sorted((refrt.root / "networks").glob("*/ipam.json"))}
 
     soak = Soak(refrt, SEED)
+    try:
+        _soak_and_check(soak, ctx, baseline, ipam_before)
+    finally:
+        for fd in soak.netns.values():
+            os.close(fd)
+
+
+def _soak_and_check(soak: Soak, ctx: _Ctx, baseline: set[str], ipam_before: dict[Path, str]) -> None:
+    refrt = soak.refrt
     started = time.monotonic()
     for i in range(CYCLES):
         soak.cycle(i)
@@ -241,16 +239,20 @@ def test_soak_leaves_nothing(soak_root: Refrt) -> None:
     assert listed.returncode == 0, listed.stderr
     if listed.stdout.split():
         refrt("rm", "-f", *listed.stdout.split(), check=True)
-    _stop_daemon(refrt)
+    stop_daemons(refrt.root)
+    settle = time.monotonic()  # a monitor may still be finishing an --rm removal: give it seconds, not more
+    while _processes_of(refrt.root, soak.ids) and time.monotonic() - settle < 30:
+        time.sleep(0.1)
     elapsed = time.monotonic() - started
     print(f"soak: {CYCLES} cycles in {elapsed:.1f}s, seed {SEED}, kills {soak.kills}, "
           f"{len(soak.ids)} containers ({len(soak.netns)} network namespaces seen), {len(soak.ports)} with a published "
-          f"port, {len(listed.stdout.split())} left for the final rm")
+          f"port, {len(listed.stdout.split())} left for the final rm, settled in {time.monotonic() - settle:.1f}s")
 
     assert soak.kills["cli"] and soak.kills["monitor"] and soak.kills["parent"], soak.kills
     assert soak.netns and soak.ports  # the checks below have something to look for
     assert list((refrt.root / "containers").iterdir()) == []
     assert _processes_of(refrt.root, soak.ids) == []
+    assert _holders_of_netns(set(soak.netns)) == []
     assert mounts_mentioning(str(refrt.root)) == []
     assert [m for cid in soak.ids for m in mounts_mentioning(cid[:12])] == []
     assert [d for cid in soak.ids for d in cgroup_dirs(cid)] == []
@@ -258,8 +260,7 @@ def test_soak_leaves_nothing(soak_root: Refrt) -> None:
     assert [i for i in os.listdir("/sys/class/net") if any(i.startswith(f"rv{cid[:10]}") for cid in soak.ids)] == []
     assert _rules_mentioning([f"dpt:{p}" for p in soak.ports] + [f"--dport {p}" for p in soak.ports]) == []
     assert _files_beyond_store(refrt.root) - baseline == set()
-    assert {p: p.read_text() for p in ipam_files} == ipam_before
-    assert _holders_of_netns(soak.netns) == []
+    assert {p: p.read_text() for p in ipam_before} == ipam_before
 
 
 def _holders_of_netns(inodes: set[int]) -> list[str]:
@@ -267,7 +268,7 @@ def _holders_of_netns(inodes: set[int]) -> list[str]:
     found = []
     names = {f"net:[{ino}]" for ino in inodes}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():  # we hold them, so no other can reuse them
             continue
         try:
             if os.stat(entry / "ns" / "net").st_ino in inodes:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 import runtime.network as rn
 from runtime.paths import Paths
 from tests.runtime.container.conftest import Refrt, assert_nothing_left, pid_alive, unique, wait_for
+from tests.runtime.daemon.cli_helpers import stop_daemons
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,20 @@ def _kill_monitor(refrt: Refrt, container_id: str) -> tuple[int, int]:
     return monitor_pid, pid
 
 
+@pytest.fixture(scope="module")
+def own_root(refrt: Refrt, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refrt]:
+    """A root of its own (no other test's container on its bridge), so the bridge must go with the container."""
+    runner = replace(refrt, root=tmp_path_factory.mktemp("refrt-lost"))
+    runner("image", "bootstrap", "busybox", check=True)
+    yield runner
+    stop_daemons(runner.root)
+
+
 @pytest.mark.parametrize("mode", ["daemon", "in-process"])
-def test_rm_container_with_published_port_leaves_no_trace(refrt: Refrt, mode: str) -> None:
-    runner = refrt if mode == "daemon" else replace(refrt, env={**refrt.env, "REFRT_NO_DAEMON": "1"})
+def test_rm_container_with_published_port_leaves_no_trace(own_root: Refrt, mode: str) -> None:
+    runner = own_root if mode == "daemon" else replace(own_root, env={**own_root.env, "REFRT_NO_DAEMON": "1"})
+    if mode == "in-process":
+        stop_daemons(runner.root)  # its watcher would reconcile first: here the in-process command must
     port = _free_port()
     name = unique("lost-rm")
     started = runner("run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:80", "busybox",
@@ -74,8 +87,7 @@ def test_rm_container_with_published_port_leaves_no_trace(refrt: Refrt, mode: st
     assert _rules_mentioning(cid[:12]) == []
     assert _veths_of(cid) == []
     assert not Path(f"/proc/{pids[1]}/ns/net").exists()  # its netns went with its last process
-    if not runner("ps", "-q").stdout.strip():  # the last container of the root: the bridge and chains went too
-        assert rn.leftovers(_Ctx(Paths.resolve(str(runner.root)))) == []
+    assert rn.leftovers(_Ctx(Paths.resolve(str(runner.root)))) == []  # its last container: bridge, chains too
     assert runner("inspect", name).returncode == 1
 
 
@@ -98,9 +110,12 @@ def test_kept_container_records_the_exit(refrt: Refrt) -> None:
     assert_nothing_left(refrt, cid, [monitor_pid, pid, again["pid"], again["monitor_pid"]])
 
 
-def test_rm_container_whose_monitor_died_while_removing_it(refrt: Refrt) -> None:
+def test_rm_container_whose_monitor_died_while_removing_it(own_root: Refrt) -> None:
     """The monitor recorded the exit of an --rm container and was killed before removing it: the next command
-    removes it (the state still names the dead monitor)."""
+    removes it (the state still names the dead monitor). In-process, with the root's daemon stopped: its watcher
+    would race the state file written below."""
+    stop_daemons(own_root.root)
+    refrt = replace(own_root, env={**own_root.env, "REFRT_NO_DAEMON": "1"})
     name = unique("lost-late")
     cid = refrt("run", "-d", "--rm", "--name", name, "--network", "none", "busybox", "sleep", "300",
                 check=True).stdout.strip()
