@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from runtime.container import lifecycle, logs
+from runtime.container import restart as restart_policy
 from runtime.container.state import Container, all_containers, find
 from runtime.daemon import Daemon, attach
 from runtime.daemon.api_system import events, normalized_filters
@@ -335,6 +336,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
 
     def stop(request: Request) -> Response:
         c = lookup(daemon, request.params["id"])
+        restart_policy.mark_stopped(c.directory)  # before the look: the policy must never undo a stop
+        c.reload_state()
         if not c.state.running:
             return Response(status=304)
         timeout = request.int_arg("t", 10)
@@ -346,6 +349,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     def kill(request: Request) -> Response:
         c = lookup(daemon, request.params["id"])
         signum = _signal(request.arg("signal"), signal.SIGKILL)
+        restart_policy.mark_stopped(c.directory)
         try:
             lifecycle.kill(daemon.ctx, c, signum)
         except ConflictError:
@@ -357,6 +361,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     def restart(request: Request) -> Response:
         c = lookup(daemon, request.params["id"])
         timeout = request.int_arg("t", 10)
+        restart_policy.mark_stopped(c.directory)  # the new start clears it
+        c.reload_state()
         if c.state.running:  # stop returns once the monitor recorded the exit
             lifecycle.stop(daemon.ctx, c, 10 if timeout is None else max(timeout, 0))
         lookup(daemon, c.id)
@@ -402,6 +408,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
 
     def delete(request: Request) -> Response:
         c = lookup(daemon, request.params["id"])
+        if request.flag("force"):
+            restart_policy.mark_stopped(c.directory)
         lifecycle.remove(daemon.ctx, c, force=request.flag("force"), volumes=request.flag("v"))
         publisher(daemon, c)("destroy")
         return Response(status=204)

@@ -183,28 +183,33 @@ def attach_running(container: Container, client: Client) -> bool:
 
 
 def _watch(daemon: Daemon, container: Container, handle: monitor.StartHandle, publish: Any) -> None:
-    """Read the monitor's status pipe to its ``exited`` event: record the code, tell ``wait`` and ``/events``."""
-    code, error = -1, ""
+    """Read the monitor's status pipe to its end: each ``exited`` is recorded (``wait``) and published (``die``);
+    a restart policy's new run is a ``start``. A monitor that vanished without reporting is reconciled."""
+    reported = False
     try:
         while True:
             event = handle.next_event()
-            if event.get("event") == "exited":
+            kind = event.get("event")
+            if kind == "exited":
                 code = int(event.get("code", 0))
-                error = str(event.get("remove_error") or "")
-                break
+                _board(daemon).record(container.id, code, str(event.get("remove_error") or ""))
+                publish("die", exitCode=str(code))
+                reported = True
+                if container.spec.auto_remove and not container.directory.exists():
+                    publish("destroy")
+            elif kind == "started":
+                reported = False
+                publish("start")
     except monitor.MonitorLost:
-        if container.directory.exists():
-            lifecycle.reconcile(daemon.ctx, container)
-            code, error = container.state.exit_code, container.state.error
+        pass
     finally:
         handle.close()
-    if code < 0:
+    if not reported:
+        if container.directory.exists():
+            lifecycle.reconcile(daemon.ctx, container)
         state = load_state(container.directory)
-        code, error = state.exit_code, state.error
-    _board(daemon).record(container.id, code, error)
-    publish("die", exitCode=str(code))
-    if container.spec.auto_remove and not container.directory.exists():
-        publish("destroy")
+        _board(daemon).record(container.id, state.exit_code, state.error)
+        publish("die", exitCode=str(state.exit_code))
 
 
 def _active(status: str) -> bool:

@@ -96,9 +96,6 @@ def check_supported(body: dict[str, Any]) -> None:
             continue
         if value:
             raise UsageError(f"refrt does not support {flag} ({where}.{key})")
-    restart = (host.get("RestartPolicy") or {}).get("Name") or ""
-    if restart not in ("", "no"):
-        raise UsageError(f"refrt does not support --restart {restart} (HostConfig.RestartPolicy)")
     log_driver = (host.get("LogConfig") or {}).get("Type") or ""
     if log_driver not in ("", "json-file"):
         raise UsageError(f"refrt does not support --log-driver {log_driver}: its log is json-file")
@@ -114,6 +111,13 @@ def check_supported(body: dict[str, Any]) -> None:
     for name, endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
         if (endpoint or {}).get("IPAMConfig"):
             raise UsageError(f"refrt does not support --ip/--ip6 (network {name})")
+
+
+def _restart_flag(policy: dict[str, Any]) -> str:
+    """``HostConfig.RestartPolicy`` as the ``--restart`` value the CLI parses (and checks)."""
+    name = policy.get("Name") or "no"
+    retries = int(policy.get("MaximumRetryCount") or 0)
+    return f"{name}:{retries}" if retries else name
 
 
 def _defaults() -> argparse.Namespace:
@@ -163,6 +167,7 @@ def spec_from_body(ctx: Any, body: dict[str, Any], name: str) -> Any:
     )
     if hasattr(args, "security_opt"):
         args.security_opt = _list(host.get("SecurityOpt"), "SecurityOpt")
+    args.restart = _restart_flag(host.get("RestartPolicy") or {})
     spec = spec_from_args(args)
     spec.command = _list(body.get("Cmd"), "Cmd")
     if body.get("Entrypoint") is not None:

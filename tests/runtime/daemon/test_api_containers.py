@@ -250,12 +250,15 @@ def test_create_body_becomes_the_cli_spec(tmp_path: Any) -> None:
     assert spec.tty and spec.interactive and spec.auto_remove and spec.read_only and spec.cap_drop == ["NET_RAW"]
     assert (spec.resources.memory, spec.resources.nano_cpus, spec.resources.pids_limit) == (64 << 20, 500_000_000, 50)
     assert spec.network.mode == "none" and spec.network.publish == ["127.0.0.1:8080:80/tcp"]
-    assert spec.labels == {"k": "v"} and spec.env == ["A=1"]
+    assert spec.labels == {"k": "v"} and spec.env == ["A=1"] and spec.restart == "no"
+    policy = {"HostConfig": {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}}}
+    assert spec_from_body(ctx, {"Image": "busybox", **policy}, "").restart == "on-failure:2"
     mounts = {(m.type, m.target, m.source, m.read_only) for m in spec.mounts}
     assert mounts == {("bind", "/srv", "/srv", True), ("volume", "/data", "named", False),
                       ("tmpfs", "/run", "", False), ("bind", "/opt", "/opt", True), ("volume", "/anon", "", False)}
-    for extra in ({"HostConfig": {"Init": True}}, {"HostConfig": {"RestartPolicy": {"Name": "always"}}},
-                  {"HostConfig": {"Memory": 1024}}, {"Healthcheck": {"Test": ["CMD", "true"]}}):
+    conflicting = {"HostConfig": {"RestartPolicy": {"Name": "always"}, "AutoRemove": True}}
+    for extra in ({"HostConfig": {"Init": True}}, conflicting, {"HostConfig": {"Memory": 1024}},
+                  {"Healthcheck": {"Test": ["CMD", "true"]}}):
         with pytest.raises(UsageError):
             spec_from_body(ctx, {"Image": "busybox", **extra}, "")
 
