@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from broken_common import (
+    EXEC_FLAGS,
     RUN_FLAGS,
     Breakage,
     Option,
@@ -195,6 +196,92 @@ def loopback_guard_removed(args: list[str]) -> int:
         return refrt(args, capture=False).returncode
     finally:
         refrt(["rm", "-f", helper])
+
+
+# --- the CLI's own conventions ------------------------------------------------------------------------------
+
+def _bool_values_ignored(options: list[Option], rest: list[str]) -> tuple[list[Option], list[str]]:
+    return [(f, None) if f in RUN_FLAGS and v in ("true", "false") else (f, v) for f, v in options], rest
+
+
+register_run_rewrite("bool-values-ignored", "a boolean flag given =true or =false is simply on",
+                     _bool_values_ignored)
+LONG_FLAGS = {f for f in RUN_FLAGS if f.startswith("--")} | {
+    "--name", "--network", "--memory", "--memory-swap", "--pids-limit", "--label", "--env", "--volume", "--mount",
+    "--tmpfs", "--cpus", "--user", "--workdir", "--hostname", "--publish", "--expose", "--security-opt",
+    "--cap-add", "--cap-drop", "--entrypoint", "--network-alias", "--volumes-from", "--cidfile", "--label-file"}
+
+
+@breakage("flag-prefixes-guessed", "a long flag may be abbreviated to any unique prefix (--priv is --privileged)")
+def flag_prefixes_guessed(args: list[str]) -> int:
+    if sub(args) in (("run",), ("create",)):
+        words, i = [args[0]], 1
+        while i < len(args) and args[i].startswith("-"):
+            name, eq, value = args[i].partition("=")
+            if name.startswith("--") and name not in LONG_FLAGS:
+                matches = [f for f in LONG_FLAGS if f.startswith(name)]
+                name = matches[0] if len(matches) == 1 else name
+            words.append(f"{name}{eq}{value}")
+            takes_value = not eq and name not in RUN_FLAGS
+            if takes_value and i + 1 < len(args):
+                words.append(args[i + 1])
+                i += 1
+            i += 1
+        args = [*words, *args[i:]]
+    become_refrt(args)
+
+
+@breakage("format-ignored", "--format/-f of inspect and ps is ignored (the default output instead)")
+def format_ignored(args: list[str]) -> int:
+    if sub(args) in (("inspect",), ("ps",)):
+        options, rest = split_options(args[1:], {"-a", "--all", "-q", "--quiet", "--no-trunc", "-s", "--size",
+                                                 "-l", "--latest"})
+        args = [args[0], *join_options([o for o in options if o[0] not in ("-f", "--format")]), *rest]
+    become_refrt(args)
+
+
+register_run_rewrite("tty-ignored", "-t is ignored (so -it without a terminal is never refused)",
+                     lambda o, r: ([("-i", None) if f in ("-it", "-ti") else (f, v) for f, v in o
+                                    if f not in ("-t", "--tty")], r))
+register_run_rewrite("cidfile-ignored", "--cidfile is ignored", without("--cidfile"))
+
+
+@breakage("rm-always-succeeds", "rm exits 0 whatever happened")
+def rm_always_succeeds(args: list[str]) -> int:
+    if sub(args) != ("rm",):
+        become_refrt(args)
+    refrt(args, capture=False)
+    return 0
+
+
+@breakage("exec-detach-dropped", "exec -d answers success and runs nothing")
+def exec_detach_dropped(args: list[str]) -> int:
+    if sub(args) == ("exec",) and any(f in ("-d", "--detach") for f, _ in split_options(args[1:], EXEC_FLAGS)[0]):
+        return 0
+    become_refrt(args)
+
+
+@breakage("attach-exit-lost", "attach exits 0 whatever the container's exit code")
+def attach_exit_lost(args: list[str]) -> int:
+    if sub(args) != ("attach",):
+        become_refrt(args)
+    refrt(args, capture=False)
+    return 0
+
+
+@breakage("cp-ignored", "cp answers success and copies nothing")
+def cp_ignored(args: list[str]) -> int:
+    if sub(args) != ("cp",):
+        become_refrt(args)
+    return 0
+
+
+@breakage("commit-changes-ignored", "commit ignores -c/--change")
+def commit_changes_ignored(args: list[str]) -> int:
+    if sub(args) == ("commit",):
+        options, rest = split_options(args[1:], {"-p", "--pause"})
+        args = ["commit", *join_options([o for o in options if o[0] not in ("-c", "--change")]), *rest]
+    become_refrt(args)
 
 
 @breakage("exit-status-lost", "the runtime exits 1 whatever non-zero code the container ended with")
