@@ -96,7 +96,8 @@ def spawn(
             os.close(master)
         report = json.loads(failure)
         error = RefrtError(report["message"])
-        error.exit_code = int(report["code"])
+        # docker 20.10 answers an exec of a missing command with 126 (runc's "exec failed"), not run's 127
+        error.exit_code = 126 if int(report["code"]) == 127 else int(report["code"])
         raise error
     return ExecProcess(pid, master)
 
