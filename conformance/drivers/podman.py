@@ -166,7 +166,7 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.cli.tty_refusal": False,
             "runtime.cli.attach_exit_code": False,
             "runtime.cli.commit_prints_digest": False,
-            "runtime.cli.exec_exit_codes": False,  # exec: a missing command 127 (docker: 126), stopped container 255 (1)
+            "runtime.cli.exec_exit_codes": False,  # exec: missing command 127 (docker: 126), stopped container 255 (1)
         }
 
     def leftovers_exist(self) -> bool:
