@@ -417,7 +417,7 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
     for c in all_containers(ctx.paths):
         if not lifecycle.reconcile(ctx, c):
             continue  # an --rm container whose monitor died: removed just now
-        if not (args.all or c.state.running) and not args.filter:
+        if not (args.all or args.last or args.latest or c.state.running) and not args.filter:
             continue
         if args.filter and not _matches(c, args.filter):
             continue
@@ -426,26 +426,58 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
         ):
             continue
         selected.append(c)
-    if args.last:
-        selected = selected[: args.last]
+    if args.last or args.latest:
+        selected = selected[: args.last or 1]
     if args.quiet:
         for c in selected:
             print(c.id if args.no_trunc else c.short_id)
         return 0
     rows = [ps_row(c, args.no_trunc) for c in selected]
-    text = format_rows(args.format or PS_DEFAULT, rows, PS_HEADERS)
+    if args.size:
+        _add_sizes(ctx, selected, rows)
+    template = args.format or (PS_DEFAULT + "\t{{.Size}}" if args.size else PS_DEFAULT)
+    text = format_rows(template, rows, PS_HEADERS)
     if text:
         print(text)
     return 0
 
 
+def _add_sizes(ctx: Context, containers: list[Container], rows: list[dict[str, Any]]) -> None:
+    """docker's ``ps -s`` column: the writable layer's size, and the image's beside it (``virtual``)."""
+    from runtime.cli.disk import tree_size
+    from runtime.humanize import human_size
+    from runtime.store.store import Store
+
+    store = Store(ctx.paths)
+    for c, row in zip(containers, rows, strict=True):
+        try:
+            image_size = sum(layer.size for layer in store.resolve(c.image_id).layers)
+        except RefrtError:
+            image_size = 0
+        own = tree_size(str(c.upper))
+        row["Size"] = f"{human_size(own)} (virtual {human_size(own + image_size)})"
+
+
 def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.cli.timefilter import parse_time, timestamp
     from runtime.container import lifecycle, logs
     from runtime.container.state import find
 
     container = find(ctx.paths, args.container)
     tail = None if args.tail in ("all", "") else int(args.tail)
-    records, offset = logs.read_records(container.log_path, tail)
+    since = timestamp(args.since, "--since") if args.since else None
+    until = timestamp(args.until, "--until") if args.until else None
+
+    def wanted(record: Any) -> bool:
+        if since is None and until is None:
+            return True
+        when = parse_time(record.time)
+        return (since is None or when >= since) and (until is None or when <= until)
+
+    records, offset = logs.read_records(container.log_path, None if (since or until) else tail)
+    records = [r for r in records if wanted(r)]
+    if tail is not None and (since or until):
+        records = records[-tail:] if tail > 0 else []
     for record in records:
         logs.emit(record, args.timestamps)
     if args.follow and container.log_path.exists():
@@ -459,6 +491,8 @@ def cmd_logs(args: argparse.Namespace, ctx: Context) -> int:
             ))
 
         for record in logs.follow(container.log_path, offset, running):
+            if until is not None and parse_time(record.time) > until:
+                break
             logs.emit(record, args.timestamps)
     return 0
 
@@ -697,6 +731,8 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-n", "--last", type=int, default=0)
+    p.add_argument("-l", "--latest", action="store_true", help="show the latest created container (all states)")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--format", default="")
     p.add_argument("-f", "--filter", action="append", default=[])
@@ -705,6 +741,8 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", default="all")
     p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("--since", default="", help="show logs since a timestamp (2013-01-02T13:23:37Z) or relative (42m)")
+    p.add_argument("--until", default="", help="show logs before a timestamp or relative (42m)")
     p.add_argument("container")
 
     p = add("stop", cmd_stop, "stop running containers (SIGTERM, then SIGKILL)")
