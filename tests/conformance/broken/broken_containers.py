@@ -231,13 +231,20 @@ def flag_prefixes_guessed(args: list[str]) -> int:
     become_refrt(args)
 
 
-@breakage("format-ignored", "--format/-f of inspect and ps is ignored (the default output instead)")
-def format_ignored(args: list[str]) -> int:
-    if sub(args) in (("inspect",), ("ps",)):
-        options, rest = split_options(args[1:], {"-a", "--all", "-q", "--quiet", "--no-trunc", "-s", "--size",
-                                                 "-l", "--latest"})
-        args = [args[0], *join_options([o for o in options if o[0] not in ("-f", "--format")]), *rest]
-    become_refrt(args)
+def _format_ignored(commands: tuple[str, ...]) -> Breakage:
+    def run(args: list[str]) -> int:
+        if args and args[0] in commands:
+            options, rest = split_options(args[1:], {"-a", "--all", "-q", "--quiet", "--no-trunc", "-s", "--size",
+                                                     "-l", "--latest", "--no-stream"})
+            args = [args[0], *join_options([o for o in options if o[0] not in ("-f", "--format")]), *rest]
+        become_refrt(args)
+    return run
+
+
+breakage("format-ignored", "--format/-f of inspect and ps is ignored (the default output instead)")(
+    _format_ignored(("inspect", "ps")))
+breakage("stats-format-ignored", "--format of stats is ignored (the default table instead)")(
+    _format_ignored(("stats",)))
 
 
 register_run_rewrite("tty-ignored", "-t is ignored (so -it without a terminal is never refused)",
@@ -282,6 +289,36 @@ def commit_changes_ignored(args: list[str]) -> int:
         options, rest = split_options(args[1:], {"-p", "--pause"})
         args = ["commit", *join_options([o for o in options if o[0] not in ("-c", "--change")]), *rest]
     become_refrt(args)
+
+
+# --- lifecycle ------------------------------------------------------------------------------------------------
+
+register_run_rewrite("restart-ignored", "--restart is ignored: nothing is ever restarted", without("--restart"))
+register_run_rewrite("cpu-shares-ignored", "-c/--cpu-shares is ignored: every container weighs the same",
+                     without("-c", "--cpu-shares"))
+
+
+@breakage("stop-kills", "stop sends SIGKILL at once (no SIGTERM first)")
+def stop_kills(args: list[str]) -> int:
+    if sub(args) == ("stop",):
+        _, names = split_options(args[1:], set())
+        args = ["kill", *names]
+    become_refrt(args)
+
+
+@breakage("stop-timeout-ignored", "stop -t is ignored: SIGKILL follows SIGTERM at once")
+def stop_timeout_ignored(args: list[str]) -> int:
+    if sub(args) == ("stop",):
+        _, names = split_options(args[1:], set())
+        args = ["stop", "-t", "0", *names]
+    become_refrt(args)
+
+
+@breakage("pause-ignored", "pause answers success and freezes nothing")
+def pause_ignored(args: list[str]) -> int:
+    if sub(args) != ("pause",):
+        become_refrt(args)
+    return 0
 
 
 @breakage("exit-status-lost", "the runtime exits 1 whatever non-zero code the container ended with")
