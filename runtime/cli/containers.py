@@ -95,6 +95,8 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
+    p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
+    p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
     p.add_argument("--restart", default="no",
                    help="restart policy when the container exits: no, always, unless-stopped, on-failure[:N]")
     p.add_argument("--userns", default="host")
@@ -125,6 +127,12 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     runflags.describe(p)
     p.add_argument("image", help="the image to run")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+
+def _stop_signal(value: str) -> str:
+    if value:
+        parse_signal(value)  # docker refuses an unknown one at create
+    return value
 
 
 def _restart_policy(args: argparse.Namespace) -> str:
@@ -209,6 +217,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         read_only=args.read_only,
         auto_remove=args.rm,
         restart=_restart_policy(args),
+        stop_signal=_stop_signal(args.stop_signal),
+        stop_timeout=args.stop_timeout,
         userns=args.userns or "host",
         privileged=args.privileged,
         cap_add=list(args.cap_add),
@@ -319,8 +329,16 @@ def _for_each(args: argparse.Namespace, ctx: Context, action: Any, echo: bool = 
 def cmd_stop(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
-    sig = parse_signal(args.signal) if args.signal else signal.SIGTERM
-    return _for_each(args, ctx, lambda c: lifecycle.stop(ctx, _user_stop(c), args.time, sig))
+    return _for_each(args, ctx, lambda c: lifecycle.stop(ctx, _user_stop(c), *stop_settings(c, args)))
+
+
+def stop_settings(c: Container, args: argparse.Namespace) -> tuple[float, int]:
+    """(timeout, signal) of a stop: the command's -t/-s, else the container's --stop-timeout/--stop-signal (or
+    its image's STOPSIGNAL), else docker's 10 s and SIGTERM."""
+    timeout = args.time if args.time is not None else (c.spec.stop_timeout if c.spec.stop_timeout is not None
+                                                         else 10)
+    name = getattr(args, "signal", "") or c.spec.stop_signal or c.image_config.get("StopSignal") or ""
+    return float(timeout), parse_signal(name) if name else signal.SIGTERM
 
 
 def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
@@ -643,7 +661,7 @@ def cmd_restart(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
     def restart(c: Container) -> None:
-        lifecycle.stop(ctx, _user_stop(c), args.time)
+        lifecycle.stop(ctx, _user_stop(c), *stop_settings(c, args))
         lifecycle.start(ctx, c, None).close()
 
     return _for_each(args, ctx, restart)
@@ -746,7 +764,7 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p.add_argument("container")
 
     p = add("stop", cmd_stop, "stop running containers (SIGTERM, then SIGKILL)")
-    p.add_argument("-t", "--time", type=float, default=10)
+    p.add_argument("-t", "--time", type=float, default=None, help="seconds to wait before killing (default 10)")
     p.add_argument("-s", "--signal", default="")
     p.add_argument("containers", nargs="+")
 
@@ -786,7 +804,7 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p.add_argument("containers", nargs="+")
 
     p = add("restart", cmd_restart, "stop and start containers again")
-    p.add_argument("-t", "--time", type=float, default=10)
+    p.add_argument("-t", "--time", type=float, default=None, help="seconds to wait before killing (default 10)")
     p.add_argument("containers", nargs="+")
 
     p = add("rename", cmd_rename, "rename a container")

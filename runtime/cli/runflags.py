@@ -106,8 +106,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--pid", True, "PID namespace sharing is not implemented"),
     ("--runtime", True, "refrt is its own runtime"),
     ("--shm-size", True, "the /dev/shm size is fixed"),
-    ("--stop-signal", True, "a per-container stop signal is not implemented (use stop -s)"),
-    ("--stop-timeout", True, "a per-container stop timeout is not implemented (use stop -t)"),
     ("--storage-opt", True, "storage options are not implemented"),
     ("--sysctl", True, "namespaced sysctls are not implemented"),
     ("--ulimit", True, "per-container ulimits are not implemented"),

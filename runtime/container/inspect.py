@@ -140,6 +140,9 @@ def inspect(c: Container) -> dict[str, Any]:
             "Entrypoint": entrypoint or None,
             "Labels": {**(cfg.get("Labels") or {}), **spec.labels},
             "ExposedPorts": cfg.get("ExposedPorts"),
+            **({"StopSignal": spec.stop_signal or cfg["StopSignal"]}
+               if spec.stop_signal or cfg.get("StopSignal") else {}),
+            **({"StopTimeout": spec.stop_timeout} if spec.stop_timeout is not None else {}),
         },
         "NetworkSettings": state.network_settings or {"Networks": {}, "Ports": {}},
     }

@@ -37,6 +37,8 @@ class ContainerSpec:
     cap_drop: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)  # normalized (runtime.container.seccomp.normalize)
     restart: str = "no"  # --restart policy (runtime.container.restart)
+    stop_signal: str = ""  # --stop-signal (else the image's STOPSIGNAL, else SIGTERM)
+    stop_timeout: int | None = None  # --stop-timeout seconds (else 10)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

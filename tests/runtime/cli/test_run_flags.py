@@ -105,3 +105,22 @@ def test_exit_codes_as_docker(refrt: Refrt, request: pytest.FixtureRequest) -> N
                         *(["--pull=never"] if words[0] == "run" else []), *words[1:])
         ours = refrt(*words)
         assert ours.returncode == theirs.returncode, (words, ours.stderr, theirs.stderr)
+
+
+def test_stop_signal_and_timeout(refrt: Refrt) -> None:
+    name = unique("stopsig")
+    refrt("run", "-d", "--name", name, "--stop-signal", "USR1", "--stop-timeout", "2", "busybox", "sh", "-c",
+          'trap "echo got-usr1; exit 9" USR1; while true; do sleep 0.1; done', check=True)
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert refrt("stop", name).returncode == 0
+        data = refrt.inspect(name)
+        assert data["State"]["ExitCode"] == 9
+        assert (data["Config"]["StopSignal"], data["Config"]["StopTimeout"]) == ("USR1", 2)
+        assert refrt("logs", name).stdout == "got-usr1\n"
+    finally:
+        refrt("rm", "-f", name)
+    bad = refrt("create", "--stop-signal", "BOGUS", "busybox", "true")
+    assert bad.returncode == 125 and "Invalid signal: BOGUS" in bad.stderr
