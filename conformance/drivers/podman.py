@@ -166,6 +166,7 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.cli.tty_refusal": False,
             "runtime.cli.attach_exit_code": False,
             "runtime.cli.commit_prints_digest": False,
+            "runtime.cli.ulimit": False,  # any --ulimit: crun re-applies the conf's nproc, EPERM here (exit 126)
             "runtime.cli.exec_exit_codes": False,  # exec: missing command 127 (docker: 126), stopped container 255 (1)
         }
 

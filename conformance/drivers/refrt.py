@@ -113,7 +113,8 @@ def warm_key(root: str | None = None) -> str:
 # suites/cli.yaml: docker's command-line behaviour (messages and exit codes, table headers, -it refused without a
 # terminal, attach's exit code, commit's sha256: id); refrt and docker have it, podman declares what it lacks
 CLI_FEATURES = ("runtime.cli.docker_error_messages", "runtime.cli.table_header_functions", "runtime.cli.tty_refusal",
-                "runtime.cli.attach_exit_code", "runtime.cli.commit_prints_digest", "runtime.cli.exec_exit_codes")
+                "runtime.cli.attach_exit_code", "runtime.cli.commit_prints_digest", "runtime.cli.exec_exit_codes",
+                "runtime.cli.ulimit")
 
 
 @register_driver

@@ -95,6 +95,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
+    p.add_argument("--ulimit", action="append", default=[], help="ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024)")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
     p.add_argument("--restart", default="no",
@@ -127,6 +128,14 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     runflags.describe(p)
     p.add_argument("image", help="the image to run")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+
+def _ulimits(values: list[str]) -> list[str]:
+    from runtime.container import ulimits
+
+    for value in values:
+        ulimits.parse(value)
+    return list(values)
 
 
 def _stop_signal(value: str) -> str:
@@ -219,6 +228,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         restart=_restart_policy(args),
         stop_signal=_stop_signal(args.stop_signal),
         stop_timeout=args.stop_timeout,
+        ulimits=_ulimits(args.ulimit),
         userns=args.userns or "host",
         privileged=args.privileged,
         cap_add=list(args.cap_add),

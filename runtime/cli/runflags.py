@@ -108,7 +108,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--shm-size", True, "the /dev/shm size is fixed"),
     ("--storage-opt", True, "storage options are not implemented"),
     ("--sysctl", True, "namespaced sysctls are not implemented"),
-    ("--ulimit", True, "per-container ulimits are not implemented"),
     ("--uts", True, "UTS namespace sharing is not implemented"),
     ("--volume-driver", True, "only the local volume driver exists"),
 )

@@ -36,6 +36,12 @@ def _docker_status(c: Container) -> str:
     return {"removing": "removing"}.get(c.state.status, c.state.status)
 
 
+def ulimit_list(values: list[str]) -> list[dict[str, Any]] | None:
+    from runtime.container import ulimits
+
+    return ulimits.inspect(values)
+
+
 def restart_policy(value: str) -> dict[str, Any]:
     from runtime.container.restart import inspect_policy
 
@@ -98,6 +104,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "PortBindings": {},
             "AutoRemove": spec.auto_remove,
             "RestartPolicy": restart_policy(spec.restart),
+            "Ulimits": ulimit_list(spec.ulimits),
             "CapAdd": spec.cap_add or None,
             "CapDrop": spec.cap_drop or None,
             "Privileged": spec.privileged,

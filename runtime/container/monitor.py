@@ -29,7 +29,7 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import hooks, init, namespaces, restart, seccomp, terminal, userns
+from runtime.container import hooks, init, namespaces, restart, seccomp, terminal, ulimits, userns
 from runtime.container.attach import AttachHub, DetachScanner, write_all
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
@@ -333,6 +333,13 @@ class Monitor:
         self.pid = pid
         for fd in (sync_w, go_r, err_w):
             os.close(fd)
+        if c.spec.ulimits:  # before the init may go on: everything it starts inherits them
+            try:
+                ulimits.apply(pid, c.spec.ulimits)
+            except RefrtError:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise
         if userns_fd >= 0:
             os.close(userns_fd)
         if self.console_child is not None:

@@ -124,3 +124,15 @@ def test_stop_signal_and_timeout(refrt: Refrt) -> None:
         refrt("rm", "-f", name)
     bad = refrt("create", "--stop-signal", "BOGUS", "busybox", "true")
     assert bad.returncode == 125 and "Invalid signal: BOGUS" in bad.stderr
+
+
+def test_ulimit(refrt: Refrt) -> None:
+    ran = refrt("run", "--rm", "--ulimit", "nofile=512:1024", "--ulimit", "core=0", "busybox", "sh", "-c",
+                "ulimit -n; ulimit -Hn; ulimit -c")
+    assert ran.stdout == "512\n1024\n0\n", ran.stderr
+    before = refrt("ps", "-aq").stdout
+    too_high = refrt("run", "--rm", "--ulimit", "nofile=999999999", "busybox", "true")
+    assert too_high.returncode == 125 and "nofile" in too_high.stderr  # no CAP_SYS_RESOURCE here, as docker
+    assert refrt("ps", "-aq").stdout == before
+    bad = refrt("run", "--rm", "--ulimit", "bogus=1", "busybox", "true")
+    assert bad.returncode == 125 and "invalid ulimit type: bogus" in bad.stderr
