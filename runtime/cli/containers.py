@@ -95,6 +95,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
+    p.add_argument("--init", action="store_true")
     p.add_argument("--ulimit", action="append", default=[], help="ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024)")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
@@ -180,6 +181,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     mounts = [parse_volume_flag(v) for v in args.volume]
     mounts += [parse_mount_flag(v) for v in args.mount]
     mounts += [parse_tmpfs_flag(v) for v in args.tmpfs]
+    if args.init:
+        mounts.append(runflags.init_mount())
     for item in args.volumes_from:
         parse_volumes_from_flag(item)
     mode = args.network or default_network_mode()
@@ -229,6 +232,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         stop_signal=_stop_signal(args.stop_signal),
         stop_timeout=args.stop_timeout,
         ulimits=_ulimits(args.ulimit),
+        init=args.init,
         userns=args.userns or "host",
         privileged=args.privileged,
         cap_add=list(args.cap_add),

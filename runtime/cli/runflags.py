@@ -61,6 +61,7 @@ HELP: dict[str, str] = {
     "no_healthcheck": "disable any container-specified HEALTHCHECK",
     "log_driver": "logging driver for the container (json-file only)",
     "isolation": "container isolation technology (default only)",
+    "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
 # docker's run flags refrt cannot honour here, with the reason given to the user. (flag, takes a value, why)
@@ -90,7 +91,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--health-retries", True, "health checks are not run"),
     ("--health-start-period", True, "health checks are not run"),
     ("--health-timeout", True, "health checks are not run"),
-    ("--init", False, "no init process is injected"),
     ("--ip", True, "static addresses are not implemented"),
     ("--ip6", True, "IPv6 is not implemented"),
     ("--ipc", True, "IPC namespace sharing is not implemented"),
@@ -149,6 +149,23 @@ def add_accepted(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-healthcheck", action="store_true")
     p.add_argument("--log-driver", default="json-file", choices=["json-file"])
     p.add_argument("--isolation", default="default", choices=["default"])
+
+
+INIT_CANDIDATES = ("/usr/bin/docker-init", "/usr/libexec/docker/docker-init", "/usr/bin/tini-static")
+
+
+def init_mount() -> Any:
+    """``--init``: the host's docker-init (a static tini, as docker ships it), bound read-only at
+    /sbin/docker-init; refused when the host has none."""
+    import os
+
+    from runtime.spec import MountSpec
+
+    for candidate in INIT_CANDIDATES:
+        if os.path.isfile(candidate):
+            return MountSpec(type="bind", target="/sbin/docker-init", source=os.path.realpath(candidate),
+                             read_only=True)
+    raise UsageError("--init: no docker-init (tini) on this host (looked for " + ", ".join(INIT_CANDIDATES) + ")")
 
 
 def describe(p: argparse.ArgumentParser) -> None:

@@ -71,11 +71,12 @@ def inspect(c: Container) -> dict[str, Any]:
         for m in c.mounts
     ]
     state = c.state
+    argv = c.argv[2:] if spec.init and c.argv[:2] == ["/sbin/docker-init", "--"] else c.argv  # as docker shows it
     return {
         "Id": c.id,
         "Created": c.created,
-        "Path": c.argv[0],
-        "Args": c.argv[1:],
+        "Path": argv[0],
+        "Args": argv[1:],
         "State": {
             "Status": _docker_status(c),
             "Running": state.running,
@@ -103,6 +104,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "NetworkMode": spec.network.mode,
             "PortBindings": {},
             "AutoRemove": spec.auto_remove,
+            "Init": spec.init or None,
             "RestartPolicy": restart_policy(spec.restart),
             "Ulimits": ulimit_list(spec.ulimits),
             "CapAdd": spec.cap_add or None,

@@ -39,6 +39,7 @@ class ContainerSpec:
     restart: str = "no"  # --restart policy (runtime.container.restart)
     stop_signal: str = ""  # --stop-signal (else the image's STOPSIGNAL, else SIGTERM)
     stop_timeout: int | None = None  # --stop-timeout seconds (else 10)
+    init: bool = False  # --init: /sbin/docker-init (the host's tini, bound in) runs the command
     ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD] (runtime.container.ulimits)
 
     def to_dict(self) -> dict[str, Any]:

@@ -136,3 +136,29 @@ def test_ulimit(refrt: Refrt) -> None:
     assert refrt("ps", "-aq").stdout == before
     bad = refrt("run", "--rm", "--ulimit", "bogus=1", "busybox", "true")
     assert bad.returncode == 125 and "invalid ulimit type: bogus" in bad.stderr
+
+
+def test_init(refrt: Refrt) -> None:
+    ps = refrt("run", "--rm", "--init", "busybox", "ps", "-o", "pid,comm")
+    assert ps.stdout.split()[2:4] == ["1", "docker-init"], ps
+    assert refrt("run", "--rm", "--init", "busybox", "sh", "-c", "exit 4").returncode == 4
+    # an orphan re-parented to PID 1: a zombie under `sleep` as PID 1, reaped under tini
+    for flags, zombies in (([], "1"), (["--init"], "0")):
+        name = unique("zombie")
+        refrt("run", "-d", "--name", name, *flags, "busybox", "sh", "-c", "(sleep 0.1 &); exec sleep 30",
+              check=True)
+        try:
+            import time
+
+            time.sleep(1)
+            listing = refrt("exec", name, "ps", "-o", "stat,comm").stdout
+            assert str(sum(line.startswith("Z") for line in listing.splitlines())) == zombies, (flags, listing)
+        finally:
+            refrt("rm", "-f", name)
+    name = unique("init")
+    refrt("create", "--name", name, "--init", "busybox", "sleep", "100", check=True)
+    try:
+        data = refrt.inspect(name)
+        assert (data["Path"], data["Args"], data["HostConfig"]["Init"]) == ("sleep", ["100"], True)
+    finally:
+        refrt("rm", "-f", name)
