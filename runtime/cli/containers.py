@@ -96,6 +96,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
+    p.add_argument("--shm-size", default="")
     p.add_argument("--ulimit", action="append", default=[], help="ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024)")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
@@ -183,6 +184,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     mounts += [parse_tmpfs_flag(v) for v in args.tmpfs]
     if args.init:
         mounts.append(runflags.init_mount())
+    shm = parse_size(args.shm_size) if args.shm_size else 0
+    if shm < 0:
+        raise UsageError(f"invalid size: '{args.shm_size}'")
+    if shm:  # a tmpfs of that size over the default 64m /dev/shm, with docker's options (0: the default)
+        mounts.append(parse_tmpfs_flag(f"/dev/shm:size={shm},nosuid,nodev,noexec,mode=1777"))
     for item in args.volumes_from:
         parse_volumes_from_flag(item)
     mode = args.network or default_network_mode()

@@ -61,6 +61,7 @@ HELP: dict[str, str] = {
     "no_healthcheck": "disable any container-specified HEALTHCHECK",
     "log_driver": "logging driver for the container (json-file only)",
     "isolation": "container isolation technology (default only)",
+    "shm_size": "size of /dev/shm (default 64m)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -105,7 +106,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--oom-score-adj", True, "OOM score adjustment is not implemented"),
     ("--pid", True, "PID namespace sharing is not implemented"),
     ("--runtime", True, "refrt is its own runtime"),
-    ("--shm-size", True, "the /dev/shm size is fixed"),
     ("--storage-opt", True, "storage options are not implemented"),
     ("--sysctl", True, "namespaced sysctls are not implemented"),
     ("--uts", True, "UTS namespace sharing is not implemented"),

@@ -162,3 +162,10 @@ def test_init(refrt: Refrt) -> None:
         assert (data["Path"], data["Args"], data["HostConfig"]["Init"]) == ("sleep", ["100"], True)
     finally:
         refrt("rm", "-f", name)
+
+
+def test_shm_size(refrt: Refrt) -> None:
+    for flag, kib in (("128m", "131072"), ("0", "65536")):  # 0: docker's default 64m
+        df = refrt("run", "--rm", "--shm-size", flag, "busybox", "sh", "-c", "df -k /dev/shm | tail -1")
+        assert df.stdout.split()[1] == kib, (flag, df)
+    assert refrt("run", "--rm", "--shm-size", "-5", "busybox", "true").returncode == 125
