@@ -97,6 +97,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("--shm-size", default="")
+    p.add_argument("--sysctl", action="append", default=[])
     p.add_argument("--ulimit", action="append", default=[], help="ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024)")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
@@ -130,6 +131,14 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     runflags.describe(p)
     p.add_argument("image", help="the image to run")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+
+def _sysctls(values: list[str], network_mode: str) -> list[str]:
+    from runtime.container import sysctls
+
+    for value in values:
+        sysctls.parse(value, network_mode)
+    return list(values)
 
 
 def _ulimits(values: list[str]) -> list[str]:
@@ -239,6 +248,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         stop_timeout=args.stop_timeout,
         ulimits=_ulimits(args.ulimit),
         init=args.init,
+        sysctls=_sysctls(args.sysctl, mode),
         userns=args.userns or "host",
         privileged=args.privileged,
         cap_add=list(args.cap_add),

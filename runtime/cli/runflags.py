@@ -62,6 +62,7 @@ HELP: dict[str, str] = {
     "log_driver": "logging driver for the container (json-file only)",
     "isolation": "container isolation technology (default only)",
     "shm_size": "size of /dev/shm (default 64m)",
+    "sysctl": "sysctl options (NAME=VALUE: net.*, and the IPC ones kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -107,7 +108,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--pid", True, "PID namespace sharing is not implemented"),
     ("--runtime", True, "refrt is its own runtime"),
     ("--storage-opt", True, "storage options are not implemented"),
-    ("--sysctl", True, "namespaced sysctls are not implemented"),
     ("--uts", True, "UTS namespace sharing is not implemented"),
     ("--volume-driver", True, "only the local volume driver exists"),
 )

@@ -29,7 +29,7 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import hooks, init, namespaces, restart, seccomp, terminal, ulimits, userns
+from runtime.container import hooks, init, namespaces, restart, seccomp, sysctls, terminal, ulimits, userns
 from runtime.container.attach import AttachHub, DetachScanner, write_all
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
@@ -350,6 +350,8 @@ class Monitor:
                     c.state.network_settings = hooks.network_attach(
                         self.ctx, c.id, c.name, pid, c.spec.network
                     )
+                if c.spec.sysctls:  # in its namespaces, while it waits (runtime.container.sysctls)
+                    sysctls.apply(pid, c.spec.sysctls)
                 if plan.cgroup_tasks:  # it moved itself already
                     os.write(go_w, b"gocg")
                 else:  # it sets up its file system while we move it into its cgroup

@@ -8,6 +8,7 @@ peer test runs the same command lines through docker 20.10 against a real docker
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,16 @@ def test_shm_size(refrt: Refrt) -> None:
         df = refrt("run", "--rm", "--shm-size", flag, "busybox", "sh", "-c", "df -k /dev/shm | tail -1")
         assert df.stdout.split()[1] == kib, (flag, df)
     assert refrt("run", "--rm", "--shm-size", "-5", "busybox", "true").returncode == 125
+
+
+def test_sysctl(refrt: Refrt) -> None:
+    host = Path("/proc/sys/net/core/somaxconn").read_text()
+    ran = refrt("run", "--rm", "--sysctl", "net.core.somaxconn=1000", "--sysctl", "kernel.shmmax=1073741824",
+                "busybox", "sh", "-c", "cat /proc/sys/net/core/somaxconn /proc/sys/kernel/shmmax")
+    assert ran.stdout == "1000\n1073741824\n", ran.stderr
+    assert Path("/proc/sys/net/core/somaxconn").read_text() == host  # the host's stays
+    for words, message in ((["--sysctl", "kernel.hostname=x"], "is not whitelisted"),
+                           (["--network", "host", "--sysctl", "net.core.somaxconn=5"], "host network namespace"),
+                           (["--sysctl", "net.nope.x=1"], "net.nope.x")):
+        bad = refrt("run", "--rm", *words, "busybox", "true")
+        assert bad.returncode == 125 and message in bad.stderr, (words, bad)
