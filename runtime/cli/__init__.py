@@ -19,8 +19,8 @@ from runtime.errors import RefrtError, UsageError
 from runtime.paths import Paths, check_directory
 
 # Command groups, in the order ``refrt --help`` lists them.
-COMMAND_MODULES = ("containers", "interactive", "filesystem", "images", "build", "registry", "network", "volumes",
-                   "system")
+COMMAND_MODULES = ("containers", "interactive", "filesystem", "events", "images", "build", "registry", "network",
+                   "volumes", "system")
 
 # Which group registers each command, so that ``refrt ps`` imports only what ``ps`` needs: importing every group
 # costs 0.1-0.25 s per call. tests/runtime/test_cli.py checks this table against what the groups register.
@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "build": "build",
     "attach": "interactive",
     **dict.fromkeys(("cp", "diff", "export", "commit"), "filesystem"),
+    "events": "events",
     **dict.fromkeys(("login", "logout", "push", "pull"), "registry"),
     **dict.fromkeys(("network", "port"), "network"),
     "volume": "volumes",

@@ -287,7 +287,15 @@ def _create(ctx: Context, args: argparse.Namespace) -> Container:
     _apply_volumes_from(ctx, spec)
     container = lifecycle.create(ctx, spec)
     runflags.write_cidfile(args.cidfile, container.id)
+    _event(ctx, container, "create")
     return container
+
+
+def _event(ctx: Context, c: Container, action: str, **attributes: str) -> None:
+    """One line of ``refrt events`` (runtime.container.events)."""
+    from runtime.container.events import container_event
+
+    container_event(ctx.paths.root, c, action, **attributes)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -359,7 +367,15 @@ def _for_each(args: argparse.Namespace, ctx: Context, action: Any, echo: bool = 
 def cmd_stop(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
-    return _for_each(args, ctx, lambda c: lifecycle.stop(ctx, _user_stop(c), *stop_settings(c, args)))
+    def stop(c: Container) -> None:
+        timeout, sig = stop_settings(c, args)
+        was_running = c.state.running
+        lifecycle.stop(ctx, _user_stop(c), timeout, sig)
+        if was_running:
+            _event(ctx, c, "kill", signal=str(int(sig)))
+        _event(ctx, c, "stop")
+
+    return _for_each(args, ctx, stop)
 
 
 def stop_settings(c: Container, args: argparse.Namespace) -> tuple[float, int]:
@@ -375,7 +391,11 @@ def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
     sig = parse_signal(args.signal)
-    return _for_each(args, ctx, lambda c: lifecycle.kill(ctx, _user_stop(c), sig))
+    def kill(c: Container) -> None:
+        lifecycle.kill(ctx, _user_stop(c), sig)
+        _event(ctx, c, "kill", signal=str(int(sig)))
+
+    return _for_each(args, ctx, kill)
 
 
 def _user_stop(c: Container) -> Container:
@@ -398,6 +418,7 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
             target = find(ctx.paths, ref)
             lifecycle.remove(ctx, _user_stop(target) if args.force else target, force=args.force,
                              volumes=args.volumes)
+            _event(ctx, target, "destroy")
             print(ref)
         except NotFoundError:
             print(f"Error: No such container: {ref}", file=sys.stderr)
@@ -616,10 +637,16 @@ def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
         from runtime.cli.interactive import require_terminal
 
         require_terminal(args.tty, args.interactive)
-    return exec_in(
+    words = " ".join(args.command)
+    _event(ctx, container, f"exec_create: {words}")
+    _event(ctx, container, f"exec_start: {words}")
+    code = exec_in(
         ctx, container, list(args.command), env=env, workdir=args.workdir, user=args.user, tty=args.tty,
         interactive=args.interactive, detach=args.detach, detach_keys=args.detach_keys,
     )
+    if not args.detach:
+        _event(ctx, container, "exec_die", exitCode=str(code))
+    return code
 
 
 def cmd_top(args: argparse.Namespace, ctx: Context) -> int:
@@ -678,13 +705,21 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_pause(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
-    return _for_each(args, ctx, lambda c: lifecycle.pause(ctx, c, True))
+    def pause(c: Container) -> None:
+        lifecycle.pause(ctx, c, True)
+        _event(ctx, c, "pause")
+
+    return _for_each(args, ctx, pause)
 
 
 def cmd_unpause(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
 
-    return _for_each(args, ctx, lambda c: lifecycle.pause(ctx, c, False))
+    def unpause(c: Container) -> None:
+        lifecycle.pause(ctx, c, False)
+        _event(ctx, c, "unpause")
+
+    return _for_each(args, ctx, unpause)
 
 
 def cmd_restart(args: argparse.Namespace, ctx: Context) -> int:
@@ -693,6 +728,7 @@ def cmd_restart(args: argparse.Namespace, ctx: Context) -> int:
     def restart(c: Container) -> None:
         lifecycle.stop(ctx, _user_stop(c), *stop_settings(c, args))
         lifecycle.start(ctx, c, None).close()
+        _event(ctx, c, "restart")
 
     return _for_each(args, ctx, restart)
 
@@ -701,7 +737,10 @@ def cmd_rename(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container import lifecycle
     from runtime.container.state import find
 
-    lifecycle.rename(ctx, find(ctx.paths, args.container), args.new_name)
+    c = find(ctx.paths, args.container)
+    old = c.name
+    lifecycle.rename(ctx, c, args.new_name)
+    _event(ctx, c, "rename", oldName="/" + old)
     return 0
 
 

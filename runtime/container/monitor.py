@@ -29,7 +29,7 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import hooks, init, namespaces, restart, seccomp, sysctls, terminal, ulimits, userns
+from runtime.container import events, hooks, init, namespaces, restart, seccomp, sysctls, terminal, ulimits, userns
 from runtime.container.attach import AttachHub, DetachScanner, write_all
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
@@ -250,10 +250,14 @@ class Monitor:
             self._open_hub(reader)
             warnings = self.cgroup.warnings if self.cgroup is not None else []
             self._send({"event": "started", "pid": self.pid, "warnings": warnings})
+            self._event("start")
             if self.pty_master is not None:
                 reader.use_pty(self.pty_master)
             status = reader.pump_until_exit(self.pid)
             code = self._finish(status)
+            self._event("die", exitCode=str(code))
+            if c.spec.auto_remove and not c.directory.exists():
+                self._event("destroy")
             if not restart.should_restart(c.spec.restart, code, c.state.restart_count, c.directory):
                 return 0
             delay = restart.next_delay(delay, time.monotonic() - began)
@@ -262,6 +266,11 @@ class Monitor:
                 return 0
             c.state.restart_count += 1
             c.save_state()
+
+    def _event(self, action: str, **attributes: str) -> None:
+        root = getattr(getattr(self.ctx, "paths", None), "root", None)
+        if root is not None:
+            events.container_event(root, self.c, action, **attributes)
 
     def _open_hub(self, reader: OutputPump) -> None:
         """The attach socket (see runtime.container.attach); a container runs on without it if it fails."""
