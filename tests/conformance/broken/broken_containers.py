@@ -294,6 +294,11 @@ def commit_changes_ignored(args: list[str]) -> int:
 # --- lifecycle ------------------------------------------------------------------------------------------------
 
 register_run_rewrite("restart-ignored", "--restart is ignored: nothing is ever restarted", without("--restart"))
+register_run_rewrite("stop-signal-ignored", "--stop-signal is ignored: stop sends SIGTERM", without("--stop-signal"))
+register_run_rewrite("ulimit-ignored", "--ulimit is ignored", without("--ulimit"))
+register_run_rewrite("shm-size-ignored", "--shm-size is ignored: /dev/shm keeps its default size",
+                     without("--shm-size"))
+register_run_rewrite("sysctl-ignored", "--sysctl is ignored", without("--sysctl"))
 register_run_rewrite("cpu-shares-ignored", "-c/--cpu-shares is ignored: every container weighs the same",
                      without("-c", "--cpu-shares"))
 
