@@ -517,7 +517,11 @@ class OutputPump:
                 elif fd == self.feed:
                     self._feed_stdin(sel)
                 elif self.hub is not None and self.hub.owns(fd):
-                    self.hub.handle(fd, sel)
+                    with contextlib.suppress(OSError, ValueError, KeyError):  # never let a client end the container
+                        self.hub.handle(fd, sel)
+                    break  # it may have closed or reused descriptors this batch names: poll again (no event lost)
+                elif fd not in open_sources:
+                    continue  # closed earlier in this batch (an attach client that was dropped)
                 elif not self._copy(fd):
                     sel.unregister(fd)
                     open_sources.discard(fd)
