@@ -134,6 +134,7 @@ class DockerDriver(DockerLikeDriver):
             "runtime.network_isolation": True,
             "runtime.build.heredoc": False,  # 20.10's classic builder (no BuildKit here) has no heredocs
             "runtime.push_prints_digest": True,
+            "runtime.read_only_covers_tmp": True,
             "runtime.seccomp.docker_profile": True,
             "runtime.seccomp.io_uring_refused": False,  # docker < 25 still allows io_uring_* (moby #46762)
             "runtime.seccomp.vsock_refused": False,  # 20.10's profile has no socket-family filter yet
