@@ -148,7 +148,7 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.network_isolation": False,  # user networks reach each other unless created isolate=true
             "runtime.build.heredoc": False,  # no Dockerfile heredocs
             "runtime.push_prints_digest": False,  # push prints no digest without --digestfile
-            "runtime.read_only_covers_tmp": False,  # --read-only still mounts a writable tmpfs on /tmp (read-only-tmpfs)
+            "runtime.read_only_covers_tmp": False,  # --read-only keeps a writable tmpfs on /tmp
             # containers-common's seccomp.json, not docker's: refused calls fail with ENOSYS (not EPERM); unshare,
             # clone namespace flags, clone3, keyctl and AF_VSOCK sockets are allowed (root's user keyring is then
             # readable from a container)
