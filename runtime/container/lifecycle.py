@@ -84,7 +84,7 @@ def command_line(spec: ContainerSpec, image_config: dict[str, Any]) -> list[str]
     argv = [*entrypoint, *cmd]
     if not argv or not argv[0]:
         raise UsageError("no command specified")
-    if spec.init:  # --init: docker's tini is PID 1 and reaps the zombies (see runtime.cli.runflags.INIT)
+    if spec.init:  # --init: docker's tini is PID 1 and reaps the zombies (runtime.cli.runflags.init_mount)
         argv = ["/sbin/docker-init", "--", *argv]
     return argv
 
