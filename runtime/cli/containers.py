@@ -96,6 +96,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
+    p.add_argument("--group-add", action="append", default=[])
     p.add_argument("--shm-size", default="")
     p.add_argument("--sysctl", action="append", default=[])
     p.add_argument("--ulimit", action="append", default=[], help="ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024)")
@@ -248,6 +249,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         stop_timeout=args.stop_timeout,
         ulimits=_ulimits(args.ulimit),
         init=args.init,
+        group_add=list(args.group_add),
         sysctls=_sysctls(args.sysctl, mode),
         userns=args.userns or "host",
         privileged=args.privileged,

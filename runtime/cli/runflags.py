@@ -63,6 +63,7 @@ HELP: dict[str, str] = {
     "isolation": "container isolation technology (default only)",
     "shm_size": "size of /dev/shm (default 64m)",
     "sysctl": "sysctl options (NAME=VALUE: net.*, and the IPC ones kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*)",
+    "group_add": "add additional groups to join (a name in the container's /etc/group, or a number)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -87,7 +88,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--dns-search", True, "resolv.conf search domains are not implemented"),
     ("--domainname", True, "the NIS domain name is not set"),
     ("--gpus", True, "GPUs are not supported"),
-    ("--group-add", True, "supplementary groups beyond the user's are not implemented"),
     ("--health-cmd", True, "health checks are not run"),
     ("--health-interval", True, "health checks are not run"),
     ("--health-retries", True, "health checks are not run"),

@@ -178,6 +178,7 @@ def _enter_and_run(
             os.close(slave)
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         user = users.resolve(user_spec)
+        user.groups = users.with_added(user, c.spec.group_add)  # as docker's exec
         full_env = init._with_home(env, user.home)
         executable = init.find_executable(argv[0], full_env)
         security = seccomp.parse(c.spec.security_opt)

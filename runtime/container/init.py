@@ -57,6 +57,7 @@ class LaunchPlan:
     userns_fd: int = -1  # --userns=private: joined right before privileges are dropped
     cgroup_namespace: bool = False  # docker's default on cgroup v2 (private), not on v1 (host)
     cgroup_tasks: list[str] = field(default_factory=list)  # v1: the init moves itself in (see join_cgroup)
+    group_add: list[str] = field(default_factory=list)  # --group-add: supplementary groups beyond the user's
 
 
 def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r: int, err_w: int) -> None:
@@ -84,6 +85,7 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         if plan.network_mode != "host" and not plan.join_netns:
             namespaces.bring_up_loopback()
         user = users.resolve(plan.user)
+        user.groups = users.with_added(user, plan.group_add)
         env = _with_home(plan.env, user.home)
         executable = find_executable(plan.argv[0], env)
         ensure_workdir(plan.workdir)

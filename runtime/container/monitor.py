@@ -614,6 +614,7 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         env=c.env,
         workdir=spec.workdir or c.image_config.get("WorkingDir") or "/",
         user=spec.user or c.image_config.get("User") or "",
+        group_add=list(spec.group_add),
         hostname=spec.hostname or c.short_id,
         network_mode=spec.network.mode,
         join_netns=hooks.netns_to_join(ctx, spec.network),

@@ -40,6 +40,7 @@ class ContainerSpec:
     stop_signal: str = ""  # --stop-signal (else the image's STOPSIGNAL, else SIGTERM)
     stop_timeout: int | None = None  # --stop-timeout seconds (else 10)
     sysctls: list[str] = field(default_factory=list)  # --sysctl NAME=VALUE (runtime.container.sysctls)
+    group_add: list[str] = field(default_factory=list)  # --group-add NAME|GID
     init: bool = False  # --init: /sbin/docker-init (the host's tini, bound in) runs the command
     ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD] (runtime.container.ulimits)
 

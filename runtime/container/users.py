@@ -54,3 +54,25 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
     if name:
         result.groups = sorted({int(g[2]) for g in groups if len(g) >= 4 and name in g[3].split(",")})
     return result
+
+
+def with_added(user: User, names: list[str]) -> list[int]:
+    """The supplementary groups with ``--group-add``'s; docker then lists the primary group among them too."""
+    if not names:
+        return user.groups
+    return sorted({*user.groups, *group_ids(names), user.gid})
+
+
+def group_ids(names: list[str], group: str = "/etc/group") -> list[int]:
+    """``--group-add``: each group by name or number, as docker resolves them in the container's /etc/group."""
+    entries = _read(group)
+    ids = []
+    for item in names:
+        entry = next((g for g in entries if len(g) >= 3 and (g[0] == item or g[2] == item)), None)
+        if entry is not None:
+            ids.append(int(entry[2]))
+        elif item.isdigit():
+            ids.append(int(item))
+        else:
+            raise UserError(f"unable to find group {item}: no matching entries in group file")
+    return ids

@@ -183,3 +183,16 @@ def test_sysctl(refrt: Refrt) -> None:
                            (["--sysctl", "net.nope.x=1"], "net.nope.x")):
         bad = refrt("run", "--rm", *words, "busybox", "true")
         assert bad.returncode == 125 and message in bad.stderr, (words, bad)
+
+
+def test_group_add(refrt: Refrt) -> None:
+    ran = refrt("run", "--rm", "-u", "nobody", "--group-add", "1234", "--group-add", "root", "busybox", "id")
+    assert ran.stdout.strip() == "uid=65534(nobody) gid=65534(nobody) groups=0(root),1234,65534(nobody)", ran
+    missing = refrt("run", "--rm", "--group-add", "nosuchgroup", "busybox", "true")
+    assert missing.returncode == 125 and "unable to find group nosuchgroup" in missing.stderr
+    name = unique("groups")
+    refrt("run", "-d", "--name", name, "--group-add", "1234", "busybox", "sleep", "60", check=True)
+    try:
+        assert refrt("exec", name, "id", "-G").stdout.split() == ["0", "1234"]  # exec gets them too
+    finally:
+        refrt("rm", "-f", name)
