@@ -168,6 +168,7 @@ class PodmanDriver(DockerLikeDriver):
             "runtime.cli.attach_exit_code": False,
             "runtime.cli.commit_prints_digest": False,
             "runtime.cli.ulimit": False,  # any --ulimit: crun re-applies the conf's nproc, EPERM here (exit 126)
+            "runtime.cli.docker_events": False,  # events: its own message (no .Actor.Attributes); nothing shown
             "runtime.cli.exec_exit_codes": False,  # exec: missing command 127 (docker: 126), stopped container 255 (1)
         }
 
