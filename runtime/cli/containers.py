@@ -96,6 +96,8 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
+    p.add_argument("--uts", default="")
+    p.add_argument("--ipc", default="")
     p.add_argument("--group-add", action="append", default=[])
     p.add_argument("--shm-size", default="")
     p.add_argument("--sysctl", action="append", default=[])
@@ -140,6 +142,14 @@ def _sysctls(values: list[str], network_mode: str) -> list[str]:
     for value in values:
         sysctls.parse(value, network_mode)
     return list(values)
+
+
+def _namespace_mode(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value.startswith("container:"):
+        raise UsageError(f"{flag} {value}: sharing another container's namespace is not supported by refrt")
+    if value not in allowed:
+        raise UsageError(f"{flag} {value}: invalid mode (refrt takes {', '.join(m for m in allowed if m)})")
+    return "host" if value == "host" else ""
 
 
 def _ulimits(values: list[str]) -> list[str]:
@@ -250,6 +260,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         ulimits=_ulimits(args.ulimit),
         init=args.init,
         group_add=list(args.group_add),
+        uts=_namespace_mode("--uts", args.uts, ("", "host")),
+        ipc=_namespace_mode("--ipc", args.ipc, ("", "host", "private", "shareable")),
         sysctls=_sysctls(args.sysctl, mode),
         userns=args.userns or "host",
         privileged=args.privileged,

@@ -64,6 +64,8 @@ HELP: dict[str, str] = {
     "shm_size": "size of /dev/shm (default 64m)",
     "sysctl": "sysctl options (NAME=VALUE: net.*, and the IPC ones kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*)",
     "group_add": "add additional groups to join (a name in the container's /etc/group, or a number)",
+    "uts": "UTS namespace to use (host; the default is the container's own)",
+    "ipc": "IPC mode to use (host, private or shareable: the container's own)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -95,7 +97,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--health-timeout", True, "health checks are not run"),
     ("--ip", True, "static addresses are not implemented"),
     ("--ip6", True, "IPv6 is not implemented"),
-    ("--ipc", True, "IPC namespace sharing is not implemented"),
     ("--kernel-memory", True, "kernel memory limits are deprecated and not implemented"),
     ("--link", True, "legacy links are not implemented (use a user network)"),
     ("--link-local-ip", True, "link-local addresses are not implemented"),
@@ -108,7 +109,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--pid", True, "PID namespace sharing is not implemented"),
     ("--runtime", True, "refrt is its own runtime"),
     ("--storage-opt", True, "storage options are not implemented"),
-    ("--uts", True, "UTS namespace sharing is not implemented"),
     ("--volume-driver", True, "only the local volume driver exists"),
 )
 

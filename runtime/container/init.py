@@ -58,6 +58,7 @@ class LaunchPlan:
     cgroup_namespace: bool = False  # docker's default on cgroup v2 (private), not on v1 (host)
     cgroup_tasks: list[str] = field(default_factory=list)  # v1: the init moves itself in (see join_cgroup)
     group_add: list[str] = field(default_factory=list)  # --group-add: supplementary groups beyond the user's
+    host_namespaces: list[str] = field(default_factory=list)  # --uts host / --ipc host: "uts", "ipc" kept
 
 
 def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r: int, err_w: int) -> None:
@@ -69,6 +70,7 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         if plan.join_netns:
             namespaces.join_network(plan.join_netns)
             flags &= ~syscalls.CLONE_NEWNET
+        flags &= ~namespaces.flags_of(plan.host_namespaces)
         syscalls.unshare(flags)
         os.write(sync_w, b"ns\n")
         os.close(sync_w)
@@ -80,7 +82,7 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         setup_rootfs(plan.rootfs)
         if plan.tty:
             attach_console(plan)
-        if plan.hostname:
+        if plan.hostname and "uts" not in plan.host_namespaces:
             syscalls.sethostname(plan.hostname)
         if plan.network_mode != "host" and not plan.join_netns:
             namespaces.bring_up_loopback()

@@ -105,6 +105,8 @@ def inspect(c: Container) -> dict[str, Any]:
             "PortBindings": {},
             "AutoRemove": spec.auto_remove,
             "Init": spec.init or None,
+            "UTSMode": spec.uts,
+            "IpcMode": spec.ipc or "private",
             "RestartPolicy": restart_policy(spec.restart),
             "Ulimits": ulimit_list(spec.ulimits),
             "CapAdd": spec.cap_add or None,

@@ -615,6 +615,7 @@ def build_plan(c: Container, ctx: Any) -> init.LaunchPlan:
         workdir=spec.workdir or c.image_config.get("WorkingDir") or "/",
         user=spec.user or c.image_config.get("User") or "",
         group_add=list(spec.group_add),
+        host_namespaces=[ns for ns, mode in (("uts", spec.uts), ("ipc", spec.ipc)) if mode == "host"],
         hostname=spec.hostname or c.short_id,
         network_mode=spec.network.mode,
         join_netns=hooks.netns_to_join(ctx, spec.network),

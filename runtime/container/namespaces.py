@@ -31,6 +31,15 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 
+def flags_of(names: list[str]) -> int:
+    """The CLONE_NEW* bits of namespace names (``uts``, ``ipc`` ...)."""
+    table = dict(JOIN_ORDER)
+    flags = 0
+    for name in names:
+        flags |= table[name]
+    return flags
+
+
 def unshare_flags(network_mode: str) -> int:
     """The namespaces the container's init unshares itself (PID is done by the monitor, see module doc)."""
     flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC

@@ -41,6 +41,8 @@ class ContainerSpec:
     stop_timeout: int | None = None  # --stop-timeout seconds (else 10)
     sysctls: list[str] = field(default_factory=list)  # --sysctl NAME=VALUE (runtime.container.sysctls)
     group_add: list[str] = field(default_factory=list)  # --group-add NAME|GID
+    uts: str = ""  # --uts host: the host's UTS namespace (hostname)
+    ipc: str = ""  # --ipc host: the host's IPC namespace
     init: bool = False  # --init: /sbin/docker-init (the host's tini, bound in) runs the command
     ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD] (runtime.container.ulimits)
 

@@ -196,3 +196,14 @@ def test_group_add(refrt: Refrt) -> None:
         assert refrt("exec", name, "id", "-G").stdout.split() == ["0", "1234"]  # exec gets them too
     finally:
         refrt("rm", "-f", name)
+
+
+def test_uts_and_ipc_host(refrt: Refrt) -> None:
+    import socket
+
+    assert refrt("run", "--rm", "--uts", "host", "busybox", "hostname").stdout.strip() == socket.gethostname()
+    own = Path("/proc/self/ns/ipc").readlink()
+    assert refrt("run", "--rm", "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc").stdout.strip() == str(own)
+    assert refrt("run", "--rm", "busybox", "readlink", "/proc/self/ns/ipc").stdout.strip() != str(own)
+    shared = refrt("run", "--rm", "--ipc", "container:other", "busybox", "true")
+    assert shared.returncode == 125 and shared.stderr.startswith("refrt: --ipc container:other")
