@@ -97,6 +97,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("--uts", default="")
+    p.add_argument("--pid", default="")
     p.add_argument("--ipc", default="")
     p.add_argument("--group-add", action="append", default=[])
     p.add_argument("--shm-size", default="")
@@ -261,6 +262,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         init=args.init,
         group_add=list(args.group_add),
         uts=_namespace_mode("--uts", args.uts, ("", "host")),
+        pid=_namespace_mode("--pid", args.pid, ("", "host")),
         ipc=_namespace_mode("--ipc", args.ipc, ("", "host", "private", "shareable")),
         sysctls=_sysctls(args.sysctl, mode),
         userns=args.userns or "host",

@@ -66,6 +66,7 @@ HELP: dict[str, str] = {
     "group_add": "add additional groups to join (a name in the container's /etc/group, or a number)",
     "uts": "UTS namespace to use (host; the default is the container's own)",
     "ipc": "IPC mode to use (host, private or shareable: the container's own)",
+    "pid": "PID namespace to use (host; the default is the container's own)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -106,7 +107,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--memory-swappiness", True, "swappiness is not implemented"),
     ("--oom-kill-disable", False, "disabling the OOM killer is not implemented"),
     ("--oom-score-adj", True, "OOM score adjustment is not implemented"),
-    ("--pid", True, "PID namespace sharing is not implemented"),
     ("--runtime", True, "refrt is its own runtime"),
     ("--storage-opt", True, "storage options are not implemented"),
     ("--volume-driver", True, "only the local volume driver exists"),

@@ -106,6 +106,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "AutoRemove": spec.auto_remove,
             "Init": spec.init or None,
             "UTSMode": spec.uts,
+            "PidMode": spec.pid,
             "IpcMode": spec.ipc or "private",
             "RestartPolicy": restart_policy(spec.restart),
             "Ulimits": ulimit_list(spec.ulimits),

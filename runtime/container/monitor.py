@@ -334,7 +334,8 @@ class Monitor:
         sync_r, sync_w = os.pipe()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = namespaces.fork_into_new_pid_namespace()
+        # --pid host: a plain fork, the init stays in the host's PID namespace
+        pid = os.fork() if c.spec.pid == "host" else namespaces.fork_into_new_pid_namespace()
         if pid == 0:  # pragma: no cover - the container's init
             for fd in (sync_r, go_w, err_r):
                 os.close(fd)

@@ -43,6 +43,7 @@ class ContainerSpec:
     group_add: list[str] = field(default_factory=list)  # --group-add NAME|GID
     uts: str = ""  # --uts host: the host's UTS namespace (hostname)
     ipc: str = ""  # --ipc host: the host's IPC namespace
+    pid: str = ""  # --pid host: the host's PID namespace
     init: bool = False  # --init: /sbin/docker-init (the host's tini, bound in) runs the command
     ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD] (runtime.container.ulimits)
 

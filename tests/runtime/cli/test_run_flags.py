@@ -32,7 +32,7 @@ def test_every_run_option_has_help() -> None:
 def test_go_booleans_and_no_abbreviations(refrt: Refrt) -> None:
     ran = refrt("run", "--rm=true", "-d=false", "--read-only=False", "busybox", "echo", "--rm=false")
     assert ran.returncode == 0 and ran.stdout == "--rm=false\n", ran  # the command's words are its own
-    for abbreviation in ("--priv", "--pid=host", "--net-al=x", "--hostn=x"):
+    for abbreviation in ("--priv", "--pids=5", "--net-al=x", "--hostn=x"):
         result = refrt("run", "--rm", abbreviation, "busybox", "true")
         assert result.returncode == 125, (abbreviation, result)
         assert abbreviation.split("=")[0] in result.stderr
@@ -207,3 +207,10 @@ def test_uts_and_ipc_host(refrt: Refrt) -> None:
     assert refrt("run", "--rm", "busybox", "readlink", "/proc/self/ns/ipc").stdout.strip() != str(own)
     shared = refrt("run", "--rm", "--ipc", "container:other", "busybox", "true")
     assert shared.returncode == 125 and shared.stderr.startswith("refrt: --ipc container:other")
+
+
+def test_pid_host(refrt: Refrt) -> None:
+    own = str(Path("/proc/self/ns/pid").readlink())
+    assert refrt("run", "--rm", "--pid", "host", "busybox", "readlink", "/proc/self/ns/pid").stdout.strip() == own
+    assert refrt("run", "--rm", "--pid=host", "busybox", "sh", "-c", "echo $$").stdout.strip() != "1"
+    assert refrt("run", "--rm", "busybox", "sh", "-c", "echo $$").stdout.strip() == "1"
