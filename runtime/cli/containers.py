@@ -97,6 +97,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("--uts", default="")
+    p.add_argument("--oom-kill-disable", action="store_true")
     p.add_argument("--pid", default="")
     p.add_argument("--ipc", default="")
     p.add_argument("--group-add", action="append", default=[])
@@ -263,6 +264,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         group_add=list(args.group_add),
         uts=_namespace_mode("--uts", args.uts, ("", "host")),
         pid=_namespace_mode("--pid", args.pid, ("", "host")),
+        oom_kill_disable=args.oom_kill_disable,
         ipc=_namespace_mode("--ipc", args.ipc, ("", "host", "private", "shareable")),
         sysctls=_sysctls(args.sysctl, mode),
         userns=args.userns or "host",

@@ -67,6 +67,7 @@ HELP: dict[str, str] = {
     "uts": "UTS namespace to use (host; the default is the container's own)",
     "ipc": "IPC mode to use (host, private or shareable: the container's own)",
     "pid": "PID namespace to use (host; the default is the container's own)",
+    "oom_kill_disable": "disable the OOM killer (cgroup v1; give -m too)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -105,7 +106,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--mac-address", True, "fixed MAC addresses are not implemented"),
     ("--memory-reservation", True, "soft memory limits are not implemented"),
     ("--memory-swappiness", True, "swappiness is not implemented"),
-    ("--oom-kill-disable", False, "disabling the OOM killer is not implemented"),
     ("--oom-score-adj", True, "OOM score adjustment is not implemented"),
     ("--runtime", True, "refrt is its own runtime"),
     ("--storage-opt", True, "storage options are not implemented"),

@@ -107,6 +107,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "Init": spec.init or None,
             "UTSMode": spec.uts,
             "PidMode": spec.pid,
+            "OomKillDisable": spec.oom_kill_disable,
             "IpcMode": spec.ipc or "private",
             "RestartPolicy": restart_policy(spec.restart),
             "Ulimits": ulimit_list(spec.ulimits),

@@ -321,6 +321,8 @@ class Monitor:
         c = self.c
         driver = driver_for_host()
         self.cgroup = driver.create(c.id, c.spec.resources)
+        if c.spec.oom_kill_disable:
+            _disable_oom_killer(self.cgroup)
         plan = build_plan(c, self.ctx)
         if not plan.cgroup_tasks:  # v2: we move the init (v1: it moves itself, see init.join_cgroup)
             self._primer = prime_cgroup_attach()  # after create: the kernel holds cgroup_mutex while it waits
@@ -636,3 +638,13 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def _disable_oom_killer(group: Cgroup) -> None:
+    """--oom-kill-disable: cgroup v1's memory.oom_control; v2 has no such switch (docker discards it there)."""
+    for directory in group.dirs():
+        control = directory / "memory.oom_control"
+        if control.exists():
+            control.write_text("1")
+            return
+    group.warnings.append("Your kernel does not support OomKillDisable. OomKillDisable discarded.")

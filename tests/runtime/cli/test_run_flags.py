@@ -214,3 +214,19 @@ def test_pid_host(refrt: Refrt) -> None:
     assert refrt("run", "--rm", "--pid", "host", "busybox", "readlink", "/proc/self/ns/pid").stdout.strip() == own
     assert refrt("run", "--rm", "--pid=host", "busybox", "sh", "-c", "echo $$").stdout.strip() != "1"
     assert refrt("run", "--rm", "busybox", "sh", "-c", "echo $$").stdout.strip() == "1"
+
+
+def test_oom_kill_disable(refrt: Refrt) -> None:
+    """Under its limit with the OOM killer off, the allocating process waits instead of being killed."""
+    name = unique("oom")
+    refrt("run", "-d", "--name", name, "-m", "32m", "--memory-swap", "32m", "--oom-kill-disable", "busybox", "sh",
+          "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1; echo done", check=True)
+    try:
+        import time
+
+        time.sleep(3)
+        data = refrt.inspect(name)
+        assert (data["State"]["Status"], data["State"]["OOMKilled"]) == ("running", False)
+        assert data["HostConfig"]["OomKillDisable"] is True
+    finally:
+        assert refrt("rm", "-f", name).returncode == 0
