@@ -97,6 +97,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("--uts", default="")
+    p.add_argument("--link", action="append", default=[])
     p.add_argument("--oom-kill-disable", action="store_true")
     p.add_argument("--pid", default="")
     p.add_argument("--ipc", default="")
@@ -295,6 +296,32 @@ def _check_image_depth(ctx: Context, ref: str) -> None:
     check_depth(len(image.layers))
 
 
+def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
+    """docker's legacy ``--link NAME[:ALIAS]``: the linked container's address under its name and alias in
+    /etc/hosts, and ``ALIAS_NAME=/new/alias`` in the environment; it must be running, on the default bridge."""
+    from runtime.container import lifecycle
+    from runtime.container.inspect import inspect
+    from runtime.container.state import ContainerNotFound, find
+
+    for link in links:
+        name, _, alias = link.partition(":")
+        alias = alias or name
+        try:
+            other = find(ctx.paths, name)
+        except ContainerNotFound:
+            raise UsageError(f"could not get container for {name}") from None
+        lifecycle.reconcile(ctx, other)
+        if not other.state.running:
+            raise UsageError(f"Cannot link to a non running container: /{other.name} AS /{spec.name}/{alias}")
+        live = _live_network_settings(ctx, other) or inspect(other)["NetworkSettings"]
+        ips = [n.get("IPAddress") for n in (live.get("Networks") or {}).values() if n.get("IPAddress")]
+        if not ips:
+            raise UsageError(f"Cannot link to /{other.name}: it has no address (links need the default bridge)")
+        for host in dict.fromkeys((alias, other.name, other.short_id)):
+            spec.network.extra_hosts.append(f"{host}:{ips[0]}")
+        spec.env.append(f"{alias.upper().replace('-', '_')}_NAME=/{spec.name}/{alias}")
+
+
 def _create(ctx: Context, args: argparse.Namespace) -> Container:
     from runtime.container import lifecycle
 
@@ -302,6 +329,7 @@ def _create(ctx: Context, args: argparse.Namespace) -> Container:
     runflags.claim_cidfile(args.cidfile)
     _check_image_depth(ctx, args.image)
     spec = spec_from_args(args)
+    _apply_links(ctx, spec, args.link)
     _apply_volumes_from(ctx, spec)
     container = lifecycle.create(ctx, spec)
     runflags.write_cidfile(args.cidfile, container.id)

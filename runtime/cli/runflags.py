@@ -68,6 +68,7 @@ HELP: dict[str, str] = {
     "ipc": "IPC mode to use (host, private or shareable: the container's own)",
     "pid": "PID namespace to use (host; the default is the container's own)",
     "oom_kill_disable": "disable the OOM killer (cgroup v1; give -m too)",
+    "link": "add link to another container (NAME[:ALIAS]: its address in /etc/hosts, ALIAS_NAME in the environment)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -100,7 +101,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--ip", True, "static addresses are not implemented"),
     ("--ip6", True, "IPv6 is not implemented"),
     ("--kernel-memory", True, "kernel memory limits are deprecated and not implemented"),
-    ("--link", True, "legacy links are not implemented (use a user network)"),
     ("--link-local-ip", True, "link-local addresses are not implemented"),
     ("--log-opt", True, "log options are not implemented"),
     ("--mac-address", True, "fixed MAC addresses are not implemented"),

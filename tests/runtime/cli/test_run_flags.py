@@ -230,3 +230,18 @@ def test_oom_kill_disable(refrt: Refrt) -> None:
         assert data["HostConfig"]["OomKillDisable"] is True
     finally:
         assert refrt("rm", "-f", name).returncode == 0
+
+
+def test_link(refrt: Refrt) -> None:
+    server = unique("srv")
+    refrt("run", "-d", "--name", server, "busybox", "sleep", "60", check=True)
+    try:
+        ran = refrt("run", "--rm", "--name", unique("cli"), "--link", f"{server}:db", "busybox", "sh", "-c",
+                    "ping -c1 -W2 db >/dev/null && ping -c1 -W2 " + server + " >/dev/null && echo $DB_NAME")
+        assert ran.returncode == 0 and ran.stdout.strip().endswith("/db"), ran
+        assert refrt("run", "--rm", "--link", "nosuch-ctr", "busybox", "true").returncode == 125
+        refrt("stop", "-t", "0", server, check=True)
+        stopped = refrt("run", "--rm", "--link", server, "busybox", "true")
+        assert stopped.returncode == 125 and "Cannot link to a non running container" in stopped.stderr
+    finally:
+        refrt("rm", "-f", server)
