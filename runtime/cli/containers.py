@@ -97,6 +97,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("--uts", default="")
+    p.add_argument("--device", action="append", default=[])
     p.add_argument("--link", action="append", default=[])
     p.add_argument("--oom-kill-disable", action="store_true")
     p.add_argument("--pid", default="")
@@ -207,6 +208,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     mounts += [parse_tmpfs_flag(v) for v in args.tmpfs]
     if args.init:
         mounts.append(runflags.init_mount())
+    if args.device:
+        from runtime.container.devices import mount as device_mount
+
+        mounts += [device_mount(value) for value in args.device]
     shm = parse_size(args.shm_size) if args.shm_size else 0
     if shm < 0:
         raise UsageError(f"invalid size: '{args.shm_size}'")
@@ -266,6 +271,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         uts=_namespace_mode("--uts", args.uts, ("", "host")),
         pid=_namespace_mode("--pid", args.pid, ("", "host")),
         oom_kill_disable=args.oom_kill_disable,
+        devices=list(args.device),
         ipc=_namespace_mode("--ipc", args.ipc, ("", "host", "private", "shareable")),
         sysctls=_sysctls(args.sysctl, mode),
         userns=args.userns or "host",

@@ -69,6 +69,7 @@ HELP: dict[str, str] = {
     "pid": "PID namespace to use (host; the default is the container's own)",
     "oom_kill_disable": "disable the OOM killer (cgroup v1; give -m too)",
     "link": "add link to another container (NAME[:ALIAS]: its address in /etc/hosts, ALIAS_NAME in the environment)",
+    "device": "add a host device to the container (HOST[:CONTAINER[:rwm]]; cgroup v1 hosts)",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -83,7 +84,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--cpu-rt-period", True, "real-time scheduling is not implemented"),
     ("--cpu-rt-runtime", True, "real-time scheduling is not implemented"),
     ("--cpuset-mems", True, "memory node sets are not implemented"),
-    ("--device", True, "host devices are not passed into containers"),
     ("--device-cgroup-rule", True, "device cgroup rules are not implemented"),
     ("--device-read-bps", True, "block IO throttling is not implemented"),
     ("--device-read-iops", True, "block IO throttling is not implemented"),

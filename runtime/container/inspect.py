@@ -42,6 +42,12 @@ def ulimit_list(values: list[str]) -> list[dict[str, Any]] | None:
     return ulimits.inspect(values)
 
 
+def device_list(values: list[str]) -> list[dict[str, str]]:
+    from runtime.container.devices import parse
+
+    return [{"PathOnHost": h, "PathInContainer": t, "CgroupPermissions": p} for h, t, p in map(parse, values)]
+
+
 def restart_policy(value: str) -> dict[str, Any]:
     from runtime.container.restart import inspect_policy
 
@@ -108,6 +114,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "UTSMode": spec.uts,
             "PidMode": spec.pid,
             "OomKillDisable": spec.oom_kill_disable,
+            "Devices": device_list(spec.devices),
             "IpcMode": spec.ipc or "private",
             "RestartPolicy": restart_policy(spec.restart),
             "Ulimits": ulimit_list(spec.ulimits),

@@ -323,6 +323,10 @@ class Monitor:
         self.cgroup = driver.create(c.id, c.spec.resources)
         if c.spec.oom_kill_disable:
             _disable_oom_killer(self.cgroup)
+        if c.spec.devices:
+            from runtime.container.devices import allow
+
+            allow(self.cgroup.dirs(), c.spec.devices)
         plan = build_plan(c, self.ctx)
         if not plan.cgroup_tasks:  # v2: we move the init (v1: it moves itself, see init.join_cgroup)
             self._primer = prime_cgroup_attach()  # after create: the kernel holds cgroup_mutex while it waits

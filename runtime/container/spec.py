@@ -44,6 +44,7 @@ class ContainerSpec:
     uts: str = ""  # --uts host: the host's UTS namespace (hostname)
     ipc: str = ""  # --ipc host: the host's IPC namespace
     pid: str = ""  # --pid host: the host's PID namespace
+    devices: list[str] = field(default_factory=list)  # --device HOST[:CONTAINER[:PERMS]] (runtime.container.devices)
     oom_kill_disable: bool = False  # --oom-kill-disable (cgroup v1's memory.oom_control)
     init: bool = False  # --init: /sbin/docker-init (the host's tini, bound in) runs the command
     ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD] (runtime.container.ulimits)

@@ -245,3 +245,18 @@ def test_link(refrt: Refrt) -> None:
         assert stopped.returncode == 125 and "Cannot link to a non running container" in stopped.stderr
     finally:
         refrt("rm", "-f", server)
+
+
+def test_device(refrt: Refrt) -> None:
+    """/dev/loop-control (10:237) is not among the default devices: usable only when --device gives it."""
+    probe = "dd if={} of=/dev/null count=0 2>&1 | head -1"
+    denied = refrt("run", "--rm", "busybox", "sh", "-c", "mknod /tmp/k c 10 237 && " + probe.format("/tmp/k"))
+    assert "Operation not permitted" in denied.stdout
+    given = refrt("run", "--rm", "--device", "/dev/loop-control", "busybox", "sh", "-c",
+                  probe.format("/dev/loop-control"))
+    assert given.stdout.strip() == "0+0 records in", given
+    read_only = refrt("run", "--rm", "--device", "/dev/loop-control:/dev/lc:r", "busybox", "sh", "-c",
+                      probe.format("/dev/lc") + "; echo x > /dev/lc")
+    assert read_only.stdout.strip() == "0+0 records in" and "Operation not permitted" in read_only.stderr
+    missing = refrt("run", "--rm", "--device", "/dev/nosuch", "busybox", "true")
+    assert missing.returncode == 125 and "error gathering device information" in missing.stderr
