@@ -97,6 +97,8 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true")
     p.add_argument("--init", action="store_true")
     p.add_argument("--uts", default="")
+    p.add_argument("--cpu-period", type=int, default=0)
+    p.add_argument("--cpu-quota", type=int, default=0)
     p.add_argument("--device", action="append", default=[])
     p.add_argument("--link", action="append", default=[])
     p.add_argument("--oom-kill-disable", action="store_true")
@@ -154,6 +156,21 @@ def _namespace_mode(flag: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise UsageError(f"{flag} {value}: invalid mode (refrt takes {', '.join(m for m in allowed if m)})")
     return "host" if value == "host" else ""
+
+
+def _nano_cpus(args: argparse.Namespace) -> int:
+    """--cpus, or docker's older --cpu-quota/--cpu-period pair as the same CFS quota (period 100 ms default)."""
+    if args.cpus and (args.cpu_period or args.cpu_quota):
+        raise UsageError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if args.cpus:
+        return parse_cpus(args.cpus)
+    if args.cpu_period and not 1000 <= args.cpu_period <= 1_000_000:
+        raise UsageError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    if args.cpu_quota and 0 < args.cpu_quota < 1000:
+        raise UsageError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if args.cpu_quota > 0:
+        return args.cpu_quota * 1_000_000_000 // (args.cpu_period or 100_000)
+    return 0
 
 
 def _ulimits(values: list[str]) -> list[str]:
@@ -254,7 +271,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         resources=Resources(
             memory=memory,
             memory_swap=swap,
-            nano_cpus=parse_cpus(args.cpus) if args.cpus else 0,
+            nano_cpus=_nano_cpus(args),
             cpu_shares=args.cpu_shares,
             cpuset_cpus=args.cpuset_cpus,
             pids_limit=args.pids_limit,

@@ -70,6 +70,8 @@ HELP: dict[str, str] = {
     "oom_kill_disable": "disable the OOM killer (cgroup v1; give -m too)",
     "link": "add link to another container (NAME[:ALIAS]: its address in /etc/hosts, ALIAS_NAME in the environment)",
     "device": "add a host device to the container (HOST[:CONTAINER[:rwm]]; cgroup v1 hosts)",
+    "cpu_period": "limit CPU CFS (Completely Fair Scheduler) period (with --cpu-quota)",
+    "cpu_quota": "limit CPU CFS (Completely Fair Scheduler) quota",
     "init": "run an init inside the container that forwards signals and reaps processes",
 }
 
@@ -79,8 +81,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--blkio-weight-device", True, "per-device block IO weights are not implemented"),
     ("--cgroup-parent", True, "refrt places containers under its own cgroup"),
     ("--cgroupns", True, "cgroup namespaces are not implemented"),
-    ("--cpu-period", True, "use --cpus"),
-    ("--cpu-quota", True, "use --cpus"),
     ("--cpu-rt-period", True, "real-time scheduling is not implemented"),
     ("--cpu-rt-runtime", True, "real-time scheduling is not implemented"),
     ("--cpuset-mems", True, "memory node sets are not implemented"),

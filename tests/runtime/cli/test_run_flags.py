@@ -260,3 +260,15 @@ def test_device(refrt: Refrt) -> None:
     assert read_only.stdout.strip() == "0+0 records in" and "Operation not permitted" in read_only.stderr
     missing = refrt("run", "--rm", "--device", "/dev/nosuch", "busybox", "true")
     assert missing.returncode == 125 and "error gathering device information" in missing.stderr
+
+
+def test_cpu_quota_and_period(refrt: Refrt) -> None:
+    name = unique("quota")
+    refrt("run", "-d", "--name", name, "--cpu-quota", "25000", "--cpu-period", "50000", "busybox", "sleep", "30",
+          check=True)
+    try:
+        assert refrt.inspect(name)["HostConfig"]["NanoCpus"] == 500_000_000  # half a CPU, the same CFS quota
+    finally:
+        refrt("rm", "-f", name)
+    both = refrt("run", "--rm", "--cpus", "1", "--cpu-quota", "5000", "busybox", "true")
+    assert both.returncode == 125 and "Conflicting options" in both.stderr
