@@ -57,6 +57,9 @@ GUEST_PACKAGES = (
     "kmod",
     "sudo",
     "ca-certificates",
+    # The security suite builds its probe program (static C) on the target at set-up, as it does on a host.
+    "gcc",
+    "libc6-dev",
 )
 
 GUEST_FILES: dict[str, str] = {
