@@ -58,7 +58,7 @@ def test_custom_driver_takes_a_cli_path(local_target: Target) -> None:
     assert driver.name == "custom:/usr/bin/docker"
     with pytest.raises(DriverError, match="needs a CLI path"):
         driver_class("custom:")
-    with pytest.raises(DriverError, match="takes no argument"):
+    with pytest.raises(DriverError, match="must be an Engine API socket"):
         driver_class("docker:x")
     with pytest.raises(DriverError, match="one of crun, runc"):
         driver_class("podman:x")
