@@ -30,11 +30,15 @@ class _NoValue:
 
 
 NO_VALUE: Any = _NoValue()
+_GO_FIELD = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 
 
 # -- values as Go prints and compares them -------------------------------------------------------------------
 def is_map(value: Mapping[str, Any], name: str = "") -> bool:
-    return name in MAP_FIELDS or not value or all(isinstance(v, str) for v in value.values())
+    """Go maps and structs both arrive as dicts: a struct's keys are exported Go field names, so a key that is not
+    one (``8080/tcp``, ``com.example.label``) makes it a map, as do string values and the known map fields."""
+    return (name in MAP_FIELDS or not value or all(isinstance(v, str) for v in value.values())
+            or not all(_GO_FIELD.match(str(k)) for k in value))
 
 
 def go_string(value: Any) -> str:
