@@ -127,7 +127,8 @@ def test_sigkill_of_a_registry_run_then_a_normal_run_leaves_nothing(tmp_path: Pa
     proc.kill()
     proc.wait(timeout=30)
     registry_dir = str(record["registry_dirs"][0])  # type: ignore[index]
-    killed_case_dirs = _case_dirs() - before
+    # Only the killed run's own dirs (other runs on this machine may be making theirs right now).
+    killed_case_dirs = {d for d in _case_dirs() - before if f".{record['case_tmp_tag']}." in d}
     assert Path(registry_dir).is_dir(), "a SIGKILLed harness cannot clean up: its registry data is expected here"
     assert killed_case_dirs, "the killed run had a case temp dir"
     assert record_path is not None
@@ -138,8 +139,6 @@ def test_sigkill_of_a_registry_run_then_a_normal_run_leaves_nothing(tmp_path: Pa
                            text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
     notices = [line for line in again.stderr.splitlines() if "cleaned up after" in line]
-    tagged = {d for d in killed_case_dirs if d.count(".") == 2}
-    assert tagged == killed_case_dirs, f"every case dir comes from RunSession.case_tmp: {killed_case_dirs}"
     if still_recorded:
         assert len(notices) == 1, again.stderr
         assert re.match(r"conformance: cleaned up after (an interrupted run|\d+ interrupted runs): ", notices[0])
