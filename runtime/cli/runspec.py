@@ -1,0 +1,342 @@
+"""``run``/``create`` flags with docker's syntax, parsed into a :class:`runtime.container.ContainerSpec`.
+
+One place for the flags (``_add_create_flags``) and their meaning (``spec_from_args``): the CLI's ``run`` and
+``create`` use them, and so does the daemon (``runtime.daemon.convert``) for an API client's create request.
+Sizes, CPUs, signals, env files and labels are read the way docker reads them; the flags refrt cannot honour are
+in :mod:`runtime.cli.runflags`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.cli import runflags
+from runtime.errors import RefrtError, UsageError
+from runtime.spec import NetworkRequest
+
+if TYPE_CHECKING:  # the container machinery is imported by the handlers, so ``--help`` stays fast
+    from runtime.cli import Context
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgtp]?)b?$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+# --------------------------------------------------------------------------------------------- flag parsing
+def parse_size(value: str) -> int:
+    """docker's RAMInBytes: ``32m``, ``1g``, ``512k``, ``1048576``; ``-1`` means unlimited."""
+    if value.strip() == "-1":
+        return -1
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise UsageError(f"invalid size: '{value}'")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size >= 1 << 63:  # what the kernel's 64-bit limits take; beyond, the cgroup would get a wrapped value
+        raise UsageError(f"invalid size: '{value}': value out of range")
+    return size
+
+
+def parse_cpus(value: str) -> int:
+    try:
+        nano = round(float(value) * 1e9)
+    except ValueError:
+        raise UsageError(f'invalid argument "{value}" for "--cpus" flag') from None
+    if nano < 0:
+        raise UsageError("range of CPUs must be positive")
+    return nano
+
+
+def parse_signal(value: str) -> int:
+    name = value.upper()
+    if name.isdigit():
+        return int(name)
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise UsageError(f"Invalid signal: {value}") from None
+
+
+def read_env_file(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"open {path}: {exc.strerror}") from None
+    return [line for line in (raw.strip() for raw in lines) if line and not line.startswith("#")]
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    return labels
+
+
+def _add_create_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir", default="")
+    p.add_argument("-u", "--user", default="")
+    p.add_argument("-h", "--hostname", default="")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("--entrypoint", default=None)
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("--rm", action="store_true")
+    p.add_argument("--init", action="store_true")
+    p.add_argument("--uts", default="")
+    p.add_argument("--cpu-period", type=int, default=0)
+    p.add_argument("--cpu-quota", type=int, default=0)
+    p.add_argument("--device", action="append", default=[])
+    p.add_argument("--link", action="append", default=[])
+    p.add_argument("--oom-kill-disable", action="store_true")
+    p.add_argument("--pid", default="")
+    p.add_argument("--ipc", default="")
+    p.add_argument("--group-add", action="append", default=[])
+    p.add_argument("--shm-size", default="")
+    p.add_argument("--sysctl", action="append", default=[])
+    p.add_argument("--ulimit", action="append", default=[], help="ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024)")
+    p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
+    p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
+    p.add_argument("--restart", default="no",
+                   help="restart policy when the container exits: no, always, unless-stopped, on-failure[:N]")
+    p.add_argument("--userns", default="host")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("-m", "--memory", default="")
+    p.add_argument("--memory-swap", default="")
+    p.add_argument("--cpus", default="")
+    p.add_argument("-c", "--cpu-shares", type=int, default=0)
+    p.add_argument("--cpuset-cpus", default="")
+    p.add_argument("--pids-limit", type=int, default=0)
+    p.add_argument("--blkio-weight", type=int, default=0)
+    p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("--mount", action="append", default=[])
+    p.add_argument("--tmpfs", action="append", default=[])
+    p.add_argument("--volumes-from", action="append", default=[])
+    p.add_argument("--network", "--net", default="")
+    p.add_argument("--network-alias", "--net-alias", action="append", default=[])
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("-P", "--publish-all", action="store_true")
+    p.add_argument("--expose", action="append", default=[])
+    p.add_argument("--dns", action="append", default=[])
+    p.add_argument("--add-host", action="append", default=[])
+    runflags.add_accepted(p)
+    runflags.add_refused(p)
+    runflags.describe(p)
+    p.add_argument("image", help="the image to run")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+
+def _sysctls(values: list[str], network_mode: str) -> list[str]:
+    from runtime.container import sysctls
+
+    for value in values:
+        sysctls.parse(value, network_mode)
+    return list(values)
+
+
+def _namespace_mode(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value.startswith("container:"):
+        raise UsageError(f"{flag} {value}: sharing another container's namespace is not supported by refrt")
+    if value not in allowed:
+        raise UsageError(f"{flag} {value}: invalid mode (refrt takes {', '.join(m for m in allowed if m)})")
+    return "host" if value == "host" else ""
+
+
+def _nano_cpus(args: argparse.Namespace) -> int:
+    """--cpus, or docker's older --cpu-quota/--cpu-period pair as the same CFS quota (period 100 ms default)."""
+    if args.cpus and (args.cpu_period or args.cpu_quota):
+        raise UsageError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if args.cpus:
+        return parse_cpus(args.cpus)
+    if args.cpu_period and not 1000 <= args.cpu_period <= 1_000_000:
+        raise UsageError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    if args.cpu_quota and 0 < args.cpu_quota < 1000:
+        raise UsageError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if args.cpu_quota > 0:
+        return int(args.cpu_quota * 1_000_000_000 // (args.cpu_period or 100_000))
+    return 0
+
+
+def _ulimits(values: list[str]) -> list[str]:
+    from runtime.container import ulimits
+
+    for value in values:
+        ulimits.parse(value)
+    return list(values)
+
+
+def _stop_signal(value: str) -> str:
+    if value:
+        parse_signal(value)  # docker refuses an unknown one at create
+    return value
+
+
+def _restart_policy(args: argparse.Namespace) -> str:
+    from runtime.container import restart
+
+    name, _ = restart.parse(args.restart)
+    if name != "no" and args.rm:
+        raise UsageError("Conflicting options: --restart and --rm")
+    return str(args.restart or "no")
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The parsed flags as a ContainerSpec (nothing is created yet)."""
+    from runtime.cgroups import Resources
+    from runtime.container import ContainerSpec, seccomp
+    from runtime.container.hooks import default_network_mode
+    from runtime.volumes.parse import parse_mount_flag, parse_tmpfs_flag, parse_volume_flag, parse_volumes_from_flag
+
+    env: list[str] = []
+    for path in args.env_file:
+        env.extend(read_env_file(path))
+    env.extend(args.env)
+    if args.userns not in ("host", "", "private"):
+        raise UsageError(f"--userns={args.userns}: refrt supports host and private")
+    memory = parse_size(args.memory) if args.memory else 0
+    swap = parse_size(args.memory_swap) if args.memory_swap else 0
+    if swap and swap > 0 and memory and swap < memory:
+        raise UsageError("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if swap and not memory:
+        raise UsageError("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if memory and memory < 6 * 1024 * 1024:
+        raise UsageError("Minimum memory limit allowed is 6MB")
+    if args.blkio_weight and not 10 <= args.blkio_weight <= 1000:
+        raise UsageError("Range of blkio weight is from 10 to 1000")
+    # one strict parser (runtime.volumes.parse) for every mount flag: a misspelled option is an error, never ignored
+    mounts = [parse_volume_flag(v) for v in args.volume]
+    mounts += [parse_mount_flag(v) for v in args.mount]
+    mounts += [parse_tmpfs_flag(v) for v in args.tmpfs]
+    if args.init:
+        mounts.append(runflags.init_mount())
+    if args.device:
+        from runtime.container.devices import mount as device_mount
+
+        mounts += [device_mount(value) for value in args.device]
+    shm = parse_size(args.shm_size) if args.shm_size else 0
+    if shm < 0:
+        raise UsageError(f"invalid size: '{args.shm_size}'")
+    if shm:  # a tmpfs of that size over the default 64m /dev/shm, with docker's options (0: the default)
+        mounts.append(parse_tmpfs_flag(f"/dev/shm:size={shm},nosuid,nodev,noexec,mode=1777"))
+    for item in args.volumes_from:
+        parse_volumes_from_flag(item)
+    mode = args.network or default_network_mode()
+    expose = []
+    for item in args.expose:
+        port, _, proto = item.partition("/")
+        expose.append(f"{port}/{proto or 'tcp'}")
+    entrypoint = None
+    if args.entrypoint is not None:
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+    return ContainerSpec(
+        image=args.image,
+        command=list(args.command),
+        entrypoint=entrypoint,
+        env=env,
+        workdir=args.workdir,
+        user=args.user,
+        hostname=args.hostname,
+        tty=args.tty,
+        interactive=args.interactive,
+        name=args.name,
+        labels=parse_labels(runflags.read_label_files(args.label_file) + list(args.label)),
+        network=NetworkRequest(
+            mode=mode,
+            aliases=list(args.network_alias),
+            publish=list(args.publish),
+            publish_all=args.publish_all,
+            exposed=expose,
+            hostname=args.hostname,
+            extra_hosts=list(args.add_host),
+            dns=list(args.dns),
+        ),
+        mounts=mounts,
+        volumes_from=list(args.volumes_from),
+        resources=Resources(
+            memory=memory,
+            memory_swap=swap,
+            nano_cpus=_nano_cpus(args),
+            cpu_shares=args.cpu_shares,
+            cpuset_cpus=args.cpuset_cpus,
+            pids_limit=args.pids_limit,
+            blkio_weight=args.blkio_weight,
+        ),
+        read_only=args.read_only,
+        auto_remove=args.rm,
+        restart=_restart_policy(args),
+        stop_signal=_stop_signal(args.stop_signal),
+        stop_timeout=args.stop_timeout,
+        ulimits=_ulimits(args.ulimit),
+        init=args.init,
+        group_add=list(args.group_add),
+        uts=_namespace_mode("--uts", args.uts, ("", "host")),
+        pid=_namespace_mode("--pid", args.pid, ("", "host")),
+        oom_kill_disable=args.oom_kill_disable,
+        devices=list(args.device),
+        ipc=_namespace_mode("--ipc", args.ipc, ("", "host", "private", "shareable")),
+        sysctls=_sysctls(args.sysctl, mode),
+        userns=args.userns or "host",
+        privileged=args.privileged,
+        cap_add=list(args.cap_add),
+        cap_drop=list(args.cap_drop),
+        security_opt=seccomp.normalize(args.security_opt),
+    )
+
+
+def _apply_volumes_from(ctx: Context, spec: Any) -> None:
+    """``--volumes-from NAME[:ro|rw]``: the other container's bind and volume mounts (runtime.volumes)."""
+    from runtime.volumes import volumes_from
+
+    for item in spec.volumes_from:
+        spec.mounts.extend(volumes_from(ctx, item))
+
+
+def _check_image_depth(ctx: Context, ref: str) -> None:
+    """docker's "max depth exceeded" before anything is created (an image pulled or built too deep)."""
+    from runtime.store.overlay import check_depth
+    from runtime.store.store import Store
+
+    try:
+        image = Store(ctx.paths).resolve(ref)
+    except RefrtError:
+        return  # a missing image is reported by create, in its words
+    check_depth(len(image.layers))
+
+
+def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
+    """docker's legacy ``--link NAME[:ALIAS]``: the linked container's address under its name and alias in
+    /etc/hosts, and ``ALIAS_NAME=/new/alias`` in the environment; it must be running, on the default bridge."""
+    from runtime.cli.listing import _live_network_settings
+    from runtime.container import lifecycle
+    from runtime.container.inspect import inspect
+    from runtime.container.state import ContainerNotFound, find
+
+    for link in links:
+        name, _, alias = link.partition(":")
+        alias = alias or name
+        try:
+            other = find(ctx.paths, name)
+        except ContainerNotFound:
+            raise UsageError(f"could not get container for {name}") from None
+        lifecycle.reconcile(ctx, other)
+        if not other.state.running:
+            raise UsageError(f"Cannot link to a non running container: /{other.name} AS /{spec.name}/{alias}")
+        live = _live_network_settings(ctx, other) or inspect(other)["NetworkSettings"]
+        ips = [n.get("IPAddress") for n in (live.get("Networks") or {}).values() if n.get("IPAddress")]
+        if not ips:
+            raise UsageError(f"Cannot link to /{other.name}: it has no address (links need the default bridge)")
+        for host in dict.fromkeys((alias, other.name, other.short_id)):
+            spec.network.extra_hosts.append(f"{host}:{ips[0]}")
+        spec.env.append(f"{alias.upper().replace('-', '_')}_NAME=/{spec.name}/{alias}")
