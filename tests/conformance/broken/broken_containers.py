@@ -253,6 +253,22 @@ register_run_rewrite("tty-ignored", "-t is ignored (so -it without a terminal is
 register_run_rewrite("cidfile-ignored", "--cidfile is ignored", without("--cidfile"))
 
 
+register_run_rewrite("group-add-ignored", "--group-add is ignored: no supplementary groups are added",
+                     without("--group-add"))
+register_run_rewrite("host-namespaces-ignored", "--uts/--ipc/--pid host are ignored: the container keeps its own",
+                     without("--uts", "--ipc", "--pid"))
+
+
+@breakage("events-die-lost", "events never reports a container's die (so its exit code is lost)")
+def events_die_lost(args: list[str]) -> int:
+    if sub(args) != ("events",):
+        become_refrt(args)
+    done = refrt(args)
+    sys.stdout.write("".join(line for line in done.stdout.splitlines(True) if " die " not in line))
+    sys.stderr.write(done.stderr)
+    return done.returncode
+
+
 @breakage("rm-always-succeeds", "rm exits 0 whatever happened")
 def rm_always_succeeds(args: list[str]) -> int:
     if sub(args) != ("rm",):
