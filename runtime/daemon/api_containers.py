@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from runtime.cli.disk import tree_size
 from runtime.container import lifecycle, logs
 from runtime.container import restart as restart_policy
 from runtime.container.state import Container, all_containers, find
@@ -61,22 +62,6 @@ def _signal(value: str | None, default: int) -> int:
     return parse_signal(value) if value else default
 
 
-def _dir_size(path: str) -> int:
-    """Bytes of the files under ``path``, each inode once (busybox's applets are hard links of one file)."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for top, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(top, name))
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                total += info.st_size
-    return total
-
-
 def _ports(c: Container) -> list[dict[str, Any]]:
     """``ps`` ports: published ones with their host side, exposed ones without."""
     result: list[dict[str, Any]] = []
@@ -107,8 +92,8 @@ def list_entry(c: Container, size: bool) -> dict[str, Any]:
         "Mounts": data["Mounts"],
     }
     if size:
-        entry["SizeRw"] = _dir_size(str(c.upper))
-        entry["SizeRootFs"] = entry["SizeRw"] + sum(_dir_size(p) for p in c.lower_dirs)
+        entry["SizeRw"] = tree_size(str(c.upper))
+        entry["SizeRootFs"] = entry["SizeRw"] + sum(tree_size(p) for p in c.lower_dirs)
     return entry
 
 
@@ -237,8 +222,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         if live is not None:
             data["NetworkSettings"] = live
         if request.flag("size"):
-            data["SizeRw"] = _dir_size(str(c.upper))
-            data["SizeRootFs"] = data["SizeRw"] + sum(_dir_size(p) for p in c.lower_dirs)
+            data["SizeRw"] = tree_size(str(c.upper))
+            data["SizeRootFs"] = data["SizeRw"] + sum(tree_size(p) for p in c.lower_dirs)
         return Response(data)
 
     def start(request: Request) -> Response:
@@ -429,7 +414,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
                 continue
             if any(parse_time(c.created) >= limit for limit in untils):
                 continue
-            size = _dir_size(str(c.upper))
+            size = tree_size(str(c.upper))
             try:
                 lifecycle.remove(daemon.ctx, c)
             except RefrtError:
