@@ -9,9 +9,11 @@ transfer still running fails at its next read or write, and the first failure is
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable
 
+from runtime.errors import UsageError
 from runtime.registry.client import RegistryClient
 
 
@@ -70,3 +72,13 @@ def run_all(calls: list[Callable[[], object]], workers: int, pool: ClientPool) -
     pool.close()
     if first:
         raise first[0]
+
+
+def concurrency(env: str, default: int) -> int:
+    """How many transfers run at once: ``env`` (1 to 32, as docker's max-concurrent-*), else ``default``."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 32:
+        raise UsageError(f"invalid {env} {raw!r}: want a whole number from 1 to 32")
+    return int(raw)

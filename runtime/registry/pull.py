@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO, cast
 
-from runtime.errors import NotFoundError, UsageError
+from runtime.errors import NotFoundError
 from runtime.registry import manifests
 from runtime.registry.blobstream import BlobStream
 from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor, Platform
-from runtime.registry.parallel import ClientPool, run_all
+from runtime.registry.parallel import ClientPool, concurrency, run_all
 from runtime.store.errors import StoreError
 from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
@@ -166,12 +166,7 @@ def _short(digest: str) -> str:
 
 
 def max_concurrent_downloads() -> int:
-    raw = os.environ.get(CONCURRENCY_ENV, "").strip()
-    if not raw:
-        return DEFAULT_CONCURRENCY
-    if not raw.isdigit() or not 1 <= int(raw) <= 32:
-        raise UsageError(f"invalid {CONCURRENCY_ENV} {raw!r}: want a whole number from 1 to 32")
-    return int(raw)
+    return concurrency(CONCURRENCY_ENV, DEFAULT_CONCURRENCY)
 
 
 def _config_bytes(store: Store, client: RegistryClient, ref: Reference, config: Descriptor, staging: Path) -> bytes:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from runtime.errors import UsageError
 from runtime.registry import manifests
 from runtime.registry.client import RegistryClient
 from runtime.registry.endpoints import client_for
 from runtime.registry.errors import DigestMismatchError, RegistryError
 from runtime.registry.manifests import Descriptor
-from runtime.registry.parallel import ClientPool, run_all
+from runtime.registry.parallel import ClientPool, concurrency, run_all
 from runtime.store.errors import ImageNotFound, InvalidReference
 from runtime.store.images import Image
 from runtime.store.reference import Reference, parse_reference
@@ -85,12 +83,7 @@ def push_blob(
 
 
 def max_concurrent_uploads() -> int:
-    raw = os.environ.get(CONCURRENCY_ENV, "").strip()
-    if not raw:
-        return DEFAULT_CONCURRENCY
-    if not raw.isdigit() or not 1 <= int(raw) <= 32:
-        raise UsageError(f"invalid {CONCURRENCY_ENV} {raw!r}: want a whole number from 1 to 32")
-    return int(raw)
+    return concurrency(CONCURRENCY_ENV, DEFAULT_CONCURRENCY)
 
 
 def _push_layers(
