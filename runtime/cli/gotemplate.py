@@ -196,11 +196,15 @@ def _parse_pipe(text: str, allow_two: bool = False) -> _Pipe:
             assign = toks[2 * n - 1].kind == "assign"
             toks = toks[2 * n:]
             break
+    return _Pipe(decl, assign, _commands(toks, "template: missing command"))
+
+
+def _commands(toks: list[_Tok], missing: str) -> list[list[Any]]:
+    """A pipeline's commands: the operands between ``|`` (an empty command anywhere is an error, as in Go)."""
     cmds: list[list[Any]] = [[]]
     pos = 0
     while pos < len(toks):
-        tok = toks[pos]
-        if tok.text == "|":
+        if toks[pos].text == "|":
             if not cmds[-1]:
                 raise TemplateError("template: missing command before |")
             cmds.append([])
@@ -209,8 +213,8 @@ def _parse_pipe(text: str, allow_two: bool = False) -> _Pipe:
         operand, pos = _operand(toks, pos)
         cmds[-1].append(operand)
     if not cmds[-1]:
-        raise TemplateError("template: missing command")
-    return _Pipe(decl, assign, cmds)
+        raise TemplateError(missing)
+    return cmds
 
 
 def _operand(toks: list[_Tok], pos: int) -> tuple[Any, int]:
@@ -248,18 +252,7 @@ def _operand(toks: list[_Tok], pos: int) -> tuple[Any, int]:
 
 
 def _parse_tokens_pipe(toks: list[_Tok]) -> _Pipe:
-    cmds: list[list[Any]] = [[]]
-    pos = 0
-    while pos < len(toks):
-        if toks[pos].text == "|":
-            cmds.append([])
-            pos += 1
-            continue
-        operand, pos = _operand(toks, pos)
-        cmds[-1].append(operand)
-    if not cmds[-1]:
-        raise TemplateError("template: missing command in parenthesized pipeline")
-    return _Pipe([], False, cmds)
+    return _Pipe([], False, _commands(toks, "template: missing command in parenthesized pipeline"))
 
 
 def _literal(tok: _Tok) -> Any:
