@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import glob
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from conformance.targets import Target, get_target
-
-
-@pytest.fixture(scope="session")
-def local_target() -> Iterator[Target]:
-    target = get_target("local")
-    target.up()
-    yield target
-    target.down()
 
 
 def _out(argv: list[str]) -> str:

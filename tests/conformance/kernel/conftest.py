@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from conformance.kernel import Manifest, check
-from conformance.targets import Target, get_target
-
-
-@pytest.fixture(scope="session")
-def local_target() -> Iterator[Target]:
-    target = get_target("local")
-    target.up()
-    yield target
-    target.down()
+from conformance.targets import Target
 
 
 @pytest.fixture(scope="session")

@@ -2,4 +2,4 @@
 session, only when a test asks)."""
 
 from tests.runtime.container.conftest import refrt  # noqa: F401 - fixtures
-from tests.runtime.daemon.conftest import dockerd, local_target  # noqa: F401 - fixtures
+from tests.runtime.daemon.conftest import dockerd  # noqa: F401 - fixtures

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conformance.drivers import driver_class
-from conformance.targets import Target, get_target
+from conformance.targets import Target
 
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 client, the one the issue names
 
@@ -73,14 +73,6 @@ def refrt_daemon(refrt_root: Path) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
-
-
-@pytest.fixture(scope="session")
-def local_target() -> Iterator[Target]:
-    target = get_target("local")
-    target.up()
-    yield target
-    target.down()
 
 
 @pytest.fixture(scope="session")
