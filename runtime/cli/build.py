@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from runtime import safetar
 from runtime.build.builder import BuildOptions, build
 from runtime.cli import Context
 from runtime.errors import UsageError
@@ -73,7 +74,7 @@ def run_build(args: argparse.Namespace, ctx: Context) -> int:
         context = Path(scratch)
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-                tar.extractall(context, filter="data")
+                safetar.extract_all(tar, context, "data")
             dockerfile_text = None
         except tarfile.TarError:
             dockerfile_text = data.decode("utf-8", errors="surrogateescape")

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime import safetar
 from runtime.errors import RefrtError
 
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ def _copy_out(c: Container, src: str, dst: str) -> None:
                 raise CopyError(f'invalid output path: directory "{target.parent}" does not exist')
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".refrt-cp-") as scratch:
                 with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    tar.extractall(scratch, filter="tar")
+                    # the container's tar: a hard link out of scratch would hand a host file to its owner/mode
+                    safetar.extract_all(tar, scratch, "tar", extra=safetar.check_hard_link_inside)
                 _place(Path(scratch) / name, target, contents_only)
     finally:
         with contextlib.suppress(ChildProcessError):

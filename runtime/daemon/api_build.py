@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runtime import safetar
 from runtime.build.builder import Builder, BuildOptions, Step
 from runtime.build.errors import DockerfileError, StepFailed
 from runtime.build.parser import Dockerfile
@@ -110,28 +111,20 @@ class LegacyBuilder(Builder):
         super().say(text)
 
 
-def _context_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """The ``tar`` extraction filter (no absolute names, nothing written outside ``dest``, no setuid bits) plus
-    what it lets through but a build context must not have: hard links to files outside the context (through an
-    absolute name, ``..`` or a symlink: the daemon runs as root and would hand the host's file to ``COPY``) and
-    device nodes."""
-    checked = tarfile.tar_filter(member, dest)
-    if checked.islnk():
-        root = os.path.realpath(dest)
-        target = os.path.realpath(os.path.join(root, checked.linkname))
-        if os.path.isabs(checked.linkname) or os.path.commonpath([root, target]) != root:
-            raise tarfile.LinkOutsideDestinationError(checked, target)
-    if checked.ischr() or checked.isblk():
-        raise tarfile.SpecialFileError(checked)
-    return checked
+def _context_check(member: tarfile.TarInfo, dest: str) -> None:
+    """What the ``tar`` policy (no absolute names, nothing written outside ``dest``, no setuid bits) lets through
+    but a build context must not have: hard links to files outside the context (through an absolute name, ``..``
+    or a symlink: the daemon runs as root and would hand the host's file to ``COPY``) and device nodes."""
+    safetar.check_hard_link_inside(member, dest)
+    safetar.refuse_devices(member)
 
 
 def _unpack_context(request: Request, dest: Path) -> None:
-    """The tar body into ``dest``; nothing may land outside it or link to the host (:func:`_context_filter`)."""
+    """The tar body into ``dest``; nothing may land outside it or link to the host (:func:`_context_check`)."""
     stream = BodyReader(request)
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            tar.extractall(dest, filter=_context_filter)
+            safetar.extract_all(tar, dest, "tar", extra=_context_check)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ApiError(400, f"invalid build context: {exc}") from None
 

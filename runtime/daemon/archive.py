@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from runtime import safetar
 from runtime.container.state import Container
 from runtime.daemon import Daemon
 from runtime.daemon.http import ApiError, Handler, Request, Response
@@ -181,7 +182,7 @@ def _extract_into(path: str, keep_owner: bool) -> Callable[[int, int], None]:
                 if not keep_owner:
                     member.uid = member.gid = 0
                     member.uname = member.gname = "root"
-                tar.extract(member, path, filter="tar")
+                safetar.extract_member(tar, member, path, "tar")
         _report(report_fd, {"done": True})
 
     return work
