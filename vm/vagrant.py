@@ -2,7 +2,9 @@
 
 The box is the same guest image the qemu backend boots (:mod:`vm.image`), packaged for the libvirt provider:
 ``box.img`` (the qcow2), the guest kernel and tiny initrd (direct kernel boot, as with qemu), ``metadata.json``
-and a box Vagrantfile. Its name carries the image key, so a new image is a new box. The project's
+and a box Vagrantfile. There is a box per guest release, named ``conformance-RELEASE-KEY`` after the release and
+its image's recipe key: a changed recipe is a new image, hence a new box, and adding it removes the release's
+older boxes (and the base volumes vagrant-libvirt uploaded of them into its pool). The project's
 ``Vagrantfile`` (repository root) is driven through environment variables: each VM gets its own
 ``VAGRANT_DOTFILE_PATH`` and libvirt name prefix, so parallel runs never share a machine.
 
@@ -30,7 +32,9 @@ from vm.image import BuiltImage
 from vm.locking import locked
 from vm.state import VmRecord, new_record
 
-BOX_PREFIX = "conformance-bookworm"
+BOX_PREFIX = "conformance"
+#: A box this module made: ``conformance-RELEASE-KEY``.
+BOX_NAME = re.compile(rf"{BOX_PREFIX}-([a-z]+)-([0-9a-f]+)")
 CMDLINE = "root=/dev/vda rw console=ttyS0 quiet panic=1"
 
 BOX_VAGRANTFILE = f"""# Box Vagrantfile: direct kernel boot of the conformance guest image (libvirt provider).
@@ -66,8 +70,15 @@ def vagrantfile_dir() -> Path:
     return directory
 
 
-def box_name(image: BuiltImage) -> str:
-    return f"{BOX_PREFIX}-{image.key}"
+def box_name(release: str, key: str) -> str:
+    """The box of ``release``'s image ``key``."""
+    return f"{BOX_PREFIX}-{release}-{key}"
+
+
+def base_volume_prefix(box: str) -> str:
+    """How vagrant-libvirt names the base volume it uploads of a box into its pool (each VM's disk is an overlay
+    on it): ``BOX_vagrant_box_image_VERSION_MTIME_box.img``."""
+    return f"{box}_vagrant_box_image_"
 
 
 def vagrant_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -109,13 +120,21 @@ def _vagrant(args: list[str], env: dict[str, str], timeout: float, log: Path | N
     return proc.stdout
 
 
-def ensure_box(image: BuiltImage, progress: Progress | None = None) -> str:
-    """Package ``image`` as a libvirt box and ``vagrant box add`` it, unless a box of that name exists."""
+def listed_boxes(env: dict[str, str]) -> list[str]:
+    """The boxes this module made that ``vagrant box list`` shows."""
+    listing = _vagrant(["box", "list"], env, 120)
+    return [m.group(0) for m in (BOX_NAME.match(line) for line in listing.splitlines()) if m]
+
+
+def ensure_box(image: BuiltImage, release: str, progress: Progress | None = None) -> str:
+    """Package ``release``'s ``image`` as a libvirt box and ``vagrant box add`` it, unless a box of that name
+    exists; a box added replaces the release's boxes of older images."""
     say = progress or (lambda _line: None)
-    name = box_name(image)
+    name = box_name(release, image.key)
     env = vagrant_env()
-    with locked(paths.locks_dir(), f"box-{image.key}"):
-        if re.search(rf"^{re.escape(name)}\s", _vagrant(["box", "list"], env, 120), re.MULTILINE):
+    with locked(paths.locks_dir(), f"box-{release}-{image.key}"):
+        boxes = listed_boxes(env)
+        if name in boxes:
             say(f"box {name} already added")
             return name
         box_file = image.directory / "vagrant.box.partial"
@@ -137,6 +156,9 @@ def ensure_box(image: BuiltImage, progress: Progress | None = None) -> str:
             _vagrant(["box", "add", "--force", "--name", name, str(box_file)], env, 600)
         finally:
             box_file.unlink(missing_ok=True)
+    older = [box for box in boxes if box.startswith(f"{BOX_PREFIX}-{release}-")]
+    for removed in remove_boxes(older, env):
+        say(f"removed {removed} (an older image of {release})")
     return name
 
 
@@ -165,8 +187,10 @@ def parse_ssh_config(text: str) -> SshEndpoint:
 class VagrantMachine:
     """One ``vagrant up``'d machine with its own dotfile directory (its run directory) and libvirt name."""
 
-    def __init__(self, image: BuiltImage, *, memory_mb: int = 2048, cpus: int = 2, driver: str = "qemu") -> None:
+    def __init__(self, image: BuiltImage, box: str, *, memory_mb: int = 2048, cpus: int = 2,
+                 driver: str = "qemu") -> None:
         self.image = image
+        self.box = box
         self.vm_id = f"vagrant-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.run_dir = paths.run_root() / self.vm_id
         self.memory_mb = memory_mb
@@ -183,14 +207,14 @@ class VagrantMachine:
         return self.run_dir / "vagrant.log"
 
     def env(self) -> dict[str, str]:
-        return vagrant_env(machine_env(self.vm_id, self.run_dir, box_name(self.image), self.image.ssh_key.private,
+        return vagrant_env(machine_env(self.vm_id, self.run_dir, self.box, self.image.ssh_key.private,
                                        self.memory_mb, self.cpus, self.driver))
 
     def up(self, timeout: float) -> SshEndpoint:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
         self.record = new_record(self.vm_id, "vagrant", self.run_dir)
-        self.record.extra.update({"box": box_name(self.image), "key": str(self.image.ssh_key.private),
+        self.record.extra.update({"box": self.box, "image": self.image.key, "key": str(self.image.ssh_key.private),
                                   "memory": self.memory_mb, "cpus": self.cpus, "driver": self.driver})
         self.record.save()
         env = self.env()
@@ -261,23 +285,34 @@ def ssh_config_text(record: VmRecord) -> str:
     return _vagrant(["ssh-config"], env, 120)
 
 
-def remove_stale_boxes(current_key: str) -> list[str]:
-    """Remove boxes (and their libvirt pool volumes) of images other than ``current_key``; return their names."""
+def remove_boxes(names: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """``vagrant box remove`` each box of ``names`` and unlink its base volumes from the pool; what went."""
     removed: list[str] = []
-    if shutil.which("vagrant") is None:
-        return removed
-    env = vagrant_env()
-    listing = _vagrant(["box", "list"], env, 120)
-    current = f"{BOX_PREFIX}-{current_key}"
-    for name in re.findall(rf"^({re.escape(BOX_PREFIX)}-\w+)\s", listing, re.MULTILINE):
-        if name != current:
-            with contextlib.suppress(VmError):
-                _vagrant(["box", "remove", "--force", "--all", name], env, 120)
-                removed.append(name)
+    env = env or vagrant_env()
+    for name in names:
+        with contextlib.suppress(VmError):
+            _vagrant(["box", "remove", "--force", "--all", name], env, 120)
+            removed.append(name)
     pool = vagrant_home() / "pool"
     if pool.is_dir():
         for volume in pool.iterdir():
-            if volume.name.startswith(BOX_PREFIX) and not volume.name.startswith(current):
+            if any(volume.name.startswith(base_volume_prefix(name)) for name in names):
                 volume.unlink()
                 removed.append(volume.name)
     return removed
+
+
+def remove_stale_boxes(current: set[str]) -> list[str]:
+    """Remove the boxes this module made (and their pool volumes) other than ``current``; return their names."""
+    if shutil.which("vagrant") is None:
+        return []
+    env = vagrant_env()
+    stale = [name for name in listed_boxes(env) if name not in current]
+    pool = vagrant_home() / "pool"
+    if pool.is_dir():  # base volumes of boxes removed by hand
+        for volume in pool.iterdir():
+            match = BOX_NAME.match(volume.name)
+            if match and volume.name.startswith(base_volume_prefix(match.group(0))) and \
+                    match.group(0) not in current and match.group(0) not in stale:
+                stale.append(match.group(0))
+    return remove_boxes(stale, env)

@@ -91,12 +91,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_box(args: argparse.Namespace) -> int:
-    from vm.image import ensure_image, recipe_for
+    from vm.image import DEFAULT_RELEASE, ensure_image, recipe_for
     from vm.vagrant import ensure_box
 
     start = time.monotonic()
-    image = ensure_image(recipe_for(args.release), progress=lambda line: print(line, flush=True))
-    name = ensure_box(image, progress=lambda line: print(line, flush=True))
+    release = args.release or DEFAULT_RELEASE
+    image = ensure_image(recipe_for(release), progress=lambda line: print(line, flush=True))
+    name = ensure_box(image, release, progress=lambda line: print(line, flush=True))
     print(f"vagrant box {name} ready ({time.monotonic() - start:.1f} s)")
     return 0
 
@@ -198,21 +199,23 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.images:
         import shutil
 
-        from vm.image import Recipe, image_dir
-        from vm.vagrant import remove_stale_boxes
+        from vm.image import RELEASES, image_dir, recipe_for
+        from vm.vagrant import box_name, remove_stale_boxes
 
-        current = image_dir(Recipe())
+        # Each release's current image (and box) stays: they are what qemu:RELEASE and vagrant:RELEASE boot.
+        current = {release: image_dir(recipe_for(release)) for release in RELEASES}
         in_use = {str(record.extra.get("image")) for record in load_records()}
-        if current.parent.is_dir():
-            for directory in current.parent.iterdir():
+        images = next(iter(current.values())).parent
+        if images.is_dir():
+            for directory in images.iterdir():
                 if directory.name.split(".")[0] in in_use:
                     print(f"kept image {directory.name}: a VM still uses it")
                 elif directory.name.endswith(".partial"):
                     continue  # a build in progress, or a dead one that its next build removes
-                elif directory != current:
+                elif directory not in current.values():
                     shutil.rmtree(directory, ignore_errors=True)
                     print(f"removed image {directory.name}")
-        for name in remove_stale_boxes(Recipe().key()):
+        for name in remove_stale_boxes({box_name(release, path.name) for release, path in current.items()}):
             print(f"removed vagrant box {name}")
     if not removed:
         print("no leftover VMs")

@@ -68,9 +68,9 @@ class VagrantTarget(DisposableVmTarget):
             notes.append(self.release)
             image = ensure_image(self.recipe, progress=image_progress("vagrant"))
         with progress_step("vagrant", "checking the box"):
-            ensure_box(image, progress=image_progress("vagrant"))
+            box = ensure_box(image, self.release, progress=image_progress("vagrant"))
         self.timings["box"] = time.monotonic() - start
-        machine = VagrantMachine(image, memory_mb=self.memory_mb, cpus=self.cpus, driver=self.driver)
+        machine = VagrantMachine(image, box, memory_mb=self.memory_mb, cpus=self.cpus, driver=self.driver)
         self.machine = machine
         try:
             start = time.monotonic()
