@@ -602,21 +602,7 @@ class Builder:
         lexer: Lexer,
         env: dict[str, str],
     ) -> None:
-        if instr.args[0].upper() == "NONE":
-            check: dict[str, Any] = {"Test": ["NONE"]}
-        else:
-            test = ["CMD", *instr.args[1:]] if instr.json else ["CMD-SHELL", instr.args[1]]
-            check = {"Test": test}
-            for flag, key in (
-                ("interval", "Interval"),
-                ("timeout", "Timeout"),
-                ("start-period", "StartPeriod"),
-                ("start-interval", "StartInterval"),
-            ):
-                if flag in instr.flags:
-                    check[key] = parse_duration(instr.flags[flag])
-            if "retries" in instr.flags:
-                check["Retries"] = int(instr.flags["retries"])
+        check = healthcheck_config(instr)
         new.cfg["Healthcheck"] = check
         self._meta_step(new, label, "HEALTHCHECK " + _json(check))
 
@@ -1083,3 +1069,20 @@ def build(ctx: Context, options: BuildOptions) -> Image:
         raise BuildError(str(exc)) from None
     except OSError as exc:
         raise BuildError(f"build failed: {exc}") from None
+
+
+def healthcheck_config(instr: Instruction) -> dict[str, Any]:
+    """A (checked) HEALTHCHECK instruction as the image config's Healthcheck, in docker's shape: ``NONE``, or the
+    test (``CMD`` exec form, ``CMD-SHELL`` shell form) with the durations in nanoseconds; ``commit -c`` uses it
+    too, and the container's monitor runs it (runtime.container.health)."""
+    if instr.args[0].upper() == "NONE":
+        return {"Test": ["NONE"]}
+    test = ["CMD", *instr.args[1:]] if instr.json else ["CMD-SHELL", instr.args[1]]
+    check: dict[str, Any] = {"Test": test}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                      ("start-interval", "StartInterval")):
+        if flag in instr.flags:
+            check[key] = parse_duration(instr.flags[flag])
+    if "retries" in instr.flags:
+        check["Retries"] = int(instr.flags["retries"])
+    return check

@@ -67,8 +67,11 @@ def apply_change(config: dict[str, Any], instr: Instruction) -> None:
         config["OnBuild"] = [*(config.get("OnBuild") or []), instr.args[0]]
     elif kw == "STOPSIGNAL":
         config["StopSignal"] = instr.args[0]
-    elif kw == "HEALTHCHECK":
-        raise UsageError("HEALTHCHECK changes are not supported by refrt (health checks are not run)")
+    elif kw == "HEALTHCHECK":  # over the container's own, field by field, as docker merges a commit's changes
+        from runtime.build.builder import healthcheck_config
+        from runtime.container.health import merged
+
+        config["Healthcheck"] = merged(healthcheck_config(instr), config.get("Healthcheck"))
     else:
         config["User" if kw == "USER" else "WorkingDir"] = instr.args[0]
 
@@ -142,14 +145,19 @@ def cmd_commit(args: argparse.Namespace, ctx: Context) -> int:
 
 def _container_config(c: Any) -> dict[str, Any]:
     """What docker's commit takes from the container: its command, entrypoint, environment and labels."""
+    from runtime.container.health import config_for
+    from runtime.container.inspect import config_env
+
     spec = c.spec
-    out: dict[str, Any] = {"Env": list(c.env)}
+    out: dict[str, Any] = {"Env": config_env(c)}
     if spec.command:
         out["Cmd"] = list(spec.command)
     if spec.entrypoint is not None:
         out["Entrypoint"] = list(spec.entrypoint) or None
     if spec.labels:
         out["Labels"] = {**(c.image_config.get("Labels") or {}), **spec.labels}
+    if spec.healthcheck is not None:
+        out["Healthcheck"] = config_for(c)
     for key, value in (("User", spec.user), ("WorkingDir", spec.workdir), ("Hostname", spec.hostname)):
         if value and key != "Hostname":
             out[key] = value
@@ -171,7 +179,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_commit)
     p.add_argument("-a", "--author", default="", help='author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
     p.add_argument("-c", "--change", action="append", default=[], help="apply Dockerfile instruction to the "
-                   "created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR)")
+                   "created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, "
+                   "VOLUME, WORKDIR)")
     p.add_argument("-m", "--message", default="", help="commit message")
     p.add_argument("-p", "--pause", action="store_true", default=True,
                    help="pause container during commit (default true)")

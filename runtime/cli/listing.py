@@ -45,11 +45,29 @@ def _matches(c: Container, filters: list[str]) -> bool:
             ok = any(v in (c.spec.image, c.image_id) or c.image_id.split(":")[-1].startswith(v) for v in values)
         elif key == "network":
             ok = c.spec.network.mode in values
+        elif key == "health":
+            ok = _health_matches(c, values)
         else:
             raise UsageError(f"invalid filter '{key}'")
         if not ok:
             return False
     return True
+
+
+class FilterValueError(RefrtError):
+    """A filter value docker's daemon does not know (its CLI exits 1)."""
+
+    exit_code = 1
+
+
+def _health_matches(c: Container, values: list[str]) -> bool:
+    """docker's ``health`` filter: starting, healthy, unhealthy, or none (no health check)."""
+    from runtime.container import health
+
+    for value in values:
+        if value not in ("starting", "healthy", "unhealthy", "none"):
+            raise FilterValueError(f"Unrecognised filter value for health: {value}")
+    return health.status(c) in values
 
 
 PS_HEADERS = {

@@ -59,6 +59,11 @@ HELP: dict[str, str] = {
     "disable_content_trust": "skip image verification (default true; refrt has no content trust)",
     "platform": "set platform if server is multi-platform capable (only this host's)",
     "no_healthcheck": "disable any container-specified HEALTHCHECK",
+    "health_cmd": "command to run to check health (run by the container's monitor with /bin/sh -c)",
+    "health_interval": "time between running the check (ms|s|m|h) (default 30s)",
+    "health_retries": "consecutive failures needed to report unhealthy (default 3)",
+    "health_start_period": "start period for the container to initialize before failures count (ms|s|m|h)",
+    "health_timeout": "maximum time to allow one check to run (ms|s|m|h) (default 30s)",
     "log_driver": "logging driver for the container (json-file only)",
     "isolation": "container isolation technology (default only)",
     "shm_size": "size of /dev/shm (default 64m)",
@@ -93,11 +98,6 @@ REFUSED: tuple[tuple[str, bool, str], ...] = (
     ("--dns-search", True, "resolv.conf search domains are not implemented"),
     ("--domainname", True, "the NIS domain name is not set"),
     ("--gpus", True, "GPUs are not supported"),
-    ("--health-cmd", True, "health checks are not run"),
-    ("--health-interval", True, "health checks are not run"),
-    ("--health-retries", True, "health checks are not run"),
-    ("--health-start-period", True, "health checks are not run"),
-    ("--health-timeout", True, "health checks are not run"),
     ("--ip", True, "static addresses are not implemented"),
     ("--ip6", True, "IPv6 is not implemented"),
     ("--kernel-memory", True, "kernel memory limits are deprecated and not implemented"),
@@ -147,6 +147,11 @@ def add_accepted(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable-content-trust", action="store_true", default=True)
     p.add_argument("--platform", default="")
     p.add_argument("--no-healthcheck", action="store_true")
+    p.add_argument("--health-cmd", default=None)
+    p.add_argument("--health-interval", default="")
+    p.add_argument("--health-retries", default="")
+    p.add_argument("--health-start-period", default="")
+    p.add_argument("--health-timeout", default="")
     p.add_argument("--log-driver", default="json-file", choices=["json-file"])
     p.add_argument("--isolation", default="default", choices=["default"])
 
@@ -166,6 +171,14 @@ def init_mount() -> Any:
             return MountSpec(type="bind", target="/sbin/docker-init", source=os.path.realpath(candidate),
                              read_only=True)
     raise UsageError("--init: no docker-init (tini) on this host (looked for " + ", ".join(INIT_CANDIDATES) + ")")
+
+
+def healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--health-*`` flags as docker's HealthConfig (runtime.container.health)."""
+    from runtime.container import health
+
+    return health.from_flags(args.health_cmd, args.health_interval, args.health_timeout,
+                             args.health_start_period, args.health_retries, args.no_healthcheck)
 
 
 def describe(p: argparse.ArgumentParser) -> None:

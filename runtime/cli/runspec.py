@@ -138,6 +138,49 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
 
 
+def _ip_address(text: str) -> str | None:
+    """Go's net.ParseIP as docker's flag checks use it (spaces around are trimmed; no zone), or None."""
+    import ipaddress
+
+    text = text.strip()
+    if "%" in text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _extra_hosts(values: list[str]) -> list[str]:
+    """docker's ``--add-host HOST:IP`` check (the CLI's): a name, a colon, an address or ``host-gateway``."""
+    for value in values:
+        host, sep, ip = value.partition(":")
+        if not sep or not host:
+            raise UsageError(f'invalid argument "{value}" for "--add-host" flag: bad format for add-host: "{value}"')
+        if ip != "host-gateway" and _ip_address(ip) is None:
+            raise UsageError(f'invalid argument "{value}" for "--add-host" flag: invalid IP address in add-host: '
+                             f'"{ip}"')
+    return list(values)
+
+
+def _dns_servers(values: list[str]) -> list[str]:
+    """docker's ``--dns`` check; the addresses are kept as it keeps them (normalized)."""
+    servers = []
+    for value in values:
+        address = _ip_address(value)
+        if address is None:
+            raise UsageError(f'invalid argument "{value}" for "--dns" flag: {value} is not an ip address')
+        servers.append(address)
+    return servers
+
+
+def _workdir(value: str) -> str:
+    """dockerd refuses a relative working directory at create (nothing is created)."""
+    if value and not value.startswith("/"):
+        raise UsageError(f"the working directory '{value}' is invalid, it needs to be an absolute path.")
+    return value
+
+
 def _sysctls(values: list[str], network_mode: str) -> list[str]:
     from runtime.container import sysctls
 
@@ -234,9 +277,13 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         parse_volumes_from_flag(item)
     mode = args.network or default_network_mode()
     expose = []
-    for item in args.expose:
+    for item in args.expose:  # a range is spelled out port by port, as docker keeps ExposedPorts
         port, _, proto = item.partition("/")
-        expose.append(f"{port}/{proto or 'tcp'}")
+        first, dash, last = port.partition("-")
+        if dash and first.isdigit() and last.isdigit() and int(first) <= int(last):
+            expose += [f"{n}/{proto or 'tcp'}" for n in range(int(first), int(last) + 1)]
+        else:
+            expose.append(f"{port}/{proto or 'tcp'}")
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
@@ -245,7 +292,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         command=list(args.command),
         entrypoint=entrypoint,
         env=env,
-        workdir=args.workdir,
+        workdir=_workdir(args.workdir),
         user=args.user,
         hostname=args.hostname,
         tty=args.tty,
@@ -259,8 +306,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
             publish_all=args.publish_all,
             exposed=expose,
             hostname=args.hostname,
-            extra_hosts=list(args.add_host),
-            dns=list(args.dns),
+            extra_hosts=_extra_hosts(args.add_host),
+            dns=_dns_servers(args.dns),
         ),
         mounts=mounts,
         volumes_from=list(args.volumes_from),
@@ -279,6 +326,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         stop_signal=_stop_signal(args.stop_signal),
         stop_timeout=args.stop_timeout,
         ulimits=_ulimits(args.ulimit),
+        healthcheck=runflags.healthcheck(args),
         init=args.init,
         group_add=list(args.group_add),
         uts=_namespace_mode("--uts", args.uts, ("", "host")),
@@ -316,13 +364,18 @@ def _check_image_depth(ctx: Context, ref: str) -> None:
 
 
 def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
-    """docker's legacy ``--link NAME[:ALIAS]``: the linked container's address under its name and alias in
-    /etc/hosts, and ``ALIAS_NAME=/new/alias`` in the environment; it must be running, on the default bridge."""
+    """docker's legacy ``--link NAME[:ALIAS]``: the linked container's address under its alias, name and short id
+    in /etc/hosts, and docker's link variables in the environment (``ALIAS_NAME``, ``ALIAS_PORT*`` for its
+    exposed ports, ``ALIAS_ENV_*`` for its environment), ahead of the user's own ``-e``. It must be running, on
+    the default bridge. The variables are fixed at create (docker computes them at each start)."""
     from runtime.cli.listing import _live_network_settings
     from runtime.container import lifecycle
-    from runtime.container.inspect import inspect
-    from runtime.container.state import ContainerNotFound, find
+    from runtime.container.inspect import config_env, exposed_ports, inspect
+    from runtime.container.state import ContainerNotFound, all_containers, find
 
+    if links and not spec.name:  # the variables name the new container: pick its name now
+        spec.name = lifecycle._random_name({c.name for c in all_containers(ctx.paths)})
+    added: list[str] = []
     for link in links:
         name, _, alias = link.partition(":")
         alias = alias or name
@@ -339,4 +392,42 @@ def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
             raise UsageError(f"Cannot link to /{other.name}: it has no address (links need the default bridge)")
         for host in dict.fromkeys((alias, other.name, other.short_id)):
             spec.network.extra_hosts.append(f"{host}:{ips[0]}")
-        spec.env.append(f"{alias.upper().replace('-', '_')}_NAME=/{spec.name}/{alias}")
+        added += link_variables(alias.upper().replace("-", "_"), f"/{spec.name}/{alias}", ips[0],
+                                list(exposed_ports(other) or {}), config_env(other))
+        spec.links.append(f"/{other.name}:/{spec.name}/{alias}")
+    spec.link_env = added
+    spec.env = [*added, *spec.env]
+
+
+_NOT_LINKED = ("HOME", "PATH", "HOSTNAME")  # docker's Config.Env never carries the last; the first two it skips
+
+
+def link_variables(prefix: str, name: str, ip: str, ports: list[str], env: list[str]) -> list[str]:
+    """The environment docker gives a container for one link: ``PREFIX_NAME``; for each exposed port (by number,
+    tcp first) ``PREFIX_PORT_N_PROTO`` with ``_ADDR``/``_PORT``/``_PROTO``, the first one also as ``PREFIX_PORT``,
+    and a run of consecutive ports of one protocol as ``..._START``/``_END``/``_PORT_START``/``_PORT_END`` on its
+    first port; ``PREFIX_ENV_K`` for the linked container's environment."""
+    out = [f"{prefix}_NAME={name}"]
+    parsed = sorted(((int(p.partition("/")[0]), (p.partition("/")[2] or "tcp").lower()) for p in ports),
+                    key=lambda item: (item[0], item[1] != "tcp"))
+    if parsed:
+        out.append(f"{prefix}_PORT={parsed[0][1]}://{ip}:{parsed[0][0]}")
+    runs: list[list[tuple[int, str]]] = []
+    for port, proto in parsed:
+        key = f"{prefix}_PORT_{port}_{proto.upper()}"
+        out += [f"{key}={proto}://{ip}:{port}", f"{key}_ADDR={ip}", f"{key}_PORT={port}", f"{key}_PROTO={proto}"]
+        if runs and runs[-1][-1] == (port - 1, proto):
+            runs[-1].append((port, proto))
+        else:
+            runs.append([(port, proto)])
+    for run in runs:
+        if len(run) > 1:
+            (first, proto), (last, _) = run[0], run[-1]
+            key = f"{prefix}_PORT_{first}_{proto.upper()}"
+            out += [f"{key}_START={proto}://{ip}:{first}", f"{key}_PORT_START={first}",
+                    f"{key}_END={proto}://{ip}:{last}", f"{key}_PORT_END={last}"]
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep and key not in _NOT_LINKED:
+            out.append(f"{prefix}_ENV_{key}={value}")
+    return out

@@ -25,11 +25,53 @@ def status_text(c: Container) -> str:
     state = c.state
     now = time.time()
     if state.running:
-        paused = " (Paused)" if state.paused else ""
-        return f"Up {human_duration(now - parse_time(state.started_at))}{paused}"
+        up = f"Up {human_duration(now - parse_time(state.started_at))}"
+        if state.paused:
+            return up + " (Paused)"
+        health = _health_state(c)
+        if health is None:
+            return up
+        word = health["Status"]
+        return f"{up} ({'health: starting' if word == 'starting' else word})"
     if state.status == "exited":
         return f"Exited ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
     return state.status.capitalize()
+
+
+def _health_config(c: Container) -> dict[str, Any] | None:
+    from runtime.container import health
+
+    return health.config_for(c)
+
+
+def _health_state(c: Container) -> dict[str, Any] | None:
+    from runtime.container import health
+
+    return health.read(c)
+
+
+def config_env(c: Container) -> list[str]:
+    """Config.Env as docker shows it: what the links added to the environment is not part of it (unless the
+    user's own ``-e`` said the same)."""
+    spec = c.spec
+    hidden = set(spec.link_env) - set(spec.env[len(spec.link_env):])
+    return [item for item in c.env if item not in hidden]
+
+
+def exposed_ports(c: Container) -> dict[str, dict[str, Any]] | None:
+    """Config.ExposedPorts: the image's, ``--expose`` (ranges spelled out) and the published container ports."""
+    ports = dict(c.image_config.get("ExposedPorts") or {})
+    words = list(c.spec.network.exposed)
+    for item in c.spec.network.publish:
+        words.append(item.rpartition(":")[2] if ":" in item.partition("/")[0] else item)
+    for word in words:
+        number, _, proto = word.partition("/")
+        first, _, last = number.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            continue
+        for port in range(int(first), int(last or first) + 1):
+            ports[f"{port}/{proto or 'tcp'}"] = {}
+    return ports or None
 
 
 def _docker_status(c: Container) -> str:
@@ -95,6 +137,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "Error": state.error,
             "StartedAt": state.started_at or "0001-01-01T00:00:00Z",
             "FinishedAt": state.finished_at or "0001-01-01T00:00:00Z",
+            "Health": _health_state(c),  # null without a health check (docker: a nil pointer, {{json}} says null)
         },
         "Image": c.image_id,
         "RestartCount": state.restart_count,
@@ -134,6 +177,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "VolumesFrom": spec.volumes_from or None,
             "Tmpfs": {m["target"]: "" for m in c.mounts if m["type"] == "tmpfs"} or None,
             "ExtraHosts": spec.network.extra_hosts or None,
+            "Links": spec.links or None,
             "Dns": spec.network.dns,
         },
         "GraphDriver": {
@@ -152,14 +196,15 @@ def inspect(c: Container) -> dict[str, Any]:
             "AttachStdin": spec.interactive,
             "Tty": spec.tty,
             "OpenStdin": spec.interactive,
-            "Env": c.env,
+            "Env": config_env(c),
             "Cmd": cmd or None,
             "Image": spec.image,
             "Volumes": cfg.get("Volumes"),
             "WorkingDir": spec.workdir or cfg.get("WorkingDir", ""),
             "Entrypoint": entrypoint or None,
             "Labels": {**(cfg.get("Labels") or {}), **spec.labels},
-            "ExposedPorts": cfg.get("ExposedPorts"),
+            "ExposedPorts": exposed_ports(c),
+            **({"Healthcheck": check} if (check := _health_config(c)) else {}),
             **({"StopSignal": spec.stop_signal or cfg["StopSignal"]}
                if spec.stop_signal or cfg.get("StopSignal") else {}),
             **({"StopTimeout": spec.stop_timeout} if spec.stop_timeout is not None else {}),

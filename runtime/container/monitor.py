@@ -26,7 +26,19 @@ from typing import Any
 
 from runtime import syscalls
 from runtime.cgroups import Cgroup, driver_for_host
-from runtime.container import events, hooks, init, namespaces, restart, seccomp, sysctls, terminal, ulimits, userns
+from runtime.container import (
+    events,
+    health,
+    hooks,
+    init,
+    namespaces,
+    restart,
+    seccomp,
+    sysctls,
+    terminal,
+    ulimits,
+    userns,
+)
 from runtime.container.attach import AttachHub
 from runtime.container.capabilities import resolve as resolve_caps
 from runtime.container.hostfiles import write_host_files
@@ -241,7 +253,10 @@ class Monitor:
             self._event("start")
             if self.pty_master is not None:
                 reader.use_pty(self.pty_master)
+            checker = health.start(self.ctx, c)  # --health-* / HEALTHCHECK probes, while it runs
             status = reader.pump_until_exit(self.pid)
+            if checker is not None:
+                checker.stop()
             code = self._finish(status)
             self._event("die", exitCode=str(code))
             if c.spec.auto_remove and not c.directory.exists():

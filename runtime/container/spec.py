@@ -48,6 +48,9 @@ class ContainerSpec:
     oom_kill_disable: bool = False  # --oom-kill-disable (cgroup v1's memory.oom_control)
     init: bool = False  # --init: /sbin/docker-init (the host's tini, bound in) runs the command
     ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD] (runtime.container.ulimits)
+    healthcheck: dict[str, Any] | None = None  # --health-*/--no-healthcheck, docker's HealthConfig (over the image's)
+    links: list[str] = field(default_factory=list)  # --link as docker's HostConfig.Links (/NAME:/CHILD/ALIAS)
+    link_env: list[str] = field(default_factory=list)  # what the links put in the environment (not in Config.Env)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -82,7 +82,7 @@ _UNSUPPORTED = (
     ("HostConfig", "CpuQuota", "--cpu-quota"), ("HostConfig", "CpuPeriod", "--cpu-period"),
     ("HostConfig", "CpusetMems", "--cpuset-mems"), ("HostConfig", "MemoryReservation", "--memory-reservation"),
     ("HostConfig", "CgroupParent", "--cgroup-parent"), ("HostConfig", "OomScoreAdj", "--oom-score-adj"),
-    ("HostConfig", "Links", "--link"), ("HostConfig", "DeviceCgroupRules", "--device-cgroup-rule"),
+    ("HostConfig", "DeviceCgroupRules", "--device-cgroup-rule"),
 )
 _PLAIN_IPC = ("", "private", "shareable")
 
@@ -105,9 +105,6 @@ def check_supported(body: dict[str, Any]) -> None:
     shm = int(host.get("ShmSize") or 0)
     if shm and shm != 64 << 20:
         raise UsageError("refrt does not support --shm-size: /dev/shm is 64MB")
-    test = ((body.get("Healthcheck") or {}).get("Test") or ["NONE"])[0]
-    if test not in ("NONE", ""):
-        raise UsageError("refrt does not support health checks (--health-cmd)")
     for name, endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
         if (endpoint or {}).get("IPAMConfig"):
             raise UsageError(f"refrt does not support --ip/--ip6 (network {name})")
@@ -133,6 +130,8 @@ def _defaults() -> argparse.Namespace:
 def spec_from_body(ctx: Any, body: dict[str, Any], name: str) -> Any:
     """The ContainerSpec that ``docker create`` with these flags asks for (nothing is created yet)."""
     from runtime.cli.containers import _apply_volumes_from, spec_from_args
+    from runtime.cli.runspec import _apply_links
+    from runtime.container import health
     from runtime.volumes.parse import parse_tmpfs_flag, parse_volume_flag
 
     if not isinstance(body, dict):
@@ -189,5 +188,7 @@ def spec_from_body(ctx: Any, body: dict[str, Any], name: str) -> Any:
     mounts += [MountSpec(type="volume", target=t, anonymous=True) for t in (body.get("Volumes") or {})
                if t not in taken]
     spec.mounts = mounts
+    spec.healthcheck = health.check(body.get("Healthcheck"))  # the client parsed --health-*; dockerd's checks
     _apply_volumes_from(ctx, spec)
+    _apply_links(ctx, spec, _list(host.get("Links"), "Links"))
     return spec
