@@ -24,6 +24,12 @@ The protocol, end to end (see :mod:`runtime.client` for the client's half):
 
 Workers run in their own session (setsid), so a signal meant for the daemon never reaches them; they survive the
 daemon and the zygote, and still report their exit code to their client.
+
+The zygote is a child subreaper (``PR_SET_CHILD_SUBREAPER``): what a worker leaves behind when its parent goes
+first (a detached ``exec -d`` command once its waiter returned, the exec waiter of a client that went away and
+took its worker with it, a container's monitor when it exits) becomes the zygote's child, and the zygote reaps it
+as soon as it exits. Without that they would go to PID 1, and not every PID 1 reaps (a container's shell, or the
+init of a small VM): each would stay a zombie.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.paths import Paths
+from runtime.syscalls import set_child_subreaper
 
 FRAME = struct.Struct("!ci")  # kind (E: exit code, S: killed by signal), value
 EXIT, SIGNALED = b"E", b"S"
@@ -87,6 +94,7 @@ def serve(control: socket.socket, paths: Paths) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of a foreground daemon: the daemon decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _name("refrt-zygote")
+    set_child_subreaper()  # before the first fork: every worker's descendants inherit the search for it
     preload()
     gc.collect()
     gc.freeze()  # the preloaded objects stay shared with every worker instead of being copied by the collector
@@ -130,7 +138,9 @@ def serve(control: socket.socket, paths: Paths) -> None:
 
 
 def _reap(control: socket.socket, sessions: dict[int, tuple[bytes, int]]) -> None:
-    while sessions:
+    """Collect every ended child: workers (reported to their client and the daemon) and the orphans we adopt as
+    the subreaper (nothing to report: reaping them is the point)."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import select
 import struct
 import subprocess
 import termios
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +65,20 @@ class Terminal:
                 if not chunk:
                     raise AssertionError(f"terminal closed before {marker!r}: {self.output!r}")
                 self.output += chunk
+
+    def expect_match(self, pattern: bytes, timeout: float = 20) -> re.Match[bytes]:
+        """Read until ``pattern`` matches the output so far; the match."""
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.output)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} not seen in {self.output!r}")
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                chunk = os.read(self.master, 4096)
+                if not chunk:
+                    raise AssertionError(f"terminal closed before {pattern!r}: {self.output!r}")
+                self.output += chunk
+        return found
 
     def wait(self, timeout: float = 20) -> int:
         """The command's exit code, reading what is left on the terminal meanwhile."""
@@ -223,3 +239,85 @@ def test_attach_to_a_stopped_container_is_refused(refrt: Refrt) -> None:
         assert "You cannot attach to a stopped container, start it first" in result.stderr
     finally:
         refrt("rm", "-f", name)
+
+
+# -- nothing an exec leaves behind stays a zombie ----------------------------------------------------------------
+# Once its waiter is gone, an exec'd process (and the waiter of a client that went away) is re-parented. PID 1 of
+# this machine, of a container or of a small VM may never reap it; refrt's zygote adopts them (a child subreaper)
+# and reaps them at once. Each test watches the process's parent while it runs, then its end.
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def _host_pid(container_init: int, ns_pid: int) -> int:
+    """The host pid of the process that is ``ns_pid`` inside the PID namespace of ``container_init``."""
+    ns = os.stat(f"/proc/{container_init}/ns/pid").st_ino
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.stat(entry / "ns" / "pid").st_ino == ns and _status(int(entry.name))["NSpid"].split()[-1] == str(
+                ns_pid
+            ):
+                return int(entry.name)
+    raise AssertionError(f"no process {ns_pid} in the namespace of {container_init}")
+
+
+def _refrt_parent(pid: int) -> int:
+    """``pid``'s parent, which must be one of refrt's processes (its zygote, a worker, an exec waiter), not 1."""
+    parent = int(_status(pid)["PPid"])
+    assert parent != 1, f"{pid} was re-parented to PID 1, which may never reap it"
+    assert Path(f"/proc/{parent}/comm").read_text().startswith("refrt-"), (pid, parent)
+    return parent
+
+
+def _watch_until_reaped(pids: list[int], timeout: float = 15) -> None:
+    """Poll until every pid is gone; none may be re-parented to 1 meanwhile or stay a zombie for long."""
+    zombie_since: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if _status(p)]
+        if not alive:
+            return
+        for pid in alive:
+            status = _status(pid)
+            if not status:
+                continue
+            assert status["PPid"] != "1", f"{pid} ({status['Name']}) was re-parented to PID 1"
+            if status["State"].startswith("Z"):
+                since = zombie_since.setdefault(pid, time.monotonic())
+                assert time.monotonic() - since < 1.0, f"{pid} ({status['Name']}) stays a zombie"
+        assert time.monotonic() < deadline, f"still there: {[(p, _status(p).get('State')) for p in alive]}"
+        time.sleep(0.02)
+
+
+def test_exec_detach_leaves_no_zombie(refrt: Refrt, sleeper: str) -> None:
+    init_pid = refrt.inspect(sleeper)["State"]["Pid"]
+    result = refrt("exec", "-d", sleeper, "sh", "-c", "echo $$ > /tmp/me; exec sleep 2")
+    assert result.returncode == 0, result.stderr
+    ns_pid = int(wait_for(lambda: refrt("exec", sleeper, "cat", "/tmp/me").stdout.strip()))
+    pid = _host_pid(init_pid, ns_pid)
+    _refrt_parent(pid)
+    _watch_until_reaped([pid])
+
+
+def test_exec_it_whose_client_goes_away_leaves_no_zombie(refrt: Refrt, sleeper: str) -> None:
+    init_pid = refrt.inspect(sleeper)["State"]["Pid"]
+    term = Terminal(refrt, "exec", "-it", sleeper, "sh")
+    try:
+        term.expect(b"# ")
+        term.type(b"echo PID=$$=\r")  # the typed line is echoed as is, the answer has digits
+        ns_pid = int(term.expect_match(rb"PID=(\d+)=").group(1))
+        shell = _host_pid(init_pid, ns_pid)
+        waiter = _refrt_parent(shell)
+        term.proc.kill()  # the client is gone: its worker kills itself, the pty hangs up, the shell ends
+        term.proc.wait()
+        _watch_until_reaped([shell, waiter])
+    finally:
+        term.close()
