@@ -198,15 +198,17 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         return Response([list_entry(c, request.flag("size")) for c in chosen])
 
     def create(request: Request) -> Response:
+        from runtime.store.overlay import check_depth
         from runtime.store.store import Store
 
         body = request.json()
         spec = convert.spec_from_body(daemon.ctx, body, request.arg("name", "") or "")
         try:
-            Store(daemon.paths).resolve(spec.image)
+            image = Store(daemon.paths).resolve(spec.image)
         except NotFoundError:
             ref = spec.image if ":" in spec.image.rsplit("/", 1)[-1] or "@" in spec.image else f"{spec.image}:latest"
             raise ApiError(404, f"No such image: {ref}") from None
+        check_depth(len(image.layers))  # dockerd's 500 "max depth exceeded" before anything is created
         c = lifecycle.create(daemon.ctx, spec)
         publisher(daemon, c)("create")
         return Response({"Id": c.id, "Warnings": []}, status=201)

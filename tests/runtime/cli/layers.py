@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _tiny_layer(i: int) -> bytes:
+def tiny_layer(i: int) -> bytes:
+    """Layer ``i``: one file, ``layers/NNNN``, holding ``i``."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         data = f"{i}\n".encode()
@@ -28,7 +29,7 @@ def deep_archive(base: Path, total: int, out: Path, tag: str) -> Path:
         base_layers = [(name, src.extractfile(name).read()) for name in manifest["Layers"]]  # type: ignore[union-attr]
     layers = list(base_layers)
     for i in range(total - len(base_layers)):
-        layers.append((f"tiny{i:04d}/layer.tar", _tiny_layer(i)))
+        layers.append((f"tiny{i:04d}/layer.tar", tiny_layer(i)))
     diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for _, data in layers]
     config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     config["history"] = [{"created": "2020-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(total)]
