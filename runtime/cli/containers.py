@@ -18,8 +18,6 @@ from runtime.cli.listing import (
     PS_DEFAULT,
     PS_HEADERS,
     _inspect_image,
-    _live_network_settings,
-    _matches,
     cmd_inspect,
     cmd_logs,
     cmd_ps,
@@ -33,16 +31,17 @@ from runtime.cli.runspec import (
     _check_image_depth,
     parse_cpus,
     parse_labels,
-    parse_signal,
     parse_size,
     read_env_file,
     spec_from_args,
 )
+from runtime.container.query import matches
+from runtime.container.signals import parse_signal
 from runtime.errors import NotFoundError, RefrtError, UsageError
 
 # names other modules import from here (the daemon, tests)
 __all__ = ["PS_DEFAULT", "PS_HEADERS", "_add_create_flags", "_apply_volumes_from", "_inspect_image",
-           "_live_network_settings", "_matches", "parse_cpus", "parse_labels", "parse_signal", "parse_size",
+           "parse_cpus", "parse_labels", "parse_signal", "parse_size",
            "read_env_file", "register", "spec_from_args"]
 
 if TYPE_CHECKING:  # the container machinery is imported by the handlers, so ``--help`` stays fast
@@ -286,7 +285,7 @@ def cmd_prune(args: argparse.Namespace, ctx: Context) -> int:
     removed = []
     for c in all_containers(ctx.paths):
         lifecycle.reconcile(ctx, c)
-        if c.state.running or (args.filter and not _matches(c, args.filter)):
+        if c.state.running or (args.filter and not matches(c, args.filter)):
             continue
         lifecycle.remove(ctx, c)
         removed.append(c.id)

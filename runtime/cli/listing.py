@@ -6,68 +6,17 @@ with the daemon.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from runtime.container.query import live_network_settings, matches
 from runtime.errors import NotFoundError, RefrtError, UsageError
 
 if TYPE_CHECKING:  # the container machinery is imported by the handlers, so ``--help`` stays fast
     from runtime.cli import Context
     from runtime.container.state import Container
-
-
-def _matches(c: Container, filters: list[str]) -> bool:
-    groups: dict[str, list[str]] = {}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"bad format of filter (expected name=value): {item}")
-        groups.setdefault(key.lower(), []).append(value)
-    labels = {**(c.image_config.get("Labels") or {}), **c.spec.labels}
-    for key, values in groups.items():
-        if key == "id":
-            ok = any(c.id.startswith(v) for v in values)
-        elif key == "name":
-            ok = any(re.search(v, c.name) for v in values)
-        elif key == "status":
-            ok = c.state.status in values
-        elif key == "label":
-            ok = all(
-                (k in labels and (not sep or labels[k] == v))
-                for k, sep, v in (item.partition("=") for item in values)
-            )
-        elif key == "exited":
-            ok = c.state.status == "exited" and str(c.state.exit_code) in values
-        elif key == "ancestor":
-            ok = any(v in (c.spec.image, c.image_id) or c.image_id.split(":")[-1].startswith(v) for v in values)
-        elif key == "network":
-            ok = c.spec.network.mode in values
-        elif key == "health":
-            ok = _health_matches(c, values)
-        else:
-            raise UsageError(f"invalid filter '{key}'")
-        if not ok:
-            return False
-    return True
-
-
-class FilterValueError(RefrtError):
-    """A filter value docker's daemon does not know (its CLI exits 1)."""
-
-    exit_code = 1
-
-
-def _health_matches(c: Container, values: list[str]) -> bool:
-    """docker's ``health`` filter: starting, healthy, unhealthy, or none (no health check)."""
-    from runtime.container import health
-
-    for value in values:
-        if value not in ("starting", "healthy", "unhealthy", "none"):
-            raise FilterValueError(f"Unrecognised filter value for health: {value}")
-    return health.status(c) in values
 
 
 PS_HEADERS = {
@@ -90,7 +39,7 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
             continue  # an --rm container whose monitor died: removed just now
         if not (args.all or args.last or args.latest or c.state.running) and not args.filter:
             continue
-        if args.filter and not _matches(c, args.filter):
+        if args.filter and not matches(c, args.filter):
             continue
         if args.filter and not args.all and not c.state.running and not any(
             f.startswith(("status=", "exited=")) for f in args.filter
@@ -183,7 +132,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
                 container = find(ctx.paths, ref)
                 lifecycle.reconcile(ctx, container)
                 data = inspect(container)
-                live = _live_network_settings(ctx, container)
+                live = live_network_settings(ctx, container)
                 if live is not None:
                     data["NetworkSettings"] = live
             except ContainerNotFound:
@@ -197,17 +146,6 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
         results.append(data)
     print_inspected(results, args.format)
     return failed
-
-
-def _live_network_settings(ctx: Context, container: Container) -> dict[str, Any] | None:
-    """The network package's current view (after connect/disconnect) of a running container."""
-    from runtime.container.hooks import network_module
-
-    module = network_module()
-    if module is None or not container.state.running or not hasattr(module, "settings"):
-        return None
-    live: dict[str, Any] | None = module.settings(ctx, container.id)
-    return live
 
 
 def _inspect_image(ctx: Context, ref: str) -> dict[str, Any] | None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.cli import runflags
+from runtime.container.signals import parse_signal
 from runtime.errors import RefrtError, UsageError
 from runtime.spec import NetworkRequest
 
@@ -48,18 +48,6 @@ def parse_cpus(value: str) -> int:
     if nano < 0:
         raise UsageError("range of CPUs must be positive")
     return nano
-
-
-def parse_signal(value: str) -> int:
-    name = value.upper()
-    if name.isdigit():
-        return int(name)
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise UsageError(f"Invalid signal: {value}") from None
 
 
 def read_env_file(path: str) -> list[str]:
@@ -368,9 +356,9 @@ def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
     in /etc/hosts, and docker's link variables in the environment (``ALIAS_NAME``, ``ALIAS_PORT*`` for its
     exposed ports, ``ALIAS_ENV_*`` for its environment), ahead of the user's own ``-e``. It must be running, on
     the default bridge. The variables are fixed at create (docker computes them at each start)."""
-    from runtime.cli.listing import _live_network_settings
     from runtime.container import lifecycle
     from runtime.container.inspect import config_env, exposed_ports, inspect
+    from runtime.container.query import live_network_settings
     from runtime.container.state import ContainerNotFound, all_containers, find
 
     if links and not spec.name:  # the variables name the new container: pick its name now
@@ -386,7 +374,7 @@ def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
         lifecycle.reconcile(ctx, other)
         if not other.state.running:
             raise UsageError(f"Cannot link to a non running container: /{other.name} AS /{spec.name}/{alias}")
-        live = _live_network_settings(ctx, other) or inspect(other)["NetworkSettings"]
+        live = live_network_settings(ctx, other) or inspect(other)["NetworkSettings"]
         ips = [n.get("IPAddress") for n in (live.get("Networks") or {}).values() if n.get("IPAddress")]
         if not ips:
             raise UsageError(f"Cannot link to /{other.name}: it has no address (links need the default bridge)")

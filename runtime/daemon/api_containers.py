@@ -57,7 +57,7 @@ def lookup(daemon: Daemon, ref: str) -> Container:
 
 
 def _signal(value: str | None, default: int) -> int:
-    from runtime.cli.containers import parse_signal
+    from runtime.container.signals import parse_signal
 
     return parse_signal(value) if value else default
 
@@ -118,14 +118,14 @@ def filter_words(request: Request) -> list[str]:
 
 
 def _selected(daemon: Daemon, request: Request, *, everything: bool) -> list[Container]:
-    from runtime.cli.containers import _matches
+    from runtime.container.query import matches
 
     words = filter_words(request)
     chosen = []
     for c in all_containers(daemon.paths):
         if not lifecycle.reconcile(daemon.ctx, c):
             continue  # an --rm container whose monitor died: removed just now
-        if words and not _matches(c, words):
+        if words and not matches(c, words):
             continue
         if not everything and not c.state.running and not any(w.startswith(("status=", "exited=")) for w in words):
             continue
@@ -214,13 +214,13 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         return Response({"Id": c.id, "Warnings": []}, status=201)
 
     def inspect_one(request: Request) -> Response:
-        from runtime.cli.containers import _live_network_settings
         from runtime.container.inspect import inspect
+        from runtime.container.query import live_network_settings
 
         c = lookup(daemon, request.params["id"])
         data = inspect(c)
         _api_defaults(data, c)
-        live = _live_network_settings(daemon.ctx, c)
+        live = live_network_settings(daemon.ctx, c)
         if live is not None:
             data["NetworkSettings"] = live
         if request.flag("size"):
@@ -402,8 +402,8 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         return Response(status=204)
 
     def prune(request: Request) -> Response:
-        from runtime.cli.containers import _matches
         from runtime.container.inspect import parse_time
+        from runtime.container.query import matches
 
         words = filter_words(request)
         untils = [until_time(w.partition("=")[2]) for w in words if w.startswith("until=")]
@@ -412,7 +412,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         reclaimed = 0
         for c in all_containers(daemon.paths):
             lifecycle.reconcile(daemon.ctx, c)
-            if c.state.running or (words and not _matches(c, words)):
+            if c.state.running or (words and not matches(c, words)):
                 continue
             if any(parse_time(c.created) >= limit for limit in untils):
                 continue
