@@ -33,6 +33,7 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.container.inspect import ps_row
     from runtime.container.state import all_containers
 
+    _check_health_filters(args.filter)
     selected = []
     for c in all_containers(ctx.paths):
         if not lifecycle.reconcile(ctx, c):
@@ -60,6 +61,17 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
     if text:
         print(text)
     return 0
+
+
+def _check_health_filters(filters: list[str]) -> None:
+    """docker's daemon refuses an unknown ``health`` value before it looks at any container."""
+    from runtime.container.health import FILTER_VALUES
+    from runtime.container.query import FilterValueError
+
+    for item in filters:
+        key, _, value = item.partition("=")
+        if key.lower() == "health" and value not in FILTER_VALUES:
+            raise FilterValueError(f"Unrecognised filter value for health: {value}")
 
 
 def _add_sizes(ctx: Context, containers: list[Container], rows: list[dict[str, Any]]) -> None:

@@ -47,6 +47,7 @@ MAX_OUTPUT = 4096
 RECORD = "health.json"
 MIN_NS = 1_000_000  # dockerd refuses a non-zero interval, timeout or start period under 1ms
 _FIELDS = ("Interval", "Timeout", "StartPeriod")
+FILTER_VALUES = ("starting", "healthy", "unhealthy", "none")  # docker's ``ps --filter health=``
 
 
 # --------------------------------------------------------------------------------------------- configuration
