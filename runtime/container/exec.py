@@ -123,6 +123,12 @@ def exec_in(
     if detach:
         null = os.open(os.devnull, os.O_RDWR)
         stdio = (null, null, null)
+    if detach and tty:
+        # docker: ``exec -d -t`` still gets a terminal, which nobody types on, so a shell there waits instead of
+        # reading EOF. Its master goes to a holder; the waiter is left to the zygote (it reaps orphans).
+        proc = spawn(ctx, c, argv, env=env, stdio=stdio, workdir=workdir, user=user, tty=True)
+        _hold_detached(proc.master)
+        return 0
     proc = spawn(ctx, c, argv, env=env, stdio=stdio, workdir=workdir, user=user, tty=tty, detach=detach)
     if detach:
         os.waitpid(proc.pid, 0)

@@ -87,6 +87,25 @@ def _wait_exit(pid: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def _detached(s: ExecSession, pid: int, master: int) -> None:
+    """A detached exec until it ends. With ``Tty`` it has a terminal, as under dockerd (a shell there waits for
+    input instead of reading EOF): we hold the master, read what it prints (nobody sees it) and resize it."""
+    if master >= 0:
+        s.take_master(master)
+        start_thread(_drain, os.dup(master), name="refrt-exec-drain")
+    s.finished(_wait_exit(pid))
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # EIO: the last process on the pty has gone
+        pass
+    finally:
+        os.close(fd)
+
+
 def _launch(daemon: Daemon, c: Container, s: ExecSession, client: Client | None) -> None:
     """Run the command; relay its streams to ``client`` (None: detached) until it ends; record its exit."""
     from runtime.container.exec import spawn
@@ -109,7 +128,7 @@ def _launch(daemon: Daemon, c: Container, s: ExecSession, client: Client | None)
         stdio = (stdin, out_w, err_w)
     try:
         proc = spawn(daemon.ctx, c, s.argv, env=s.env, stdio=stdio, workdir=s.workdir, user=s.user,
-                     tty=s.tty and client is not None, keep_fds_only=True)
+                     tty=s.tty, keep_fds_only=True)
     except RefrtError as exc:
         for fd in mine + theirs:
             os.close(fd)
@@ -124,7 +143,7 @@ def _launch(daemon: Daemon, c: Container, s: ExecSession, client: Client | None)
     with s.lock:
         s.pid, s.running = proc.pid, True
     if client is None:
-        start_thread(lambda: s.finished(_wait_exit(proc.pid)), name="refrt-exec")
+        start_thread(lambda: _detached(s, proc.pid, proc.master), name="refrt-exec")
         return
     inputs: list[threading.Thread] = []
     if s.tty:

@@ -321,3 +321,31 @@ def test_exec_it_whose_client_goes_away_leaves_no_zombie(refrt: Refrt, sleeper: 
         _watch_until_reaped([shell, waiter])
     finally:
         term.close()
+
+
+def _shells(refrt: Refrt, name: str) -> list[int]:
+    """The pids (in the container) of its ``sh`` processes."""
+    out = refrt("exec", name, "ps", "-o", "pid,args").stdout.splitlines()[1:]
+    return [int(line.split()[0]) for line in out if line.split()[1:] == ["sh"]]
+
+
+def test_exec_detach_with_tty_keeps_a_terminal_and_leaves_no_zombie(refrt: Refrt, sleeper: str) -> None:
+    """docker 20.10, seen here: ``exec -d -it C sh`` and ``exec -d -t C sh`` leave a shell waiting on a terminal
+    nobody types on; ``exec -d -i`` and ``exec -d`` give it no terminal, so it reads EOF and ends."""
+    init_pid = refrt.inspect(sleeper)["State"]["Pid"]
+    for flags in (("-d", "-i"), ("-d",)):
+        assert refrt("exec", *flags, sleeper, "sh").returncode == 0
+    time.sleep(0.5)
+    assert _shells(refrt, sleeper) == []
+    for flags in (("-d", "-it"), ("-d", "-t")):
+        result = refrt("exec", *flags, sleeper, "sh")
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), flags
+    shells = wait_for(lambda: (found := _shells(refrt, sleeper)) and len(found) == 2 and found)
+    time.sleep(0.5)
+    assert _shells(refrt, sleeper) == shells  # still waiting, not ended
+    for shell in shells:
+        assert refrt("exec", sleeper, "readlink", f"/proc/{shell}/fd/0").stdout.startswith("/dev/pts/")
+    host = [_host_pid(init_pid, p) for p in shells]
+    waiters = [_refrt_parent(p) for p in host]
+    refrt("exec", sleeper, "kill", "-HUP", *map(str, shells), check=True)
+    _watch_until_reaped(host + waiters)

@@ -301,3 +301,44 @@ def test_files_of_a_stopped_container(engine: str) -> None:
         assert cid not in Path("/proc/mounts").read_text()
     finally:
         call(engine, "DELETE", f"/containers/{cid}?force=1")
+
+
+def test_detached_exec_with_tty_keeps_its_terminal(engine: str) -> None:
+    """``docker exec -d -t C sh``: Detach with Tty gives the shell a terminal nobody types on, so it keeps
+    running (without Tty it reads EOF and ends); its exit code is recorded when it ends."""
+    cid = create(engine, Cmd=["sleep", "60"])
+    try:
+        assert call(engine, "POST", f"/containers/{cid}/start")[0] == 204
+        ids = {}
+        for tty in (True, False):
+            status, body, _ = call(engine, "POST", f"/containers/{cid}/exec", {"Cmd": ["sh"], "Tty": tty})
+            assert status == 201, body
+            ids[tty] = body["Id"]
+            assert call(engine, "POST", f"/exec/{ids[tty]}/start", {"Detach": True, "Tty": tty})[0] == 200
+        time.sleep(1.5)
+        with_tty = call(engine, "GET", f"/exec/{ids[True]}/json")[1]
+        without = call(engine, "GET", f"/exec/{ids[False]}/json")[1]
+        assert (with_tty["Running"], with_tty["ExitCode"]) == (True, None), with_tty
+        assert (without["Running"], without["ExitCode"]) == (False, 0), without
+        status, body, _ = call(engine, "POST", f"/containers/{cid}/exec",
+                               {"Cmd": ["kill", "-HUP", str(_exec_pid_in_container(engine, cid))]})
+        assert call(engine, "POST", f"/exec/{body['Id']}/start", {"Detach": True})[0] == 200
+        deadline = time.monotonic() + 10
+        while call(engine, "GET", f"/exec/{ids[True]}/json")[1]["Running"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert call(engine, "GET", f"/exec/{ids[True]}/json")[1]["ExitCode"] == 129
+    finally:
+        call(engine, "DELETE", f"/containers/{cid}?force=1")
+
+
+def _exec_pid_in_container(engine: str, cid: str) -> int:
+    """The pid (in the container) of its one ``sh``, from ``ps`` run through an attached exec."""
+    _, body, _ = call(engine, "POST", f"/containers/{cid}/exec",
+                      {"Cmd": ["ps", "-o", "pid,args"], "AttachStdout": True})
+    sock = hijack(engine, f"/exec/{body['Id']}/start", {"Detach": False, "Tty": False})
+    out = b"".join(data for _, data in read_frames(sock)).decode()
+    sock.close()
+    pids = [int(line.split()[0]) for line in out.splitlines()[1:] if line.split()[1:] == ["sh"]]
+    assert len(pids) == 1, out
+    return pids[0]
