@@ -158,6 +158,9 @@ class PodmanDriver(DockerLikeDriver):
             # netavark 1.4 turns route_localnet on for its bridge once a port is published on 127.0.0.1 and adds
             # no drop rule: from then on a container's hand-made packets reach the host's loopback
             "runtime.loopback_guard": False,
+            # podman 4.3 runs health checks from systemd timers; with no systemd (PID 1 here) none ever runs: the
+            # status stays "starting" ("unable to get systemd connection to add healthchecks")
+            "runtime.health_checks": False,
             # suites/cli.yaml, podman 4.3's CLI: its own error words and exit 125 where docker's CLI exits 1 (rm,
             # inspect template errors, cp, --cidfile); table headers pass through template functions ("status");
             # -it without a terminal only warns; attach exits 0 whatever the container's code; commit prints

@@ -114,7 +114,7 @@ def warm_key(root: str | None = None) -> str:
 # terminal, attach's exit code, commit's sha256: id); refrt and docker have it, podman declares what it lacks
 CLI_FEATURES = ("runtime.cli.docker_error_messages", "runtime.cli.table_header_functions", "runtime.cli.tty_refusal",
                 "runtime.cli.attach_exit_code", "runtime.cli.commit_prints_digest", "runtime.cli.exec_exit_codes",
-                "runtime.cli.ulimit", "runtime.cli.docker_events")
+                "runtime.cli.ulimit", "runtime.cli.docker_events", "runtime.health_checks")
 
 
 @register_driver

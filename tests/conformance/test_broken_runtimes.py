@@ -179,6 +179,7 @@ KILLS = [
     Kill("uid-ignored", "lifecycle", "exec-semantics", r"-u nobody .*expected '1 /etc nobody'"),
     Kill("exit-status-lost", "lifecycle", "exec-failures", r"no-such-command .*exit status 1, expected 126"),
     Kill("log-stderr-lost", "lifecycle", "logs", r"logs \{\{unique\}\} .*stderr is '', expected 'two'"),
+    Kill("health-ignored", "lifecycle", "health-status", r"starting until a probe passes .*expected 'starting'"),
     # registry
     Kill("pull-pretends", "registry", "push-pull-round-trip", r"the pulled image has the manifest digest"),
     Kill("pull-pretends", "registry", "pull-by-digest", r"pulled by digest is there under its repo@digest name"),

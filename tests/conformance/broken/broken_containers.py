@@ -317,6 +317,9 @@ register_run_rewrite("shm-size-ignored", "--shm-size is ignored: /dev/shm keeps 
 register_run_rewrite("sysctl-ignored", "--sysctl is ignored", without("--sysctl"))
 register_run_rewrite("cpu-shares-ignored", "-c/--cpu-shares is ignored: every container weighs the same",
                      without("-c", "--cpu-shares"))
+register_run_rewrite("health-ignored", "--health-cmd and the other --health-* flags are ignored: no check runs",
+                     without("--health-cmd", "--health-interval", "--health-retries", "--health-start-period",
+                             "--health-timeout"))
 
 
 @breakage("stop-kills", "stop sends SIGKILL at once (no SIGTERM first)")
