@@ -13,6 +13,7 @@ import pytest
 
 from tests.runtime.cli.test_health import cli  # noqa: F401 - the engine fixture (refrt, then docker)
 from tests.runtime.container.conftest import unique
+from tests.runtime.daemon.conftest import refrt_daemon, refrt_root  # noqa: F401 - fixtures (refrt's Engine API)
 
 pytestmark = pytest.mark.slow
 
