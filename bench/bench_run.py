@@ -7,6 +7,15 @@ image lookup, overlay, cgroup, monitor, state files, --rm clean-up). hyperfine m
 this prints medians and the ratio.
 
     sudo .venv/bin/python bench/bench_run.py [--runs 30]
+
+``--ops`` measures a container's whole life instead, per step, with the bridge network (issue #15: in a TCG guest
+the per-container cost was 20x the host's): ``run --rm`` (bridge and ``--network none``), ``run -d``, ``exec``,
+``stop -t 0``, ``rm`` of the stopped container and ``rm -f`` of a running one (the last on the bridge, so it takes
+the bridge down). Every ``--refrt`` command line (a refrt with its ``--root``/``--state``; busybox must be there)
+gets each step in turn, interleaved, so a load that drifts hurts all alike; medians are printed. Stdlib only, so
+it also runs in a guest (copy this file there)::
+
+    bench_run.py --ops --runs 7 --refrt "python3 -I -S /opt/refrt/runtime/__main__.py --root R --state S"
 """
 
 from __future__ import annotations
@@ -14,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,11 +56,65 @@ def prepare(work: Path, env: dict[str, str]) -> tuple[Path, Path]:
     return root, bundle
 
 
+OPS = ("run --rm (bridge)", "run --rm --network none", "run -d", "exec", "stop -t 0", "rm (stopped)",
+       "rm -f (running, last)")
+
+
+def _timed(argv: list[str]) -> float:
+    start = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    took = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_run: {' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return took
+
+
+def _lifecycle(refrt: list[str], n: int) -> dict[str, float]:
+    """One round of every step with one refrt; seconds per step."""
+    a, b = f"bench-a-{os.getpid()}-{n}", f"bench-b-{os.getpid()}-{n}"
+    took = {
+        OPS[0]: _timed([*refrt, "run", "--rm", "busybox", "true"]),
+        OPS[1]: _timed([*refrt, "run", "--rm", "--network", "none", "busybox", "true"]),
+        OPS[2]: _timed([*refrt, "run", "-d", "--name", a, "busybox", "sleep", "300"]),
+        OPS[3]: _timed([*refrt, "exec", a, "true"]),
+        OPS[4]: _timed([*refrt, "stop", "-t", "0", a]),
+        OPS[5]: _timed([*refrt, "rm", a]),
+    }
+    _timed([*refrt, "run", "-d", "--name", b, "busybox", "sleep", "300"])
+    took[OPS[6]] = _timed([*refrt, "rm", "-f", b])
+    return took
+
+
+def ops_main(refrts: list[str], runs: int) -> int:
+    """Interleaved rounds of :func:`_lifecycle` for each refrt command line; a table of medians (ms)."""
+    commands = [shlex.split(r) for r in refrts]
+    for refrt in commands:  # warm-up: the daemon started, the image's layers in the page cache
+        _lifecycle(refrt, -1)
+    samples: list[dict[str, list[float]]] = [{op: [] for op in OPS} for _ in commands]
+    for n in range(runs):
+        for i, refrt in enumerate(commands):
+            for op, seconds in _lifecycle(refrt, n).items():
+                samples[i][op].append(seconds)
+    width = max(len(op) for op in OPS)
+    print(f"{'step (median ms)':<{width}} " + " ".join(f"{'refrt ' + str(i + 1):>10}" for i in range(len(commands))))
+    for op in OPS:
+        print(f"{op:<{width}} " + " ".join(f"{statistics.median(s[op]) * 1e3:>10.0f}" for s in samples))
+    for i, r in enumerate(refrts):
+        print(f"refrt {i + 1}: {r}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--ops", action="store_true", help="time each step of a container's life (see above)")
+    parser.add_argument("--refrt", action="append", default=[], help="with --ops: a refrt command line (repeatable)")
     args = parser.parse_args()
+    if args.ops:
+        if not args.refrt:
+            parser.error("--ops needs at least one --refrt command line")
+        return ops_main(args.refrt, args.runs)
     for tool in ("hyperfine", "runc"):
         if shutil.which(tool) is None:
             print(f"bench_run: {tool} is not installed", file=sys.stderr)

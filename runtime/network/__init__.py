@@ -147,10 +147,10 @@ def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
 
     A bridge that exists already is taken as complete: bridge and rules are made together under the host lock,
     and a failure half-way removes the bridge again (see ``_detach_locked``), so the common path - a container
-    joining a network in use - costs no iptables call."""
+    joining a network in use - costs no iptables call. Otherwise: one ``ip -batch`` for the bridge, one
+    ``iptables-restore`` for the root's chains (and their jumps, when this is the root's first bridge)."""
     if bridge.exists(rec.bridge):
         return rec
-    tag = root_tag(store.paths)
     with _host_locked():
         if not rec.subnet_fixed or not rec.subnet:
             subnet = ipam.choose_subnet(store, exclude=[])
@@ -158,27 +158,53 @@ def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
             store.save_network(rec)
         else:  # a configured subnet (REFRT_BRIDGE_SUBNET, --subnet after a reboot) must still be free
             ipam.check_subnet_free(store, ipaddress.IPv4Network(rec.subnet), own_id=rec.id)
+        first = not any(bridge.exists(n.bridge) for n in store.networks() if n.id != rec.id)
         prefix = ipaddress.IPv4Network(rec.subnet).prefixlen
         bridge.create(rec.bridge, rec.gateway, prefix)
-        firewall.ensure_base(tag)
-        firewall.add_all(firewall.network_rules(tag, rec.id, rec.bridge, rec.subnet, rec.internal))
+        _apply_firewall(store, with_base=first)
     return rec
 
 
-def _tear_down(store: NetworkStore, rec: NetworkRecord) -> None:
-    """Remove the network's rules and bridge; the root's chains too once it has no bridge left."""
+def _apply_firewall(store: NetworkStore, *, with_base: bool = False, leaving: tuple[str, ...] = ()) -> None:
+    """Rewrite the root's chains from the records: the rules of every network whose bridge is up (except the
+    ``leaving`` ones) and of every container's published ports (see ``firewall.apply_root``)."""
+    tag = root_tag(store.paths)
+    nets = {n.id: n for n in store.networks() if n.id not in leaving and bridge.exists(n.bridge)}
+    rules = []
+    for crec in store.containers():
+        for b in crec.ports:
+            if b.network_id in nets:
+                rules += firewall.port_rules(tag, crec.container_id, nets[b.network_id].bridge, b.host_ip,
+                                             b.host_port, b.proto, b.ip, b.container_port)
+    for net in nets.values():
+        rules += firewall.network_rules(tag, net.id, net.bridge, net.subnet, net.internal)
+    with _host_locked():
+        firewall.apply_root(tag, rules, with_base=with_base)
+
+
+def _tear_down(store: NetworkStore, rec: NetworkRecord, veths: tuple[str, ...] = ()) -> None:
+    """Remove the network's rules and bridge (and the ``veths`` host ends still on it, in the same ``ip``
+    run); the root's chains too once it has no bridge left - one ``iptables-restore`` either way."""
     tag = root_tag(store.paths)
     with _host_locked():
-        firewall.delete_tagged(firewall.tag_comment(tag, "net", rec.id))
-        bridge.delete(rec.bridge)
+        if bridge.exists(rec.bridge):
+            if any(bridge.exists(n.bridge) for n in store.networks() if n.id != rec.id):
+                _apply_firewall(store, leaving=(rec.id,))
+            else:
+                firewall.remove_root(tag)
+            netns.delete_links([*veths, rec.bridge])
+        else:  # never came up (a failed bring-up): whatever of it is installed is found by its tag
+            netns.delete_links(list(veths))
+            firewall.delete_tagged(firewall.tag_comment(tag, "net", rec.id))
+            _drop_base_if_unused(store)
         if rec.default and not rec.subnet_fixed:
             rec.subnet, rec.gateway = "", ""
             if store.network_dir(rec.id).is_dir():
                 store.save_network(rec)
-        _drop_base_if_unused(store)
 
 
 def _drop_base_if_unused(store: NetworkStore) -> None:
+    """The careful check (the tables are dumped): the root's chains go when none of its bridges is left."""
     if not any(bridge.exists(n.bridge) for n in store.networks()):
         with _host_locked():
             firewall.remove_base(root_tag(store.paths))
@@ -260,7 +286,6 @@ def remove_network(ctx: HasPaths, ref: str) -> NetworkRecord:
             raise NetworkInUse(f"error while removing network: network {rec.name} id {rec.id} has active endpoints")
         _tear_down(store, rec)
         store.delete_network(rec.id)
-        _drop_base_if_unused(store)
         return rec
 
 
@@ -282,7 +307,6 @@ def prune_networks(ctx: HasPaths, labels: dict[str, str] | None = None) -> list[
             _tear_down(store, rec)
             store.delete_network(rec.id)
             removed.append(rec.name)
-        _drop_base_if_unused(store)
     return removed
 
 
@@ -425,10 +449,9 @@ def _add_endpoint(store: NetworkStore, net: NetworkRecord, rec: ContainerNet, al
     if net.id not in rec.networks:
         rec.networks.append(net.id)
     store.save_container(rec)
-    peer = f"rp{cid[:10]}{index}"
-    netns.create_veth(ep.host_veth, peer, net.bridge, rec.pid)
+    netns.create_veth(ep.host_veth, ep.ifname, ep.mac, net.bridge, rec.pid)
     first = index == 0 and not net.internal
-    netns.move_into(peer, rec.pid, ep.ifname, ip, prefix, ep.mac, net.gateway if first else None)
+    netns.configure_peer(rec.pid, ep.ifname, ip, prefix, net.gateway if first else None)
     return ep
 
 
@@ -437,7 +460,7 @@ def _remove_endpoint(store: NetworkStore, net_id: str, container_id: str, pid: i
     if ep is not None:
         if pid:
             netns.remove_in_netns(pid, ep.ifname)
-        netns.delete_host_end(ep.host_veth)
+        netns.delete_links([ep.host_veth])
     ipam.release(store, net_id, container_id)
     store.delete_endpoint(net_id, container_id)
 
@@ -454,24 +477,7 @@ def _publish(store: NetworkStore, rec: ContainerNet, net: NetworkRecord, ep: End
             b.ip, b.network_id = ep.ip, net.id
         rec.ports = bindings
         store.save_container(rec)
-        _install_port_rules(store, rec, fresh=True)
-
-
-def _install_port_rules(store: NetworkStore, rec: ContainerNet, *, fresh: bool = False) -> None:
-    """All of a container's DNAT/forward rules, as one group (one comment) in one batch; ``fresh`` when the
-    container has none yet (no need to look for old ones)."""
-    tag = root_tag(store.paths)
-    by_id = {n.id: n for n in store.networks()}
-    rules = []
-    for b in rec.ports:
-        rules += firewall.port_rules(tag, rec.container_id, by_id[b.network_id].bridge, b.host_ip, b.host_port,
-                                     b.proto, b.ip, b.container_port)
-    with _host_locked():
-        if fresh:
-            firewall.restore_rules(rules)
-        else:
-            firewall.delete_tagged(firewall.tag_comment(tag, "ctr", rec.container_id))
-            firewall.add_all(rules)
+        _apply_firewall(store)  # the chains now with its ports too
 
 
 def _user_network_ids(store: NetworkStore, rec: ContainerNet) -> list[str]:
@@ -562,26 +568,40 @@ def attach(ctx: HasPaths, container_id: str, name: str, pid: int, request: Netwo
 
 
 def _detach_locked(store: NetworkStore, container_id: str) -> None:
+    """Forget the container's endpoints and addresses, then change the kernel in as few runs as possible: the
+    last container of the default network takes the bridge, its veth host ends and (for the root's last bridge)
+    the chains with it - one ``iptables-restore`` and one ``ip -batch``; otherwise one ``ip`` run for the veths
+    and, if it published ports, one ``iptables-restore``."""
     rec = store.container(container_id)
     net_ids = list(rec.networks) if rec else []
     for net in store.networks():
         if net.id not in net_ids and (store.endpoint(net.id, container_id) or
                                       container_id in store.allocations(net.id).values()):
             net_ids.append(net.id)
-    if rec is None or rec.ports:
-        with _host_locked():
-            firewall.delete_tagged(firewall.tag_comment(root_tag(store.paths), "ctr", container_id))
+    veths = []
     for net_id in net_ids:
-        _remove_endpoint(store, net_id, container_id)
+        ep = store.endpoint(net_id, container_id)
+        if ep is not None:
+            veths.append(ep.host_veth)
+        ipam.release(store, net_id, container_id)
+        store.delete_endpoint(net_id, container_id)
     store.delete_container(container_id)
     _refresh_network_hosts(store, net_ids)
-    for net in store.networks():  # also after a failed bring-up, before any endpoint existed
-        if net.default and not store.endpoints(net.id) and (net.id in net_ids or bridge.exists(net.bridge)):
-            _tear_down(store, net)
-    # a container that never had a bridge (none, host, container:X) changed nothing the base rules depend on;
-    # checking them costs four iptables runs (20-30 ms) on every exit
-    if rec is None or net_ids or not (rec.mode in ("none", "host") or rec.mode.startswith("container:")):
-        _drop_base_if_unused(store)
+    going = [net for net in store.networks()  # also after a failed bring-up, before any endpoint existed
+             if net.default and not store.endpoints(net.id) and (net.id in net_ids or bridge.exists(net.bridge))]
+    for net in going:
+        _tear_down(store, net, tuple(veths))
+        veths = []
+    netns.delete_links(veths)
+    if going:
+        return  # the tear-down rewrote (or removed) the chains without this container's rules
+    # a container that never had a bridge (none, host, container:X) changed nothing the rules depend on
+    shared = rec is not None and (rec.mode in PSEUDO_MODES or rec.mode.startswith("container:"))
+    if rec is None or rec.ports or (not net_ids and not shared):
+        if any(bridge.exists(n.bridge) for n in store.networks()):
+            _apply_firewall(store)
+        else:
+            _drop_base_if_unused(store)
 
 
 def detach(ctx: HasPaths, container_id: str) -> None:
@@ -633,7 +653,7 @@ def disconnect(ctx: HasPaths, network_ref: str, container_ref: str) -> None:
         kept = [b for b in rec.ports if b.network_id != net.id]
         if len(kept) != len(rec.ports):
             rec.ports = kept
-            _install_port_rules(store, rec)
+            _apply_firewall(store)
         store.save_container(rec)
         _refresh_network_hosts(store, [net.id, *rec.networks])
         _write_hosts(store, rec)

@@ -17,14 +17,17 @@ def exists(name: str) -> bool:
 
 
 def create(name: str, gateway: str, prefix: int) -> None:
-    """Create bridge ``name`` with ``gateway/prefix`` and bring it up (a no-op if it already exists)."""
-    if not exists(name):
-        commands.run(["ip", "link", "add", "name", name, "type", "bridge"])
-    addrs = commands.run(["ip", "-4", "-o", "addr", "show", "dev", name])
-    if f" {gateway}/{prefix} " not in addrs:
-        commands.run(["ip", "addr", "add", f"{gateway}/{prefix}", "dev", name])
+    """Create bridge ``name`` with ``gateway/prefix`` and bring it up (one ``ip -batch``; an existing bridge only
+    gets what it lacks)."""
+    if exists(name):
+        batch = []
+        if f" {gateway}/{prefix} " not in commands.run(["ip", "-4", "-o", "addr", "show", "dev", name]):
+            batch.append(f"addr add {gateway}/{prefix} dev {name}")
+    else:
+        batch = [f"link add name {name} type bridge", f"addr add {gateway}/{prefix} dev {name}"]
+    batch.append(f"link set {name} up")
+    commands.run(["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
     set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
-    commands.run(["ip", "link", "set", name, "up"])
 
 
 def delete(name: str) -> None:

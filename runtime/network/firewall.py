@@ -37,6 +37,7 @@ from runtime.network.errors import NetworkError
 HOST_STATE = Path("/run/refrt-net")
 BUILTIN_JUMPS = (("nat", "PREROUTING", "DNAT"), ("nat", "OUTPUT", "DNAT"), ("nat", "POSTROUTING", "POST"),
                  ("filter", "FORWARD", "FWD"), ("filter", "INPUT", "IN"))
+TOOLS = ("iptables", "iptables-legacy")
 CHAINS = (("nat", "DNAT"), ("nat", "POST"), ("filter", "FWD"), ("filter", "ISO"), ("filter", "IN"))
 
 
@@ -66,9 +67,21 @@ def _join(words: list[str]) -> str:
 
 @cache
 def tool() -> str:
-    """The iptables binary that works on this host: ``iptables`` (nf_tables on Debian 12) else the legacy one."""
-    for candidate in ("iptables", "iptables-legacy"):
+    """The iptables binary that works on this host: ``iptables`` (nf_tables on Debian 12) else the legacy one.
+
+    The answer is kept in ``/run/refrt-net`` (gone at reboot, as the kernel's choice can change only then): a
+    probe is an iptables run, too dear to repeat in every command."""
+    remembered = HOST_STATE / "iptables-tool"
+    try:
+        name = remembered.read_text().strip()
+    except OSError:
+        name = ""
+    if name in TOOLS:
+        return name
+    for candidate in TOOLS:
         if commands.succeeds([candidate, "-w", "-t", "nat", "-S", "POSTROUTING"]):
+            remembered.parent.mkdir(parents=True, exist_ok=True)
+            remembered.write_text(candidate)
             return candidate
     raise NetworkError("neither iptables nor iptables-legacy works here (need the nat table)")
 
@@ -105,8 +118,23 @@ def _comment_of(words: list[str]) -> str:
     return words[words.index("--comment") + 1] if "--comment" in words else ""
 
 
+def _jump_rules(tag: str) -> list[Rule]:
+    """The jumps from the built-in chains into this root's chains."""
+    local = ("-m", "addrtype", "--dst-type", "LOCAL")
+    return [Rule(t, builtin, local * (suffix == "DNAT") + ("-j", chain(tag, suffix)), tag_comment(tag),
+                 insert=(t == "filter")) for t, builtin, suffix in BUILTIN_JUMPS]
+
+
+def _iso_return(tag: str) -> Rule:
+    # replies of connections already accepted (a published port reached from another network) must not be
+    # dropped by the isolation rules of the network they come from
+    return Rule("filter", chain(tag, "ISO"), ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"),
+                tag_comment(tag), insert=True)
+
+
 def ensure_base(tag: str) -> None:
-    """Create this root's chains and the jumps into them (only what is missing); switch ``ip_forward`` on."""
+    """Create this root's chains and the jumps into them (only what is missing, found by dumping the tables);
+    switch ``ip_forward`` on. The careful path: :func:`apply_root` falls back to it."""
     script: dict[str, list[str]] = {"nat": [], "filter": []}
     comment = tag_comment(tag)
     for table in script:
@@ -116,18 +144,61 @@ def ensure_base(tag: str) -> None:
         for t, suffix in CHAINS:
             if t == table and chain(tag, suffix) not in chains:
                 script[table].append(f":{chain(tag, suffix)} - [0:0]")
-        for t, builtin, suffix in BUILTIN_JUMPS:
-            if t == table and (builtin, chain(tag, suffix)) not in jumps:
-                rule = Rule(t, builtin, ("-m", "addrtype", "--dst-type", "LOCAL") * (suffix == "DNAT")
-                            + ("-j", chain(tag, suffix)), comment, insert=(t == "filter"))
+        for rule in _jump_rules(tag):
+            if rule.table == table and (rule.chain, rule.args[-1]) not in jumps:
                 script[table].append(rule.line())
-        if table == "filter" and (chain(tag, "ISO"), "RETURN") not in jumps:
-            # replies of connections already accepted (a published port reached from another network) must
-            # not be dropped by the isolation rules of the network they come from
-            script[table].append(Rule("filter", chain(tag, "ISO"), ("-m", "conntrack", "--ctstate",
-                                      "RELATED,ESTABLISHED", "-j", "RETURN"), comment, insert=True).line())
     restore(script)
     enable_forwarding(tag)
+
+
+def apply_root(tag: str, rules: list[Rule], *, with_base: bool) -> None:
+    """Make this root's chains hold exactly ``rules`` (its networks' and published ports'), in one
+    ``iptables-restore``: declaring a chain creates it or empties it, so nothing is dumped or compared.
+
+    ``with_base``: the root has no bridge yet, so its chains and jumps are taken as absent and the jumps are
+    added too. Should that assumption be wrong or the restore fail for another reason, the careful path runs:
+    the tables are dumped, missing chains and jumps added, and the chains' content applied again. Rules marked
+    ``insert`` come first in their chain."""
+    script = _chains_script(tag, rules)
+    if with_base:
+        for rule in _jump_rules(tag):
+            script[rule.table].append(rule.line())
+    try:
+        restore(script)
+    except NetworkError:
+        ensure_base(tag)
+        restore(_chains_script(tag, rules))
+        return
+    if with_base:
+        enable_forwarding(tag)
+
+
+def _chains_script(tag: str, rules: list[Rule]) -> dict[str, list[str]]:
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
+    for t, suffix in CHAINS:
+        script[t].append(f":{chain(tag, suffix)} - [0:0]")
+    ordered = [_iso_return(tag), *rules]
+    for rule in [r for r in ordered if r.insert] + [r for r in ordered if not r.insert]:
+        script[rule.table].append(_join(["-A", rule.chain, *rule.spec()]))
+    return script
+
+
+def remove_root(tag: str) -> None:
+    """Remove this root's jumps and chains (with every rule in them) in one ``iptables-restore``; if that fails
+    (a jump missing or doubled after a crash), the careful :func:`remove_base`."""
+    script: dict[str, list[str]] = {"nat": [], "filter": []}
+    for rule in _jump_rules(tag):
+        script[rule.table].append(_join(["-D", rule.chain, *rule.spec()]))
+    for t, suffix in CHAINS:
+        script[t].append(f"-F {chain(tag, suffix)}")
+    for t, suffix in CHAINS:
+        script[t].append(f"-X {chain(tag, suffix)}")
+    try:
+        restore(script)
+    except NetworkError:
+        remove_base(tag)
+        return
+    disable_forwarding(tag)
 
 
 def remove_base(tag: str) -> None:
@@ -206,31 +277,6 @@ def port_rules(tag: str, container_id: str, bridge_name: str, host_ip: str, host
         Rule("filter", chain(tag, "FWD"), ("-d", f"{ip}/32", "-o", bridge_name, "-p", proto, "-m", proto,
                                            "--dport", str(container_port), "-j", "ACCEPT"), c, insert=True),
     ]
-
-
-def add_all(rules: list[Rule]) -> None:
-    """Install ``rules`` unless already there. Rules sharing a comment are one group (a network's, a
-    container's): a group found complete is kept, a partial one is replaced, all in one batch."""
-    script: dict[str, list[str]] = {"nat": [], "filter": []}
-    groups: dict[tuple[str, str], list[Rule]] = {}
-    for rule in rules:
-        groups.setdefault((rule.table, rule.comment), []).append(rule)
-    dumps = {table: dump(table) for table in {r.table for r in rules}}
-    for (table, comment), group in groups.items():
-        present = [w for w in dumps[table] if w[:1] == ["-A"] and _comment_of(w) == comment]
-        if len(present) == len(group):
-            continue
-        script[table] += [_join(["-D", *w[1:]]) for w in present]
-        script[table] += [r.line() for r in group]
-    restore(script)
-
-
-def restore_rules(rules: list[Rule]) -> None:
-    """Append/insert ``rules`` without looking for existing ones (they are known to be new)."""
-    script: dict[str, list[str]] = {"nat": [], "filter": []}
-    for rule in rules:
-        script[rule.table].append(rule.line())
-    restore(script)
 
 
 def published_host_ports() -> set[tuple[str, str, int]]:

@@ -16,7 +16,7 @@ import ipaddress
 import os
 from collections.abc import Iterable
 
-from runtime.network import commands
+from runtime.network import rtnl
 from runtime.network.errors import NetworkInUse, PoolExhausted
 from runtime.network.store import NetworkStore
 
@@ -35,20 +35,8 @@ def pool(config: dict[str, object]) -> tuple[IPv4Net, int]:
 
 
 def host_networks() -> list[IPv4Net]:
-    """Every IPv4 network the host already uses: its interface addresses' prefixes and its routes."""
-    found: list[IPv4Net] = []
-    for line in commands.run(["ip", "-4", "-o", "addr", "show"]).splitlines():
-        parts = line.split()
-        if "inet" in parts:
-            found.append(ipaddress.IPv4Network(parts[parts.index("inet") + 1], strict=False))
-    for line in commands.run(["ip", "-4", "route", "show", "table", "main"]).splitlines():
-        dest = line.split()[0] if line.split() else ""
-        if dest and dest != "default":
-            try:
-                found.append(ipaddress.IPv4Network(dest, strict=False))
-            except ValueError:
-                continue
-    return [n for n in found if not n.is_loopback]
+    """Every IPv4 network the host already uses: its interface addresses' prefixes and its routes (netlink)."""
+    return [n for n in rtnl.ipv4_networks() if not n.is_loopback]
 
 
 def overlapping(candidate: IPv4Net, used: Iterable[IPv4Net]) -> IPv4Net | None:

@@ -1,7 +1,7 @@
-"""Veth pairs: the host end joins the network's bridge, the peer moves into the container as ``ethN``.
+"""Veth pairs: the host end joins the network's bridge, the peer is the container's ``ethN``.
 
-The container's namespace is reached as ``/proc/<pid>/ns/net``; configuration inside it runs through ``nsenter``
-with ``ip -batch`` (one process for all steps). The host end is named from the container id so a leftover is
+The container's namespace is reached as ``/proc/<pid>/ns/net``; the peer is created inside it (one ``ip -batch``
+on the host) and configured there over netlink (``rtnl``). The host end is named from the container id so a leftover is
 recognisable; deleting it deletes the peer too, which is all ``detach`` needs.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runtime.network import commands
+from runtime.network import commands, rtnl
 
 
 def netns_path(pid: int) -> str:
@@ -27,40 +27,33 @@ def host_veth_name(container_id: str, index: int) -> str:
     return f"rv{container_id[:10]}{index}"
 
 
-def create_veth(host_name: str, peer_name: str, bridge: str, pid: int) -> None:
-    """Make the pair, plug the host end into ``bridge`` with hairpin on (a container reaching its own published
-    port through the host comes back out of the same port), and move the peer into the namespace of ``pid``.
-    One ``ip -batch`` process; a stale pair of the same name is replaced."""
+def create_veth(host_name: str, ifname: str, mac: str, bridge: str, pid: int) -> None:
+    """Make the pair with its peer born inside the namespace of ``pid`` as ``ifname`` with ``mac`` (no rename,
+    no move), plug the host end into ``bridge`` with hairpin on (a container reaching its own published port
+    through the host comes back out of the same port). One ``ip -batch`` process; a stale pair of the same name
+    is replaced."""
     if Path("/sys/class/net", host_name).exists():
         commands.succeeds(["ip", "link", "del", host_name])
     batch = [
-        f"link add {host_name} type veth peer name {peer_name}",
+        f"link add {host_name} type veth peer name {ifname} address {mac} netns {pid}",
         f"link set {host_name} master {bridge}",
         f"link set {host_name} type bridge_slave hairpin on",
         f"link set {host_name} up",
-        f"link set {peer_name} netns {pid}",
     ]
     commands.run(["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
 
 
-def move_into(peer_name: str, pid: int, ifname: str, ip: str, prefix: int, mac: str, gateway: str | None) -> None:
-    """Configure the peer inside the namespace of ``pid``: rename, address, bring it and ``lo`` up, route."""
-    batch = [
-        f"link set {peer_name} name {ifname}",
-        f"link set {ifname} address {mac}",
-        f"addr add {ip}/{prefix} dev {ifname}",
-        f"link set {ifname} up",
-        "link set lo up",
-    ]
-    if gateway:
-        batch.append(f"route replace default via {gateway} dev {ifname}")
-    commands.in_netns(netns_path(pid), ["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
+def configure_peer(pid: int, ifname: str, ip: str, prefix: int, gateway: str | None) -> None:
+    """Inside the namespace of ``pid``: address, ``ifname`` and ``lo`` up, default route via ``gateway``
+    (netlink from a thread in that namespace: no ``nsenter`` + ``ip`` processes)."""
+    rtnl.configure_in_netns(netns_path(pid), ifname, ip, prefix, gateway)
 
 
-def delete_host_end(host_name: str) -> None:
-    """Delete the pair through its host end (idempotent)."""
-    if Path("/sys/class/net", host_name).exists():
-        commands.succeeds(["ip", "link", "del", host_name])
+def delete_links(names: list[str]) -> None:
+    """Delete these host interfaces (veth host ends, bridges) that exist, in one ``ip -batch`` (idempotent)."""
+    batch = [f"link del {name}" for name in names if Path("/sys/class/net", name).exists()]
+    if batch:
+        commands.run(["ip", "-force", "-batch", "-"], input_text="\n".join(batch) + "\n", check=False)
 
 
 def remove_in_netns(pid: int, ifname: str) -> None:

@@ -189,14 +189,18 @@ def test_twenty_concurrent_attaches_get_distinct_addresses(sandbox: Sandbox, ctx
 
 def test_failed_bring_up_leaves_no_bridge_or_chains(sandbox: Sandbox, ctx: Ctx,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure after the default bridge was made (here: installing its rules) undoes the bridge too."""
+    """A failure after the default bridge was made (here: just after installing its chains and jumps) undoes
+    the bridge, the chains and the jumps too."""
     from runtime.network import firewall
     from runtime.network.errors import NetworkError
 
-    def broken(rules: object) -> None:
+    real = firewall.apply_root
+
+    def broken(tag: str, rules: list[firewall.Rule], *, with_base: bool) -> None:
+        real(tag, rules, with_base=with_base)
         raise NetworkError("iptables-restore: simulated failure")
 
-    monkeypatch.setattr(firewall, "add_all", broken)
+    monkeypatch.setattr(firewall, "apply_root", broken)
     c = sandbox.spawn("unlucky")
     with pytest.raises(NetworkError, match="simulated"):
         rn.attach(ctx, c.id, c.name, c.pid, NetworkRequest())

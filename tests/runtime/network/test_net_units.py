@@ -121,13 +121,30 @@ def test_rule_tags_keep_roots_apart() -> None:
     tags = [os.urandom(4).hex() for _ in range(2)]
     try:
         for tag in tags:
-            firewall.ensure_base(tag)
-            firewall.add_all(firewall.port_rules(tag, "c" * 64, "rf-none", "127.0.0.1", 1, "tcp", "10.9.9.9", 80))
+            firewall.apply_root(tag, firewall.port_rules(tag, "c" * 64, "rf-none", "127.0.0.1", 1, "tcp",
+                                                         "10.9.9.9", 80), with_base=True)
         assert ("tcp", "127.0.0.1", 1) in firewall.published_host_ports()
-        firewall.remove_base(tags[0])
+        firewall.remove_root(tags[0])
         assert firewall.leftovers(tags[0]) == []
         assert len(firewall.rules_tagged(firewall.tag_comment(tags[1], "ctr", "c" * 64))) == 2
     finally:
         for tag in tags:
             firewall.remove_base(tag)
     assert firewall.leftovers(tags[1]) == []
+
+
+def test_root_chains_are_rewritten_whole_and_removal_survives_doubled_jumps() -> None:
+    """apply_root replaces the chains' content (no dump); remove_root falls back to the careful path when its
+    one-shot script does not fit (here: jumps doubled, as after a crash between bring-up and tear-down)."""
+    tag = os.urandom(4).hex()
+    rules = firewall.port_rules(tag, "d" * 64, "rf-none", "127.0.0.1", 2, "tcp", "10.9.9.8", 80)
+    try:
+        firewall.apply_root(tag, rules, with_base=True)
+        firewall.apply_root(tag, rules, with_base=False)
+        assert len(firewall.rules_tagged(firewall.tag_comment(tag, "ctr", "d" * 64))) == 2
+        firewall.apply_root(tag, [], with_base=True)  # the jumps now twice
+        assert firewall.rules_tagged(firewall.tag_comment(tag, "ctr", "d" * 64)) == []
+        firewall.remove_root(tag)
+        assert firewall.leftovers(tag) == []
+    finally:
+        firewall.remove_base(tag)
