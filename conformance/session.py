@@ -223,6 +223,7 @@ class RunSession:
         self.any_failed = False
         self._target: Target | None = None
         self._drivers: dict[str, RuntimeDriver] = {}
+        self._versions: dict[str, str] = {}
         self._features: dict[str, Feature] | None = None
         self._facts: dict[str, str] = {}
         self._services: dict[str, Any] = {}
@@ -362,13 +363,15 @@ class RunSession:
         return made.stdout.strip()
 
     def runtime_versions(self) -> dict[str, str]:
-        versions = {}
+        """Each prepared runtime's version, asked once per run: every case record names it, and on a VM target
+        each question is a command over SSH."""
         for name, driver in self._drivers.items():
-            try:
-                versions[name] = driver.version()
-            except ConformanceError:
-                versions[name] = "unknown"
-        return versions
+            if name not in self._versions:
+                try:
+                    self._versions[name] = driver.version()
+                except ConformanceError:
+                    self._versions[name] = "unknown"
+        return {name: self._versions[name] for name in self._drivers}
 
     def close(self) -> None:
         """Release everything, in reverse order of creation. Never raises."""

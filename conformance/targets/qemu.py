@@ -167,7 +167,7 @@ class QemuTarget(DisposableVmTarget):
                 with progress_step("qemu", f"waiting for SSH on 127.0.0.1:{machine.port}"):
                     session = connect_ssh(machine, self.ssh_timeout)
                 if warmup is not None and warmup.check:
-                    with progress_step("qemu", "setting the guest clock; refrt answers"):
+                    with progress_step("qemu", "setting the guest clock; refrt's daemon is up"):
                         ready = session.run(f"{clock_fix_command()} && {warmup.check}", timeout=120)
                     if ready.exit_status != 0:
                         raise TargetError("the runtime warmed up in the snapshot does not answer in its clone: "

@@ -46,7 +46,7 @@ def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> N
     # The snapshot restored is the warm one: refrt answers in the clone at once, nothing is provisioned.
     for step in (r"checking the guest image", r"(making the )?warm golden snapshot \(refrt provisioned\)( ready)?",
                  r"restoring snapshot \((kvm|tcg)\)", r"waiting for SSH on 127\.0\.0\.1:\d+",
-                 r"setting the guest clock; refrt answers", r"refrt: provisioned in the warm snapshot"):
+                 r"setting the guest clock; refrt's daemon is up", r"refrt: provisioned in the warm snapshot"):
         assert re.search(rf"^qemu: {step} … (.+, )?\d+(\.\d)? s$", output, re.MULTILINE), output[:3000]
     assert re.search(r"^qemu: ready: VM qemu-\d+-[0-9a-f]+ at root@127\.0\.0\.1:\d+$", output, re.MULTILINE)
     document = json.loads((tmp_path / "results.json").read_text())
