@@ -30,10 +30,11 @@ PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Statu
 def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.cli.format import format_rows
     from runtime.container import lifecycle
+    from runtime.container.health import check_filter_values
     from runtime.container.inspect import ps_row
     from runtime.container.state import all_containers
 
-    _check_health_filters(args.filter)
+    check_filter_values(args.filter)
     selected = []
     for c in all_containers(ctx.paths):
         if not lifecycle.reconcile(ctx, c):
@@ -61,17 +62,6 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
     if text:
         print(text)
     return 0
-
-
-def _check_health_filters(filters: list[str]) -> None:
-    """docker's daemon refuses an unknown ``health`` value before it looks at any container."""
-    from runtime.container.health import FILTER_VALUES
-    from runtime.container.query import FilterValueError
-
-    for item in filters:
-        key, _, value = item.partition("=")
-        if key.lower() == "health" and value not in FILTER_VALUES:
-            raise FilterValueError(f"Unrecognised filter value for health: {value}")
 
 
 def _add_sizes(ctx: Context, containers: list[Container], rows: list[dict[str, Any]]) -> None:

@@ -194,6 +194,17 @@ def read(c: Container) -> dict[str, Any] | None:
     return data
 
 
+def check_filter_values(words: list[str]) -> None:
+    """dockerd refuses an unknown ``health`` filter value before it looks at any container (``ps`` and the
+    Engine API's container list both ask here)."""
+    from runtime.container.query import FilterValueError
+
+    for word in words:
+        key, _, value = word.partition("=")
+        if key.lower() == "health" and value not in FILTER_VALUES:
+            raise FilterValueError(f"Unrecognised filter value for health: {value}")
+
+
 def status(c: Container) -> str:
     """``starting``/``healthy``/``unhealthy``, or ``none`` (docker's word for the ``health`` filter)."""
     record = read(c)

@@ -295,7 +295,9 @@ def _committed_config(image: Image, container: Any, body: dict[str, Any], change
     if spec.entrypoint is not None:
         inner["Entrypoint"] = list(spec.entrypoint) or None
     env = {item.partition("=")[0]: item for item in inner.get("Env") or []}
-    for item in container.env:
+    from runtime.container.inspect import config_env
+
+    for item in config_env(container):  # without what --link added, as docker's Config.Env
         key = item.partition("=")[0]
         if key != "HOSTNAME":
             env[key] = item
@@ -310,12 +312,23 @@ def _committed_config(image: Image, container: Any, body: dict[str, Any], change
         if key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes",
                    "StopSignal") and value:
             inner[key] = value
-    changed = parse_changes(changes)
+    if spec.healthcheck is not None:  # the container's own over the image's (runtime.container.health)
+        from runtime.container.health import config_for
+
+        inner["Healthcheck"] = config_for(container)
+    checks = [c for c in changes if c.lstrip().upper().startswith("HEALTHCHECK")]
+    changed = parse_changes([c for c in changes if c not in checks])
     if "Env" in changed:
         for item in changed.pop("Env"):
             env[item.partition("=")[0]] = item
         inner["Env"] = list(env.values())
     inner.update(changed)
+    if checks:  # read as the CLI's commit reads them (runtime.cli.commit), merged over the container's
+        from runtime.cli.commit import apply_change
+        from runtime.cli.commit import parse_changes as parse_instructions
+
+        for instr in parse_instructions(checks):
+            apply_change(inner, instr)
     return inner
 
 

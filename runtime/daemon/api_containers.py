@@ -118,9 +118,14 @@ def filter_words(request: Request) -> list[str]:
 
 
 def _selected(daemon: Daemon, request: Request, *, everything: bool) -> list[Container]:
+    from runtime.container.health import check_filter_values
     from runtime.container.query import matches
 
     words = filter_words(request)
+    try:
+        check_filter_values(words)  # even with no container to match, as dockerd
+    except RefrtError as exc:
+        raise ApiError(400, str(exc)) from None
     chosen = []
     for c in all_containers(daemon.paths):
         if not lifecycle.reconcile(daemon.ctx, c):

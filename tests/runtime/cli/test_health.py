@@ -41,10 +41,8 @@ def cli(request: pytest.FixtureRequest, refrt: Refrt) -> Cli:
 
 @pytest.fixture(params=["refrt", DOCKER])
 def cli_no_api(request: pytest.FixtureRequest, refrt: Refrt) -> Cli:
-    """As ``cli`` without refrt's Engine API, for what its daemon does not do yet: ``commit`` with a HEALTHCHECK
-    change (runtime/daemon/api_build.py has its own change parser), health events on ``/events`` (its event bus
-    sees only what the daemon did, not the monitors' journal) and ``/containers/json`` refusing an unknown
-    ``health`` value when no container is there to match."""
+    """As ``cli`` without refrt's Engine API, for what its daemon does not do yet: health events on ``/events``
+    (its event bus sees only what the daemon did, not the monitors' journal of runtime.container.events)."""
     return _engine(request, refrt)
 
 
@@ -156,8 +154,7 @@ def test_start_period_keeps_failures_from_counting(cli: Cli) -> None:
         cli("rm", "-f", name)
 
 
-def test_image_healthcheck_flags_and_commit(cli_no_api: Cli, tmp_path: Path) -> None:
-    cli = cli_no_api
+def test_image_healthcheck_flags_and_commit(cli: Cli, tmp_path: Path) -> None:
     tag = f"hcimg-{unique('t').split('-')[1]}"
     (tmp_path / "Dockerfile").write_text('FROM busybox\nHEALTHCHECK --interval=1s --timeout=3s --retries=4 '
                                          'CMD ["sh", "-c", "echo image"]\n')
@@ -231,9 +228,8 @@ FLAG_ERRORS = [
 ]
 
 
-def test_flag_errors(cli_no_api: Cli) -> None:
+def test_flag_errors(cli: Cli) -> None:
     """docker's words; run exits 125 and creates nothing."""
-    cli = cli_no_api
     before = cli("ps", "-aq", check=True).stdout.split()
     for flags, words in FLAG_ERRORS:
         result = cli("run", "--rm", *flags, "busybox", "true")
