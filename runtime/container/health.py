@@ -186,11 +186,14 @@ def probe_argv(c: Container, config: dict[str, Any] | None) -> list[str] | None:
 
 # --------------------------------------------------------------------------------------------------- record
 def read(c: Container) -> dict[str, Any] | None:
-    """State.Health: ``{Status, FailingStreak, Log}``, or None when no checker ever ran for this container."""
+    """State.Health: ``{Status, FailingStreak, Log}``, or None when no checker ever ran for this container. A
+    container that is not running, or paused, is unhealthy (docker stops its checker then)."""
     try:
         data: dict[str, Any] = json.loads((c.directory / RECORD).read_text())
     except (OSError, ValueError):
         return None
+    if c.state.status != "running":
+        data["Status"] = "unhealthy"
     return data
 
 
@@ -251,6 +254,9 @@ class Checker:
 
         current = load(self.c.directory)
         if current.state.status != "running":  # paused (an exec would freeze with it) or going
+            if current.state.status == "paused" and self.record["Status"] != "unhealthy":
+                self.record["Status"] = "unhealthy"  # and it stays so after unpause until a probe says otherwise
+                _write(self.c.directory, self.record)
             return
         exec_id = secrets.token_hex(32)
         words = " ".join(self.argv)

@@ -120,6 +120,26 @@ def test_states_and_transitions(cli: Cli) -> None:
         cli("rm", "-f", name)
 
 
+def test_paused_is_unhealthy_until_a_probe_after_unpause(cli: Cli) -> None:
+    name = unique("hpause")
+    cli("run", "-d", "--name", name, "--health-cmd", "true", "--health-interval", "1s", "busybox", "sleep", "120",
+        check=True)
+    try:
+        wait_for(_state_is(cli, name, "healthy"), timeout=30, interval=0.2)
+        cli("pause", name, check=True)
+        paused = _health(cli, name)
+        assert paused["Status"] == "unhealthy" and paused["FailingStreak"] == 0, paused
+        assert _status(cli, name).endswith("(Paused)")
+        logged = len(paused["Log"])
+        time.sleep(2.5)
+        assert len(_health(cli, name)["Log"]) == logged  # no probe while paused
+        cli("unpause", name, check=True)
+        wait_for(_state_is(cli, name, "healthy"), timeout=30, interval=0.2)
+    finally:
+        cli("unpause", name)
+        cli("rm", "-f", name)
+
+
 def test_timeout_exit_codes_and_output(cli: Cli) -> None:
     slow, odd = unique("hslow"), unique("hodd")
     cli("run", "-d", "--name", slow, "--health-cmd", "sleep 30", "--health-interval", "1s", "--health-timeout",
