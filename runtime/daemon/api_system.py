@@ -4,7 +4,7 @@
 (:mod:`runtime.cli.system`), so the CLI and the daemon cannot disagree. ``/events`` streams what
 :class:`runtime.daemon.streams.EventBus` collects: container create, start, attach, die, destroy, stop, kill,
 pause, unpause, rename, resize, restart and exec_create/exec_start/exec_die, for actions done through this
-daemon.
+daemon, and the health checks' events from the containers' monitors (relayed from their journal).
 """
 
 from __future__ import annotations
@@ -22,6 +22,34 @@ def events(daemon: Daemon) -> EventBus:
     """The daemon's one event bus (made on first use)."""
     bus: EventBus = daemon.state.setdefault("events", EventBus())
     return bus
+
+
+def relay_monitor_events(daemon: Daemon, interval: float = 0.5) -> None:
+    """What only a container's monitor sees, from the journal it writes (runtime.container.events) to the bus:
+    ``health_status: ...`` and the health probes' ``exec_*`` events (those carry an execID; the CLI's own exec
+    events have none, and the daemon's are on the bus already). From the daemon's start on, at the time the
+    relay reads them (within ``interval``)."""
+    import os
+    import threading
+
+    from runtime.container import events as journal
+
+    root = daemon.paths.root
+    try:
+        offset = os.stat(root / journal.JOURNAL).st_size  # lines are appended whole: this is a line boundary
+    except OSError:
+        offset = 0
+    bus = events(daemon)
+
+    def relay() -> None:
+        for event in journal.follow(root, offset, lambda: not root.is_dir(), interval):  # until the root goes
+            action = str(event.get("Action") or "")
+            actor = event.get("Actor") or {}
+            attributes = actor.get("Attributes") or {}
+            if action.startswith("health_status") or (action.startswith("exec_") and "execID" in attributes):
+                bus.publish(str(event.get("Type") or "container"), action, str(actor.get("ID") or ""), attributes)
+
+    threading.Thread(target=relay, name="event-relay", daemon=True).start()
 
 
 def _when(value: str | None) -> float | None:
@@ -57,6 +85,8 @@ def normalized_filters(request: Request) -> dict[str, list[str]]:
 
 def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
     from runtime.cli import system
+
+    relay_monitor_events(daemon)
 
     def ping(request: Request) -> Response:
         return Response(b"OK", content_type="text/plain; charset=utf-8",

@@ -39,13 +39,6 @@ def cli(request: pytest.FixtureRequest, refrt: Refrt) -> Cli:
     return _engine(request, refrt)
 
 
-@pytest.fixture(params=["refrt", DOCKER])
-def cli_no_api(request: pytest.FixtureRequest, refrt: Refrt) -> Cli:
-    """As ``cli`` without refrt's Engine API, for what its daemon does not do yet: health events on ``/events``
-    (its event bus sees only what the daemon did, not the monitors' journal of runtime.container.events)."""
-    return _engine(request, refrt)
-
-
 def _engine(request: pytest.FixtureRequest, refrt: Refrt) -> Cli:
     if request.param == "refrt":
         return refrt
@@ -214,8 +207,7 @@ def test_image_healthcheck_flags_and_commit(cli: Cli, tmp_path: Path) -> None:
         cli("rmi", f"{tag}-c", f"{tag}-n", tag)
 
 
-def test_health_status_events(cli_no_api: Cli) -> None:
-    cli = cli_no_api
+def test_health_status_events(cli: Cli) -> None:
     name = unique("hevent")
     since = str(int(time.time()) - 1)
     cli("run", "-d", "--name", name, "--health-cmd", "true", "--health-interval", "1s", "busybox", "sleep", "120",
