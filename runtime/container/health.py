@@ -54,11 +54,17 @@ FILTER_VALUES = ("starting", "healthy", "unhealthy", "none")  # docker's ``ps --
 def go_duration(text: str, flag: str) -> int:
     """A Go duration flag value (``1s``, ``1m30s``, ``-2s``) in nanoseconds, with the Go flag errors docker's CLI
     prints; the unit grammar itself is the Dockerfile parser's (one reading of Go durations)."""
+    import re
+
     from runtime.build.parser import parse_duration
 
     body = text[1:] if text[:1] in "+-" else text
+    prefix = f'invalid argument "{text}" for "{flag}" flag: time:'
     if body.replace(".", "", 1).isdigit() and body.strip("0.") != "":
-        raise UsageError(f'invalid argument "{text}" for "{flag}" flag: time: missing unit in duration "{text}"')
+        raise UsageError(f'{prefix} missing unit in duration "{text}"')
+    for unit in re.findall(r"(?:\d+\.?\d*|\.\d+)([^\d.]+)", body):
+        if unit not in ("ns", "us", "µs", "ms", "s", "m", "h"):
+            raise UsageError(f'{prefix} unknown unit "{unit}" in duration "{text}"')
     try:
         value = parse_duration(body) if body else _invalid(text, flag)
     except ValueError:

@@ -249,3 +249,25 @@ def test_flag_errors(cli: Cli) -> None:
     assert cli("ps", "-aq", check=True).stdout.split() == before
     unknown = cli("ps", "--filter", "health=bogus")
     assert unknown.returncode == 1 and "Unrecognised filter value for health: bogus" in unknown.stderr
+
+
+def test_go_durations_and_merge() -> None:
+    """The flag values and the timeout message as Go writes them; docker's field-by-field merge over the image."""
+    from runtime.container import health
+    from runtime.errors import UsageError
+
+    assert health.go_duration("1m30s", "--health-interval") == 90 * 10**9
+    assert health.go_duration("1.5s", "--health-interval") == 1_500_000_000
+    assert health.go_duration("-2s", "--health-interval") == -2 * 10**9
+    for bad, words in (("1", 'missing unit in duration "1"'), ("x", 'invalid duration "x"'),
+                       ("5q", 'unknown unit "q" in duration "5q"')):
+        with pytest.raises(UsageError, match=words):
+            health.go_duration(bad, "--health-timeout")
+    texts = {500 * 10**6: "500ms", 30 * 10**9: "30s", 90 * 10**9: "1m30s", 3600 * 10**9: "1h0m0s",
+             1_500_000_000: "1.5s", 100_000: "100µs", 0: "0s"}
+    assert {ns: health.go_duration_text(ns) for ns in texts} == texts
+    image = {"Test": ["CMD", "true"], "Interval": 2, "Retries": 4}
+    assert health.merged(None, image) == image
+    assert health.merged({"Interval": 5}, image) == {"Test": ["CMD", "true"], "Interval": 5, "Retries": 4}
+    assert list(health.merged({"Retries": 1, "Test": ["NONE"]}, image) or {}) == ["Test", "Interval", "Retries"]
+    assert health.merged({"Test": ["CMD-SHELL", "x"]}, None) == {"Test": ["CMD-SHELL", "x"]}
