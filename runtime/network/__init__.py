@@ -147,7 +147,7 @@ def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
 
     A bridge that exists already is taken as complete: bridge and rules are made together under the host lock,
     and a failure half-way removes the bridge again (see ``_detach_locked``), so the common path - a container
-    joining a network in use - costs no iptables call. Otherwise: one ``ip -batch`` for the bridge, one
+    joining a network in use - costs no iptables call. Otherwise: the bridge over netlink, one
     ``iptables-restore`` for the root's chains (and their jumps, when this is the root's first bridge)."""
     if bridge.exists(rec.bridge):
         return rec
@@ -183,8 +183,8 @@ def _apply_firewall(store: NetworkStore, *, with_base: bool = False, leaving: tu
 
 
 def _tear_down(store: NetworkStore, rec: NetworkRecord, veths: tuple[str, ...] = ()) -> None:
-    """Remove the network's rules and bridge (and the ``veths`` host ends still on it, in the same ``ip``
-    run); the root's chains too once it has no bridge left - one ``iptables-restore`` either way."""
+    """Remove the network's rules and bridge (and the ``veths`` host ends still on it); the root's chains too
+    once it has no bridge left - one ``iptables-restore`` either way."""
     tag = root_tag(store.paths)
     with _host_locked():
         if bridge.exists(rec.bridge):
@@ -570,8 +570,8 @@ def attach(ctx: HasPaths, container_id: str, name: str, pid: int, request: Netwo
 def _detach_locked(store: NetworkStore, container_id: str) -> None:
     """Forget the container's endpoints and addresses, then change the kernel in as few runs as possible: the
     last container of the default network takes the bridge, its veth host ends and (for the root's last bridge)
-    the chains with it - one ``iptables-restore`` and one ``ip -batch``; otherwise one ``ip`` run for the veths
-    and, if it published ports, one ``iptables-restore``."""
+    the chains with it - one ``iptables-restore`` (links go over netlink); otherwise, if it published ports, one
+    ``iptables-restore``."""
     rec = store.container(container_id)
     net_ids = list(rec.networks) if rec else []
     for net in store.networks():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.network import commands
+from runtime.network import rtnl
 
 
 def exists(name: str) -> bool:
@@ -17,23 +17,9 @@ def exists(name: str) -> bool:
 
 
 def create(name: str, gateway: str, prefix: int) -> None:
-    """Create bridge ``name`` with ``gateway/prefix`` and bring it up (one ``ip -batch``; an existing bridge only
-    gets what it lacks)."""
-    if exists(name):
-        batch = []
-        if f" {gateway}/{prefix} " not in commands.run(["ip", "-4", "-o", "addr", "show", "dev", name]):
-            batch.append(f"addr add {gateway}/{prefix} dev {name}")
-    else:
-        batch = [f"link add name {name} type bridge", f"addr add {gateway}/{prefix} dev {name}"]
-    batch.append(f"link set {name} up")
-    commands.run(["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
+    """Create bridge ``name`` with ``gateway/prefix`` and bring it up (what exists already is kept)."""
+    rtnl.ensure_bridge(name, gateway, prefix)
     set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
-
-
-def delete(name: str) -> None:
-    """Remove bridge ``name`` (idempotent). Its veths' host ends go with their containers' namespaces."""
-    if exists(name):
-        commands.succeeds(["ip", "link", "del", name])
 
 
 def set_sysctl(key: str, value: str) -> str:

@@ -1,8 +1,8 @@
-"""Running the host tools networking needs (``ip``, ``iptables``, ``nsenter``) with errors that say what failed.
+"""Running the host tools networking needs (``iptables``) with errors that say what failed.
 
-refrt is standard library only, so it drives the kernel through the programs every minimal Debian has rather
-than netlink sockets (``rtnl`` makes the few requests where a process per step costs too much). Every call goes
-through :func:`run` so a failure always names the command and its stderr.
+refrt is standard library only: links, addresses and routes are netlink requests (``rtnl``), but packet
+filtering goes through the iptables programs every minimal Debian has. Every call goes through :func:`run` so a
+failure always names the command and its stderr.
 
 Why not ``subprocess.run(timeout=...)``: with a timeout, the wait for the child's exit after its pipes closed is
 a sleep-and-poll loop (0.5 ms doubling to 50 ms), which on a slow guest adds tens of milliseconds per command.
@@ -41,7 +41,7 @@ def run(argv: Sequence[str], *, input_text: str | None = None, check: bool = Tru
     try:
         code, out, err = _call(argv, input_text)
     except FileNotFoundError as exc:
-        raise NetworkError(f"{argv[0]} not found: install iproute2/iptables") from exc
+        raise NetworkError(f"{argv[0]} not found: install iptables") from exc
     if check and code != 0:
         detail = (err or out).strip().splitlines()
         raise NetworkError(f"{' '.join(argv)}: {detail[-1] if detail else f'exit {code}'}")

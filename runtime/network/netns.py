@@ -1,7 +1,7 @@
 """Veth pairs: the host end joins the network's bridge, the peer is the container's ``ethN``.
 
-The container's namespace is reached as ``/proc/<pid>/ns/net``; the peer is created inside it (one ``ip -batch``
-on the host) and configured there over netlink (``rtnl``). The host end is named from the container id so a leftover is
+The container's namespace is reached as ``/proc/<pid>/ns/net``; the peer is created inside it and configured
+there, all over netlink (``rtnl``). The host end is named from the container id so a leftover is
 recognisable; deleting it deletes the peer too, which is all ``detach`` needs.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runtime.network import commands, rtnl
+from runtime.network import rtnl
 
 
 def netns_path(pid: int) -> str:
@@ -30,17 +30,12 @@ def host_veth_name(container_id: str, index: int) -> str:
 def create_veth(host_name: str, ifname: str, mac: str, bridge: str, pid: int) -> None:
     """Make the pair with its peer born inside the namespace of ``pid`` as ``ifname`` with ``mac`` (no rename,
     no move), plug the host end into ``bridge`` with hairpin on (a container reaching its own published port
-    through the host comes back out of the same port). One ``ip -batch`` process; a stale pair of the same name
-    is replaced."""
-    if Path("/sys/class/net", host_name).exists():
-        commands.succeeds(["ip", "link", "del", host_name])
-    batch = [
-        f"link add {host_name} type veth peer name {ifname} address {mac} netns {pid}",
-        f"link set {host_name} master {bridge}",
-        f"link set {host_name} type bridge_slave hairpin on",
-        f"link set {host_name} up",
-    ]
-    commands.run(["ip", "-batch", "-"], input_text="\n".join(batch) + "\n")
+    through the host comes back out of the same port) and bring it up. Netlink and one sysfs write, no process;
+    a stale pair of the same name is replaced."""
+    rtnl.delete_links([host_name])
+    rtnl.add_veth(host_name, ifname, mac, pid, bridge)
+    Path("/sys/class/net", host_name, "brport", "hairpin_mode").write_text("1")
+    rtnl.set_up(host_name)
 
 
 def configure_peer(pid: int, ifname: str, ip: str, prefix: int, gateway: str | None) -> None:
@@ -50,15 +45,13 @@ def configure_peer(pid: int, ifname: str, ip: str, prefix: int, gateway: str | N
 
 
 def delete_links(names: list[str]) -> None:
-    """Delete these host interfaces (veth host ends, bridges) that exist, in one ``ip -batch`` (idempotent)."""
-    batch = [f"link del {name}" for name in names if Path("/sys/class/net", name).exists()]
-    if batch:
-        commands.run(["ip", "-force", "-batch", "-"], input_text="\n".join(batch) + "\n", check=False)
+    """Delete these host interfaces (veth host ends, bridges); idempotent."""
+    rtnl.delete_links([name for name in names if Path("/sys/class/net", name).exists()])
 
 
 def remove_in_netns(pid: int, ifname: str) -> None:
-    """Remove ``ifname`` inside the container (``network disconnect`` of a live container)."""
-    commands.succeeds(["nsenter", f"--net={netns_path(pid)}", "--", "ip", "link", "del", ifname])
+    """Remove ``ifname`` inside the container (``network disconnect`` of a live container); idempotent."""
+    rtnl.in_netns(netns_path(pid), lambda: rtnl.delete_links([ifname]), f"removing {ifname}")
 
 
 def net_dev_stats(pid: int) -> dict[str, dict[str, int]]:
