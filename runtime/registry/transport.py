@@ -57,8 +57,11 @@ MAX_ERROR_BODY = 4096
 DRAIN_LIMIT = 64 << 10
 #: Answers that are worth another try of an idempotent request.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: http.client's buffer for sending file bodies, and the buffered reader's size for bodies.
+#: http.client's buffer for sending file bodies.
 BLOCK = 1 << 20
+#: The buffered reader under an answer. Small on purpose: a read larger than it goes straight from the socket into
+#: the caller's buffer (a blob's 512 KiB chunks), where a read up to its size is copied through it first.
+RESPONSE_BUFFER = 64 << 10
 
 
 def _seconds(name: str, default: float) -> float:
@@ -199,7 +202,7 @@ class _PacedResponse(http.client.HTTPResponse):
         window = sock.gettimeout() or DEFAULT_TIMEOUT
         socket_file = self.fp.detach()
         assert isinstance(socket_file, io.RawIOBase)
-        self.fp = io.BufferedReader(_PacedReader(sock, window, socket_file), BLOCK)
+        self.fp = io.BufferedReader(_PacedReader(sock, window, socket_file), RESPONSE_BUFFER)
 
 
 class PacedHTTPConnection(http.client.HTTPConnection):

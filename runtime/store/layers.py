@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import errno
 import gzip
+import mmap
 import os
 import posixpath
 import stat
@@ -25,9 +26,19 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from runtime.store.errors import BadLayer, StoreError, UnsafeLayer
+from runtime.store.inflate import (
+    DIRECT_MIN,
+    STAGE,
+    DirectSink,
+    InflatingReader,
+    PlainSink,
+    direct_io_wanted,
+    start_direct,
+    write_all,
+)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -72,6 +83,8 @@ class _Unpacker:
         self.root_real = os.path.realpath(root)
         self.as_root = os.geteuid() == 0
         self.dir_times: list[tuple[str, int]] = []
+        self.direct_io = direct_io_wanted()
+        self.stage: mmap.mmap | None = None
 
     def inside(self, real: str) -> bool:
         return real == self.root_real or real.startswith(self.root_real + "/")
@@ -165,12 +178,28 @@ class _Unpacker:
         os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
     def regular(self, tf: tarfile.TarFile, m: tarfile.TarInfo, path: str) -> None:
-        src = tf.extractfile(m)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        try:
+            source = tf.fileobj
+            if isinstance(source, InflatingReader) and not m.sparse:
+                sink = self.sink(fd, m.size)
+                source.copy_to(sink, m.size)  # from zlib's output to the file (or its staging buffer)
+                sink.close()
+                return
+            src = tf.extractfile(m)
             if src is not None:
                 while chunk := src.read(COPY_CHUNK):
-                    out.write(chunk)
+                    write_all(fd, chunk)
+        finally:
+            os.close(fd)
+
+    def sink(self, fd: int, size: int) -> PlainSink | DirectSink:
+        """Big files are written around the page cache (see :class:`DirectSink`), small ones as they come."""
+        if size < DIRECT_MIN or not self.direct_io or not start_direct(fd):
+            return PlainSink(fd)
+        if self.stage is None:
+            self.stage = mmap.mmap(-1, STAGE, flags=mmap.MAP_PRIVATE)
+        return DirectSink(fd, self.stage)
 
     def symlink(self, rel: str, m: tarfile.TarInfo, path: str) -> None:
         target = m.linkname
@@ -278,11 +307,17 @@ class CheckedTarFile(tarfile.TarFile):
         raise error(f"{what} is truncated: it ends after {count} members without the end-of-archive blocks")
 
 
-def unpack_stream(fileobj: IO[bytes], dest: Path) -> None:
+def unpack_stream(fileobj: IO[bytes] | InflatingReader, dest: Path) -> None:
     """Unpack an *uncompressed* tar stream into the empty directory ``dest`` (raises :class:`UnsafeLayer`); an
     archive that is cut anywhere is a :class:`BadLayer`."""
     try:
-        with CheckedTarFile.open(fileobj=fileobj, mode="r|") as tf:
+        if isinstance(fileobj, InflatingReader):
+            # It seeks forward and copies member data itself: tarfile's seekable mode, not its stream mode (whose
+            # reads are gathered and sliced again in 10 KiB pieces).
+            tf = CheckedTarFile.open(fileobj=cast(IO[bytes], fileobj), mode="r:")
+        else:
+            tf = CheckedTarFile.open(fileobj=fileobj, mode="r|")
+        with tf:
             assert isinstance(tf, CheckedTarFile)
             _Unpacker(dest).unpack(tf)
             tf.check_complete("layer tar", strict=_END_BLOCKS_REQUIRED.get())

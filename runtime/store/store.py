@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, ClassVar, Protocol, cast
@@ -34,6 +37,7 @@ from runtime.paths import Paths
 from runtime.store.blobs import BlobStore, digest_hex
 from runtime.store.errors import (
     AmbiguousReference,
+    BadLayer,
     DigestMismatch,
     ImageInUse,
     ImageNotFound,
@@ -55,6 +59,7 @@ from runtime.store.images import (
     canonical_json,
     parse_config,
 )
+from runtime.store.inflate import InflatingReader, Receiver
 from runtime.store.layers import Layer, rmtree, unpack_stream, write_dir_as_layer
 from runtime.store.reference import Reference, parse_reference
 
@@ -69,6 +74,19 @@ GC_GRACE_SECONDS = 600.0
 added them but not yet committed the image that references them."""
 
 _HEX_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
+
+
+def _check_digest(expected: str | None, got: str) -> None:
+    if expected is not None and got != expected:
+        raise DigestMismatch(f"blob {expected}: digest mismatch: content hashes to {got}; nothing stored")
+
+
+def _drain(reader: InflatingReader) -> None:
+    """Inflate the rest after the tar's end (the diff_id covers it); a cut or corrupt gzip ends there too."""
+    try:
+        reader.drain()
+    except (EOFError, zlib.error) as exc:
+        raise BadLayer(f"layer data is corrupt or truncated: {exc}") from None
 
 
 def now_rfc3339() -> str:
@@ -234,11 +252,23 @@ class Store:
         self._write_atomic(self._layer_meta_path(diff_id), json.dumps(meta).encode())
         return Layer(diff_id=diff_id, digest=digest, size=size, path=target)
 
-    def add_layer_from_tar(self, fileobj: IO[bytes] | BinaryIO, *, compressed: bool | None = None) -> Layer:
+    def add_layer_from_tar(
+        self,
+        fileobj: IO[bytes] | BinaryIO,
+        *,
+        compressed: bool | None = None,
+        digest: str | None = None,
+        diff_id: str | None = None,
+    ) -> Layer:
         """Add a layer from a tar stream (gzip detected unless ``compressed`` says); verified, atomic.
 
         The stream is read once: it is hashed (diff_id, and the compressed digest), kept as a gzip blob (compressed
-        here when it came plain) and unpacked into a scratch directory that is renamed into ``layers/``.
+        here when it came plain) and unpacked into a scratch directory that is renamed into ``layers/``. A gzip
+        stream is received on one thread and unpacked on this one (:mod:`runtime.store.inflate`).
+
+        ``digest`` and ``diff_id``, when given, are what the compressed bytes and the tar must hash to: checked
+        before anything is stored. When a gzip stream does not unpack, it is still read to its end, so that bytes
+        other than the ones ``digest`` names are reported as that (a corrupted download) rather than as a bad tar.
         """
         head = fileobj.read(4)
         if head.startswith(ZSTD_MAGIC):
@@ -246,16 +276,20 @@ class Store:
         is_gzip = head.startswith(GZIP_MAGIC) if compressed is None else compressed
         with self._scratch_file() as (blob_path, blob_file), self._scratch_dir() as tree:
             if is_gzip:
-                packed = _HashingReader(fileobj, sink=blob_file, head=head)
-                # Buffered: gzip reads 8 KiB at a time; hashing and the blob file's writes get 1 MiB (the bytes a
-                # buffer holds past the gzip stream are hashed and written already; drain reads on after them).
-                buffered = io.BufferedReader(cast(io.RawIOBase, packed), CHUNK)
-                with gzip.GzipFile(fileobj=cast(IO[bytes], buffered), mode="rb") as gz:
-                    plain = _HashingReader(gz)
-                    unpack_stream(cast(IO[bytes], plain), tree)
-                    plain.drain()
-                packed.drain()
-                digest = packed.digest
+                receiver = Receiver(fileobj, str(blob_path), head)
+                inflating = InflatingReader(receiver.next)
+                plain: _HashingReader | InflatingReader = inflating
+                try:
+                    unpack_stream(inflating, tree)
+                    _drain(inflating)
+                except StoreError:
+                    receiver.close(drain=True)
+                    _check_digest(digest, receiver.digest)
+                    raise
+                except BaseException:
+                    receiver.close(drain=False)
+                    raise
+                got = receiver.digest
             else:
                 writer = _HashingWriter(blob_file)
                 gz_out = cast(IO[bytes], writer)
@@ -263,11 +297,14 @@ class Store:
                     plain = _HashingReader(fileobj, sink=cast(IO[bytes], gz), head=head)
                     unpack_stream(cast(IO[bytes], plain), tree)
                     plain.drain()
-                digest = "sha256:" + writer.hasher.hexdigest()
+                got = "sha256:" + writer.hasher.hexdigest()
+            _check_digest(digest, got)
+            if diff_id is not None and plain.digest != diff_id:
+                raise DigestMismatch(f"layer {got} unpacks to {plain.digest}, but the config says {diff_id}")
             blob_file.flush()
-            self._note_blob(digest)
-            self.blobs.adopt(blob_path, digest)
-            return self._record_layer(plain.digest, digest, plain.count, tree)
+            self._note_blob(got)
+            self.blobs.adopt(blob_path, got)
+            return self._record_layer(plain.digest, got, plain.count, tree)
 
     def add_layer_from_dir(self, upperdir: Path) -> Layer | None:
         """Turn an overlay upper dir (or any tree) into a layer; overlay whiteouts become OCI ones. None if empty."""
@@ -288,12 +325,12 @@ class Store:
             head = blob.read(4)
             if head.startswith(ZSTD_MAGIC):
                 raise UnsupportedLayer(f"layer {digest} is zstd-compressed, which is not supported")
+            plain: _HashingReader | InflatingReader
             if head.startswith(GZIP_MAGIC):
-                packed = _HashingReader(blob, head=head)
-                with gzip.GzipFile(fileobj=cast(IO[bytes], packed), mode="rb") as gz:
-                    plain = _HashingReader(gz)
-                    unpack_stream(cast(IO[bytes], plain), tree)
-                    plain.drain()
+                chunks = itertools.chain([head], iter(functools.partial(blob.read, CHUNK), b""))
+                plain = InflatingReader(functools.partial(next, chunks, None))
+                unpack_stream(plain, tree)
+                _drain(plain)
             else:
                 plain = _HashingReader(blob, head=head)
                 unpack_stream(cast(IO[bytes], plain), tree)
