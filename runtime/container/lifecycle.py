@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import random
+import select
 import shutil
 import signal
 import sys
@@ -262,21 +263,40 @@ def stop(ctx: Any, container: Container, timeout: float = 10, signum: int = sign
 
 
 def wait_until_stopped(ctx: Any, container: Container, timeout: float | None = None) -> bool:
-    """Poll until the monitor recorded the exit (True) or ``timeout`` passed (False)."""
+    """Wait until the monitor recorded the exit (True) or ``timeout`` passed (False).
+
+    The state is looked at again whenever the monitor exits (its pidfd becomes readable) and at least every
+    50 ms (a monitor that stays - a restart policy - only records the exit): no fixed sleep between the
+    monitor's last step and our answer."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.005
-    while True:
-        if not (container.directory / "state.json").exists():
-            return True  # removed meanwhile (--rm)
-        container.reload_state()
-        if container.state.status in ("created", "running", "paused") and container.state.monitor_pid:
-            reconcile(ctx, container)
-        if not container.state.running and not _monitor_alive(container.state):
-            return True
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    watched: tuple[int, int] | None = None  # (monitor pid, its pidfd)
+    try:
+        while True:
+            if not (container.directory / "state.json").exists():
+                return True  # removed meanwhile (--rm)
+            container.reload_state()
+            if container.state.status in ("created", "running", "paused") and container.state.monitor_pid:
+                reconcile(ctx, container)
+            if not container.state.running and not _monitor_alive(container.state):
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            pid = container.state.monitor_pid
+            if pid and (watched is None or watched[0] != pid):
+                if watched is not None:
+                    os.close(watched[1])
+                    watched = None
+                with contextlib.suppress(OSError):
+                    watched = (pid, os.pidfd_open(pid))
+            if watched is not None:
+                select.select([watched[1]], [], [], delay)
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    finally:
+        if watched is not None:
+            os.close(watched[1])
 
 
 def wait(ctx: Any, container: Container) -> int:
