@@ -380,6 +380,7 @@ def _apply_links(ctx: Context, spec: Any, links: list[str]) -> None:
             raise UsageError(f"Cannot link to /{other.name}: it has no address (links need the default bridge)")
         for host in dict.fromkeys((alias, other.name, other.short_id)):
             spec.network.extra_hosts.append(f"{host}:{ips[0]}")
+            spec.link_hosts.append(f"{host}:{ips[0]}")
         added += link_variables(alias.upper().replace("-", "_"), f"/{spec.name}/{alias}", ips[0],
                                 list(exposed_ports(other) or {}), config_env(other))
         spec.links.append(f"/{other.name}:/{spec.name}/{alias}")

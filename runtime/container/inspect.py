@@ -176,7 +176,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "BlkioWeight": res.blkio_weight,
             "VolumesFrom": spec.volumes_from or None,
             "Tmpfs": {m["target"]: "" for m in c.mounts if m["type"] == "tmpfs"} or None,
-            "ExtraHosts": spec.network.extra_hosts or None,
+            "ExtraHosts": [h for h in spec.network.extra_hosts if h not in spec.link_hosts] or None,
             "Links": spec.links or None,
             "Dns": spec.network.dns,
         },

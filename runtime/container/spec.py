@@ -51,6 +51,7 @@ class ContainerSpec:
     healthcheck: dict[str, Any] | None = None  # --health-*/--no-healthcheck, docker's HealthConfig (over the image's)
     links: list[str] = field(default_factory=list)  # --link as docker's HostConfig.Links (/NAME:/CHILD/ALIAS)
     link_env: list[str] = field(default_factory=list)  # what the links put in the environment (not in Config.Env)
+    link_hosts: list[str] = field(default_factory=list)  # what the links put in /etc/hosts (not in ExtraHosts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -79,8 +79,9 @@ def test_link_environment(cli: Cli, tmp_path: Path) -> None:  # noqa: F811 - the
             check=True)
         env = cli("inspect", "-f", "{{json .Config.Env}}", kept, check=True).stdout
         assert "DB_NAME=mine" in env and "DB_PORT" not in env and "DB_ENV_FOO" not in env
-        links = cli("inspect", "-f", "{{json .HostConfig.Links}}", kept, check=True).stdout.strip()
-        assert links == f'["/{server}:/{kept}/db"]'
+        links = cli("inspect", "-f", "{{json .HostConfig.Links}} {{json .HostConfig.ExtraHosts}}", kept,
+                    check=True).stdout.strip()
+        assert links == f'["/{server}:/{kept}/db"] null'
         seen = cli("exec", kept, "sh", "-c", "echo $DB_NAME $DB_PORT_80_TCP_ADDR $DB_ENV_SP", check=True).stdout
         assert seen.strip() == f"mine {ip} a b"
     finally:
