@@ -1,7 +1,7 @@
 """The ``qemu`` target: a disposable VM booted (or restored from the golden snapshot) for this run.
 
 ``qemu[:RELEASE][?memory=MB&cpus=N&cgroup=v2|v1|hybrid&accel=auto|kvm|tcg&snapshot=true|false&warm=refrt|none``
-``&boot_timeout=S&ssh_timeout=S&append=ARGS&destroy=always|passing|never]``
+``&agent=true|false&boot_timeout=S&ssh_timeout=S&append=ARGS&destroy=always|passing|never]``
 
 - ``RELEASE``: the guest's Debian release, ``bullseye`` (Linux 5.10), ``bookworm`` (6.1, the default) or
   ``trixie`` (6.12); each is its own image, built once from the host's apt mirror and cached by recipe.
@@ -15,7 +15,9 @@
   With ``warm=refrt`` (the default) the snapshot restored is a *warm* one, taken with refrt provisioned, its
   bytecode compiled, the busybox image loaded and its daemon listening (made once per runtime source hash from
   the plain golden snapshot), so the restored guest's runtime is usable at once.
-- ``run``/``put``/``host`` go through one SSH connection to ``127.0.0.1:<free port>`` (qemu's hostfwd).
+- ``run``/``put``/``host`` go through one SSH connection to ``127.0.0.1:<free port>`` (qemu's hostfwd); with
+  ``agent=true`` (the default) ``run`` sends each command to one long-lived process in the guest
+  (:mod:`conformance.targets.agent`) instead of opening a channel, a shell and, for refrt, an interpreter each.
 - ``down()``: disconnects and destroys the VM (process, overlay, serial log, port forward) according to
   ``destroy`` (also settable as ``destroy_policy`` or the constructor's ``destroy=``): ``always`` (default);
   ``never`` keeps it; ``passing`` destroys it unless :attr:`run_passed` was set False (a run session that keeps
@@ -112,6 +114,8 @@ class QemuTarget(DisposableVmTarget):
         self.warm = options.get("warm", "refrt")
         if self.warm not in ("refrt", "none"):
             raise TargetError(f"warm={self.warm!r}: expected refrt or none")
+        #: Commands through one long-lived process in the guest (conformance/targets/agent.py), not a channel each.
+        self.agent = _bool(options, "agent", True)
         self.boot_timeout = _float(options, "boot_timeout", 300)
         self.ssh_timeout = _float(options, "ssh_timeout", 120)
         self.machine: Machine | None = None
@@ -190,6 +194,7 @@ class QemuTarget(DisposableVmTarget):
             machine.destroy()
             self.machine = None
             raise
+        session.use_agent = self.agent
         self._adopt(session)
         progress(f"qemu: ready: VM {machine.vm_id} at root@127.0.0.1:{machine.port}")
 

@@ -31,6 +31,7 @@ from typing import Any
 import paramiko
 
 from conformance.errors import CommandTimeout, TargetError
+from conformance.targets.agent import AgentGone, CommandAgent
 from conformance.targets.base import CommandResult, Target, TargetSpec, register_target, seconds
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,11 @@ class SshSession:
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        #: Run commands through one long-lived process on the target (:mod:`conformance.targets.agent`) instead
+        #: of a channel each; needs python3 there, and falls back to channels when the agent cannot start.
+        self.use_agent = False
+        self._agent: CommandAgent | None = None
+        self._agent_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -134,6 +140,9 @@ class SshSession:
 
     def close(self) -> None:
         """Drop the connection (the next command reconnects)."""
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
         if self._sftp is not None:
             with contextlib.suppress(*_TRANSPORT_ERRORS):
                 self._sftp.close()
@@ -177,6 +186,11 @@ class SshSession:
 
     def run(self, command: str, *, timeout: float | None = None, stdin: str | bytes | None = None) -> CommandResult:
         """Run ``command`` through ``/bin/sh -c``; a non-zero exit status is a result, not an error."""
+        agent = self._command_agent() if self.use_agent else None
+        if agent is not None:
+            result = self._run_by_agent(agent, command, timeout, stdin)
+            if result is not None:
+                return result
         start = time.monotonic()
         try:
             channel = self._transport().open_session(timeout=30)
@@ -196,6 +210,55 @@ class SshSession:
             stderr=err.decode(errors="surrogateescape"),
             duration=time.monotonic() - start,
         )
+
+    def _command_agent(self) -> CommandAgent | None:
+        """The live command agent, started (again) on this connection when needed; None when it cannot run."""
+        with self._agent_lock:
+            if self._agent is not None and self._agent.alive:
+                return self._agent
+            if self._agent is not None:
+                self._agent.close()
+                self._agent = None
+            try:
+                self._agent = CommandAgent(self._transport(), self.address)
+            except _TRANSPORT_ERRORS as exc:
+                log.info("no command agent on %s (%s): a channel per command", self.address, exc)
+                self.use_agent = False
+                return None
+            return self._agent
+
+    def _run_by_agent(self, agent: CommandAgent, command: str, timeout: float | None,
+                      stdin: str | bytes | None) -> CommandResult | None:
+        """``run`` through the agent; None when the agent died before it started the command (the caller then
+        uses a channel, and the agent is given up if it never ran anything)."""
+        start = time.monotonic()
+        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+        pending = None
+        try:
+            ident, pending = agent.submit(command, data)
+            finished = agent.wait(ident, pending, None if timeout is None else start + timeout)
+        except AgentGone as exc:
+            if pending is None or not pending.pid:
+                if agent.completed == 0:
+                    log.info("command agent on %s did not work (%s): a channel per command", self.address, exc)
+                    self.use_agent = False
+                return None
+            raise TargetError(f"SSH connection to {self.address} dropped while running {command!r}",
+                              evidence=(bytes(pending.out) + bytes(pending.err)).decode(errors="replace")[-2000:]
+                              ) from exc
+        if not finished:
+            agent.forget(ident)
+            killed = self._kill_tree(pending.pid)
+            raise CommandTimeout(
+                f"timed out after {seconds(timeout or 0)} s on {self.address}; killed {killed}",
+                evidence=(bytes(pending.out) + bytes(pending.err)).decode(errors="replace")[-2000:],
+                killed=killed,
+            )
+        assert pending.exit is not None
+        return CommandResult(command=command, exit_status=pending.exit,
+                             stdout=bytes(pending.out).decode(errors="surrogateescape"),
+                             stderr=bytes(pending.err).decode(errors="surrogateescape"),
+                             duration=time.monotonic() - start)
 
     def _collect(
         self,
@@ -245,7 +308,7 @@ class SshSession:
                     )
                 if deadline is not None and time.monotonic() >= deadline:
                     # Stop reading here: whatever still holds the channel open is killed, not waited for.
-                    killed = self._kill_tree(out)
+                    killed = self._kill_tree(bytes(out).partition(b"\n")[0].strip().decode(errors="replace"))
                     raise CommandTimeout(
                         f"timed out after {seconds(timeout or 0)} s on {self.address}; killed {killed}",
                         evidence=(bytes(out).partition(b"\n")[2] + bytes(err)).decode(errors="replace")[-2000:],
@@ -257,25 +320,24 @@ class SshSession:
             self.close()
             raise TargetError(f"SSH connection to {self.address} failed while running {command!r}: {exc}") from exc
 
-    def _kill_tree(self, out: bytearray) -> str:
-        """Stop, then kill, a timed-out command's process group and tree (its pid is the first output line).
+    def _kill_tree(self, pid: str) -> str:
+        """Stop, then kill, a timed-out command's process group and tree (``pid`` leads the group).
 
         Returns what was killed, for the verdict's message.
         """
-        pid = bytes(out).partition(b"\n")[0].strip()
         if not pid.isdigit():
             return "nothing: the command had not started yet (its channel was closed)"
         script = (
             "tree() { echo $1; for c in $(pgrep -P $1); do tree $c; done; }; "
-            f"pids=$(tree {pid.decode()}); kill -STOP $pids 2>/dev/null; "
-            f"kill -KILL -{pid.decode()} 2>/dev/null; kill -KILL $pids 2>/dev/null; true"  # dash: no "--"
+            f"pids=$(tree {pid}); kill -STOP $pids 2>/dev/null; "
+            f"kill -KILL -{pid} 2>/dev/null; kill -KILL $pids 2>/dev/null; true"  # dash: no "--"
         )
         try:
             self.run(script, timeout=30)
         except TargetError as exc:
-            log.warning("could not kill timed-out command %s on %s: %s", pid.decode(), self.address, exc)
-            return f"nothing: killing process group {pid.decode()} failed ({exc})"
-        return f"process group {pid.decode()}"
+            log.warning("could not kill timed-out command %s on %s: %s", pid, self.address, exc)
+            return f"nothing: killing process group {pid} failed ({exc})"
+        return f"process group {pid}"
 
     # --- files --------------------------------------------------------------------------------------------
 

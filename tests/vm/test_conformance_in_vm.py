@@ -1,17 +1,26 @@
-"""The product's promise end to end: ``conformance run --target qemu`` boots a disposable VM (a clone of the
-golden snapshot), provisions refrt into it over SSH, runs isolation and cgroup-limit cases under the guest's
-pure cgroup v2, pushes to and pulls from the harness's registry (bound to the host's loopback, reached through the
-run's SSH connection), reports the guest's kernel, and destroys the VM: no qemu process and no run directory
-remain."""
+"""The product's promise end to end: ``conformance run suites/ --target qemu`` runs every suite in disposable VMs
+(clones of the warm golden snapshot, two at once with ``-n 2``), under the guest's pure cgroup v2, with the
+registry suite pushing to and pulling from the harness's registry (bound to the host's loopback, reached through
+each run's SSH connection), reports the guest's kernel, and destroys the VMs: no qemu process, overlay, run
+directory or port forward remains.
+
+The same session runs ``--target local`` first: every case that passes locally must pass in the guest, except a
+case the guest skips for a cgroup-layout feature (this host is hybrid, the guest pure v2). Both wall times and
+their ratio are printed (issue #15's goal is 2x, 1.5x ideal; under TCG emulation it is not reached, and the test
+does not pretend it is: it reports the figure).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,42 +29,79 @@ RUN_DIR = Path("/run/conformance-vm")
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-# A small cut of the suites: each refrt call in a TCG guest costs seconds, the full suites take ~8 minutes.
-CASES = ("pid-1 or capability-bounding-set or network-none or proc-files-masked or memory-oom-kill or pids-limit "
-         "or cpu-quota or push-pull-round-trip")
+#: Guests in parallel (one per pytest-xdist worker): on this 2-core host two TCG guests finish the suites sooner
+#: than one, since much of a case is waiting (sleeps, timeouts, the guest's own scheduling).
+WORKERS = 2
+PASSING = ("passed", "flaky")
+#: A case the guest may skip although it passes here: it names a cgroup layout the guest does not have.
+LAYOUT_SKIP = re.compile(r"^missing feature cgroup\.(v1|v2)\b")
 
 
-def _machines_of(harness_pid: int) -> list[str]:
-    """qemu processes and run directories of the VMs a harness process made (named ``qemu-<pid>-<hex>``)."""
-    name = f"qemu-{harness_pid}-"
-    found = subprocess.run(["pgrep", "-f", "--", f"-name {name}"], capture_output=True, text=True)
-    dirs = [p.name for p in RUN_DIR.iterdir() if p.name.startswith(name)] if RUN_DIR.exists() else []
-    return found.stdout.split() + dirs
+def _left_of(vm_id: str) -> list[str]:
+    """What is left of one VM: its qemu process (``-name <vm id>``) and its run directory (overlay, serial log,
+    QMP socket)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"-name {vm_id}"], capture_output=True, text=True)
+    return found.stdout.split() + ([str(RUN_DIR / vm_id)] if (RUN_DIR / vm_id).exists() else [])
 
 
-def test_suites_run_in_a_disposable_qemu_vm_under_cgroup_v2(tmp_path: Path) -> None:
+def _run(target: str, report_dir: Path, extra: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conformance", "run", "suites/isolation.yaml", "suites/limits.yaml",
-         "suites/registry.yaml", "--target", "qemu", "-k", CASES, "--report-dir", str(tmp_path)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = proc.communicate(timeout=1500)[0]
-    assert proc.returncode == 0, output[-5000:]
-    # The run was never silent while the VM came up: each step as it happened, with its duration, although the
-    # target came up inside a case whose output pytest captured.
-    # The snapshot restored is the warm one: refrt answers in the clone at once, nothing is provisioned.
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "conformance", "run", "suites/", "--target", target,
+                           "--report-dir", str(report_dir), *extra],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=3600)
+    return proc, time.monotonic() - started
+
+
+def _statuses(report_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    document = json.loads((report_dir / "results.json").read_text())
+    return document, {f"{c['suite']}::{c['case']}": c for c in document["cases"]}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_every_suite_passes_in_qemu_vms_as_locally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    local, local_wall = _run("local", tmp_path / "local", [])
+    assert local.returncode == 0, local.stdout[-5000:]
+    proc, vm_wall = _run("qemu", tmp_path / "qemu", ["-n", str(WORKERS)])
+    output = proc.stdout
+    ratio = vm_wall / local_wall
+    with capsys.disabled():
+        print(f"\nconformance run suites/: --target local {local_wall:.0f} s, --target qemu -n {WORKERS} "
+              f"{vm_wall:.0f} s, ratio {ratio:.1f}x (issue #15 goal: <= 2x)", flush=True)
+    assert proc.returncode == 0, output[-6000:]
+
+    # The run was never silent while each VM came up: each step as it happened, with its duration, although the
+    # target came up inside a case whose output pytest captured. The snapshot restored is the warm one: refrt's
+    # daemon is up in the clone at once, nothing is provisioned.
     for step in (r"checking the guest image", r"(making the )?warm golden snapshot \(refrt provisioned\)( ready)?",
                  r"restoring snapshot \((kvm|tcg)\)", r"waiting for SSH on 127\.0\.0\.1:\d+",
-                 r"setting the guest clock; refrt's daemon is up", r"refrt: provisioned in the warm snapshot"):
+                 r"setting the guest clock; refrt's daemon is up"):
         assert re.search(rf"^qemu: {step} … (.+, )?\d+(\.\d)? s$", output, re.MULTILINE), output[:3000]
-    assert re.search(r"^qemu: ready: VM qemu-\d+-[0-9a-f]+ at root@127\.0\.0\.1:\d+$", output, re.MULTILINE)
-    document = json.loads((tmp_path / "results.json").read_text())
+    ready = re.findall(r"^qemu: ready: VM (qemu-\d+-[0-9a-f]+) at root@127\.0\.0\.1:(\d+)$", output, re.MULTILINE)
+    assert len(ready) == WORKERS, f"expected {WORKERS} guests, one per worker:\n{output[:3000]}"
+
+    document, in_vm = _statuses(tmp_path / "qemu")
     assert document["target"]["backend"] == "qemu"
     assert document["target"]["cgroup"] == "v2"
     assert document["target"]["kernel"] != os.uname().release
-    names = {case["case"]: case["status"] for case in document["cases"]}
-    assert names == dict.fromkeys(("pid-1", "capability-bounding-set", "network-none", "proc-files-masked",
-                                   "memory-oom-kill", "pids-limit", "cpu-quota", "push-pull-round-trip"), "passed")
-    masked = next(c for c in document["cases"] if c["case"] == "proc-files-masked")
+    _, here = _statuses(tmp_path / "local")
+    assert set(in_vm) == set(here)
+    lost = {name: f"{case['status']}: {case['message'] or case['reason']}"[:300]
+            for name, case in in_vm.items()
+            if here[name]["status"] in PASSING and case["status"] not in PASSING
+            and not (case["status"] == "skipped" and LAYOUT_SKIP.match(case["reason"]))}
+    assert not lost, f"cases that pass locally but not in the guest: {json.dumps(lost, indent=1)}"
+    # The registry suite ran in the guests (not skipped for a missing service).
+    assert all(in_vm[f"registry::{c}"]["status"] in PASSING for c in ("push-pull-round-trip", "pull-by-digest"))
+    masked = in_vm["isolation::proc-files-masked"]
     assert "/proc/kcore 0" in masked["steps"][0]["stdout"]  # the guest's kernel has kcore; this host's has not
-    assert _machines_of(proc.pid) == [], "the run's VM (process, overlay, serial log, socket) outlived it"
+
+    # Nothing left: no qemu process or run directory of the run's VMs, no port forward still listening.
+    assert [left for name, _ in ready for left in _left_of(name)] == [], "the run's VMs outlived it"
+    assert not [port for _, port in ready if _port_open(int(port))], "a VM's port forward still listens"
