@@ -1,13 +1,19 @@
 """The ``vagrant`` target: a disposable VM brought up by ``vagrant up`` (libvirt provider) from the project's
 ``Vagrantfile``, with the box built locally from the harness's own guest image.
 
-``vagrant[?memory=MB&cpus=N&driver=qemu|kvm&boot_timeout=S&destroy=always|passing|never]``
+``vagrant[:RELEASE][?release=RELEASE&memory=MB&cpus=N&driver=qemu|kvm&boot_timeout=S``
+``&destroy=always|passing|never]``
 
-``up()`` builds the image and adds the box when missing (as ``conformance vm box`` does), runs ``vagrant up`` in
-a dotfile directory of its own, reads ``vagrant ssh-config`` and opens the one SSH connection everything then
-uses. ``down()`` follows the same ``destroy`` policy as the qemu target. The VM lives on libvirt's management
-network (192.168.121.0/24 by default): the harness's own tests run libvirtd, vagrant and this target inside a
-network namespace they create.
+- ``RELEASE``: the guest's Debian release, spelled as for the qemu target: ``bullseye`` (Linux 5.10, refrt on
+  the image's borrowed Python 3.11), ``bookworm`` (6.1, the default) or ``trixie`` (6.12). Each release boots its
+  own box, ``conformance-RELEASE-KEY``, packed from that release's cached guest image (the one ``qemu:RELEASE``
+  boots) and replaced when the image's recipe changes.
+
+``up()`` builds the image and adds the box when missing (as ``conformance vm box RELEASE`` does), runs
+``vagrant up`` through the project's ``Vagrantfile`` in a dotfile directory of its own, reads
+``vagrant ssh-config`` and opens the one SSH connection everything then uses. ``down()`` follows the same
+``destroy`` policy as the qemu target. The VM lives on libvirt's management network (192.168.121.0/24 by
+default): the harness's own tests run libvirtd, vagrant and this target inside a network namespace they create.
 """
 
 from __future__ import annotations

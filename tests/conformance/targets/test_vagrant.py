@@ -1,5 +1,8 @@
 """The vagrant target, end to end: libvirtd, vagrant and the harness all run inside a network namespace this
-test creates, so the VM's traffic (libvirt's 192.168.121.0/24 management network) never touches the host's."""
+test creates, so the VM's traffic (libvirt's 192.168.121.0/24 management network) never touches the host's.
+
+One run over two releases (bullseye, Linux 5.10, and trixie, 6.12) also covers the default release's path: the
+same box building, Vagrantfile, ``vagrant up``/``destroy`` and SSH, with another box name."""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import pytest
 
 from conformance.targets import TargetSpec
 from conformance.targets.vagrant import VagrantTarget
-from vm.vagrant import parse_ssh_config
+from vm.image import recipe_for
+from vm.paths import run_root
+from vm.vagrant import base_volume_prefix, box_name, parse_ssh_config, vagrant_home
 
 REPO = Path(__file__).parents[3]
 
@@ -48,20 +53,26 @@ def _in_ns(ns: str, *argv: str, timeout: float = 120, check: bool = True) -> sub
                           check=check)
 
 
-def _kill_pidfile(path: Path) -> None:
+def _kill_pidfile(path: Path) -> int | None:
+    """Stop the daemon whose pid ``path`` holds (SIGTERM, then SIGKILL after 10 s); its pid."""
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
-        return
+        return None
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return pid
     for _ in range(100):
         if not os.path.exists(f"/proc/{pid}"):
-            return
+            return pid
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}"):
+            break
+        time.sleep(0.1)
+    return pid
 
 
 @pytest.fixture
@@ -92,38 +103,95 @@ def libvirt_netns(tmp_path: Path) -> Iterator[str]:
                 if _in_ns(ns, "virsh", "-c", "qemu:///system", f"{kind}-info", name, check=False).returncode != 0]
         yield ns
     finally:
-        for kind, name in made:
-            for action in ("destroy", "undefine"):
+        # Stopped in any case (the network's dnsmasq runs in this namespace); undefined when this test made them.
+        for kind, name in (("net", "vagrant-libvirt"), ("pool", "default")):
+            actions = ("destroy", "undefine") if (kind, name) in made else ("destroy",)
+            for action in actions:
                 _in_ns(ns, "virsh", "-c", "qemu:///system", f"{kind}-{action}", name, check=False)
-        _kill_pidfile(pids / "libvirtd.pid")
-        _kill_pidfile(pids / "virtlogd.pid")
+        daemons = [_kill_pidfile(pids / "libvirtd.pid"), _kill_pidfile(pids / "virtlogd.pid")]
+        left = _processes_in(ns, also_daemons=True)
         subprocess.run(["ip", "netns", "del", ns], check=False)
+    # The daemons this test started are gone, nothing else ran on in the namespace, and the namespace is gone.
+    assert not [pid for pid in daemons if pid is not None and os.path.exists(f"/proc/{pid}")]
+    assert left == []
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+
+
+def _virsh(ns: str, *args: str) -> list[str]:
+    return _in_ns(ns, "virsh", "-c", "qemu:///system", *args).stdout.split()
+
+
+def _volumes(ns: str) -> set[str]:
+    """The volumes of libvirt's ``default`` pool (the one vagrant-libvirt uses), none when it is not defined."""
+    if _in_ns(ns, "virsh", "-c", "qemu:///system", "pool-info", "default", check=False).returncode != 0:
+        return set()
+    table = _in_ns(ns, "virsh", "-c", "qemu:///system", "vol-list", "default").stdout.splitlines()[2:]
+    return {line.split()[0] for line in table if line.strip()}
+
+
+def _processes_in(ns: str, also_daemons: bool = False) -> list[str]:
+    """The processes of the namespace ``ns`` (qemu would be one), as ``pid command``: all of them, or all but
+    libvirt's own (its daemons and its network's dnsmasq)."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if also_daemons or comm not in ("libvirtd", "virtlogd", "dnsmasq"):
+            found.append(f"{pid} {comm}")
+    return found
+
+
+#: The host suite and a limits case (refrt, on bullseye through the image's borrowed Python 3.11) keep the run to
+#: ~3 minutes on an idle 2-core machine under TCG.
+CASES = "host or pids-limit"
 
 
 @pytest.mark.vm
 @pytest.mark.slow
-def test_vagrant_up_run_destroy_inside_a_private_netns(libvirt_netns: str) -> None:
-    script = (
-        "import json\n"
-        "from conformance.targets import get_target\n"
-        "t = get_target('vagrant')\n"
-        "t.up()\n"
-        "status = t.status()\n"
-        "out = {'status': status, 'hostname': t.run('hostname').stdout, 'facts': t.facts()}\n"
-        "t.down()\n"
-        "print(json.dumps(out))\n"
-    )
-    proc = _in_ns(libvirt_netns, sys.executable, "-c", script, timeout=1200, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["hostname"] == "conformance-vm\n"
-    assert result["facts"]["cgroup"] == "v2"
-    assert result["status"]["ssh"].split("@")[1].startswith("192.168.121.")
-    # vagrant up said each step with its duration as it happened (stderr: the default progress writer).
-    for step in (r"checking the guest image", r"checking the box", r"vagrant up \(qemu\)",
-                 r"waiting for SSH on [\d.]+:\d+"):
-        assert re.search(rf"^vagrant: {step} … (.+, )?\d+(\.\d)? s$", proc.stderr, re.MULTILINE), proc.stderr[-3000:]
-    assert re.search(r"^vagrant: ready: VM ", proc.stderr, re.MULTILINE)
-    domains = _in_ns(libvirt_netns, "virsh", "-c", "qemu:///system", "list", "--all", "--name").stdout.split()
-    assert not [d for d in domains if d.startswith(result["status"]["vm_id"])]
-    assert not Path(result["status"]["serial_log"]).parent.exists()
+def test_one_run_over_vagrant_bullseye_and_trixie_inside_a_private_netns(libvirt_netns: str, tmp_path: Path) -> None:
+    """``--target vagrant:bullseye --target vagrant:trixie``: each release's box (built locally from its cached
+    image) booted through the project's Vagrantfile; one report names Linux 5.10 and 6.12; nothing is left."""
+    ns = libvirt_netns
+    pool = vagrant_home() / "pool"  # the default pool's directory (made by vagrant-libvirt when it defines it)
+    volumes_before = _volumes(ns) | (set(os.listdir(pool)) if pool.is_dir() else set())
+    report = tmp_path / "report"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "conformance", "run", "suites/host.yaml",
+                           "suites/limits.yaml", "-k", CASES, "--target", "vagrant:bullseye", "--target",
+                           "vagrant:trixie", "--report-dir", str(report)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    document = json.loads((report / "results.json").read_text())
+    targets = {t["name"]: t for t in document["targets"]}
+    assert targets["vagrant:bullseye"]["kernel"].startswith("5.10.")
+    assert targets["vagrant:trixie"]["kernel"].startswith("6.12.")
+    per_target: dict[str, dict[str, str]] = {}
+    for case in document["cases"]:
+        per_target.setdefault(case["target"]["name"], {})[case["case"]] = case["status"]
+    assert set(per_target) == set(targets)
+    for name, cases in per_target.items():
+        # refrt runs on both (bullseye's python3 is 3.9: refrt runs on the image's borrowed 3.11).
+        assert cases["pids-limit"] == cases["ns-pid"] == "passed", (name, cases)
+        assert (cases["cgroup-v2-layout"], cases["cgroup-v1-layout"]) == ("passed", "skipped"), (name, cases)
+    matrix = (report / "matrix.md").read_text()
+    assert "refrt@vagrant:bullseye (Linux 5.10." in matrix and "refrt@vagrant:trixie (Linux 6.12." in matrix
+    # Each VM came up through vagrant on libvirt's network inside the namespace, saying each step as it went.
+    for release in ("bullseye", "trixie"):
+        assert f"vagrant: checking the guest image … {release}, " in proc.stderr, proc.stderr[-3000:]
+    for step in (r"checking the box", r"vagrant up \(qemu\)", r"waiting for SSH on [\d.]+:\d+"):
+        found = re.findall(rf"^vagrant: {step} … (.+, )?\d+(\.\d)? s$", proc.stderr, re.MULTILINE)
+        assert len(found) == 2, (step, proc.stderr[-3000:])
+    vms = re.findall(r"^vagrant: ready: VM (vagrant-\S+) at root@192\.168\.121\.\d+:22$", proc.stderr,
+                     re.MULTILINE)
+    assert len(vms) == 2, proc.stderr[-3000:]
+    # Nothing left: no domain, no qemu (nor any other process) in the namespace, no run directory, no volume
+    # but the boxes' base volumes (vagrant-libvirt's upload of each box, kept like the box itself).
+    assert _virsh(ns, "list", "--all", "--name") == []
+    assert _processes_in(ns) == []
+    assert not [vm for vm in vms if (run_root() / vm).exists()]
+    boxes = [box_name(release, recipe_for(release).key()) for release in ("bullseye", "trixie")]
+    left = (_volumes(ns) | set(os.listdir(pool))) - volumes_before
+    assert not [v for v in left if not any(v.startswith(base_volume_prefix(box)) for box in boxes)], left
