@@ -18,81 +18,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import RefrtError, UsageError
+from runtime.errors import RefrtError
 
 if TYPE_CHECKING:
-    from runtime.build.parser import Instruction
     from runtime.cli import Context
 
-class CommitError(RefrtError):
-    """A commit docker's daemon would refuse (its CLI exits 1)."""
 
-    exit_code = 1
-
-
-# what docker's ``commit --change`` accepts
-CHANGES = frozenset({"CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER", "VOLUME", "WORKDIR",
-                     "STOPSIGNAL", "HEALTHCHECK"})
 _LEFT_OUT = ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv", "dev", "proc", "sys")
 
 
-def _unquote(text: str) -> str:
-    from runtime.build.expand import Lexer
-
-    words = Lexer(skip_unset=True).words(text, {})
-    return " ".join(words)
-
-
-def apply_change(config: dict[str, Any], instr: Instruction) -> None:
-    """One ``-c`` instruction applied to an image config's ``config`` section."""
-    kw = instr.keyword
-    if kw not in CHANGES:
-        raise CommitError(f"{kw.lower()} is not a valid change command")
-    if kw in ("CMD", "ENTRYPOINT"):
-        key = "Cmd" if kw == "CMD" else "Entrypoint"
-        config[key] = list(instr.args) if instr.json else ["/bin/sh", "-c", *instr.args]
-    elif kw == "ENV":
-        env = [e for e in config.get("Env") or [] if e.partition("=")[0] not in {k for k, _ in instr.pairs}]
-        config["Env"] = env + [f"{k}={_unquote(v)}" for k, v in instr.pairs]
-    elif kw == "LABEL":
-        config["Labels"] = {**(config.get("Labels") or {}), **{_unquote(k): _unquote(v) for k, v in instr.pairs}}
-    elif kw == "EXPOSE":
-        ports = dict(config.get("ExposedPorts") or {})
-        for port in instr.args:
-            ports[port if "/" in port else f"{port}/tcp"] = {}
-        config["ExposedPorts"] = ports
-    elif kw == "VOLUME":
-        config["Volumes"] = {**(config.get("Volumes") or {}), **{path: {} for path in instr.args}}
-    elif kw == "ONBUILD":
-        config["OnBuild"] = [*(config.get("OnBuild") or []), instr.args[0]]
-    elif kw == "STOPSIGNAL":
-        config["StopSignal"] = instr.args[0]
-    elif kw == "HEALTHCHECK":  # over the container's own, field by field, as docker merges a commit's changes
-        from runtime.build.builder import healthcheck_config
-        from runtime.container.health import merged
-
-        config["Healthcheck"] = merged(healthcheck_config(instr), config.get("Healthcheck"))
-    else:
-        config["User" if kw == "USER" else "WorkingDir"] = instr.args[0]
-
-
-def parse_changes(changes: list[str]) -> list[Instruction]:
-    from runtime.build.errors import DockerfileError
-    from runtime.build.parser import check_instruction, parse_instructions
-
-    out = []
-    for change in changes:
-        try:
-            instructions, _, _ = parse_instructions(change)
-            for instr in instructions:
-                check_instruction(instr)
-        except DockerfileError as exc:
-            raise UsageError(f"--change {change!r}: {exc}") from None
-        out += instructions
-    return out
-
-
 def cmd_commit(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.build.changes import apply_change, parse_changes
     from runtime.container import lifecycle
     from runtime.container.state import find
     from runtime.store.overlay import check_depth

@@ -1,6 +1,7 @@
 """Container commands with docker's syntax: run, create, start, exec, stop, kill, rm, wait, pause, unpause,
 restart, rename, container prune; the command table of ``ps``, ``logs``, ``inspect``, ``top``, ``stats``
-(:mod:`runtime.cli.listing`) and the run flags (:mod:`runtime.cli.runspec`) registered with them.
+(:mod:`runtime.cli.listing`) and the run flags (:mod:`runtime.container.createflags`, shared with the daemon)
+registered with them.
 
 The work is done by ``runtime.container``. Exit codes follow docker: 125 when refrt fails, 126/127 when the
 command cannot be invoked / found, otherwise the container's own code.
@@ -14,35 +15,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from runtime.cli import runflags
-from runtime.cli.listing import (
-    PS_DEFAULT,
-    PS_HEADERS,
-    _inspect_image,
-    cmd_inspect,
-    cmd_logs,
-    cmd_ps,
-    cmd_stats,
-    cmd_top,
-)
-from runtime.cli.runspec import (
-    _add_create_flags,
-    _apply_links,
-    _apply_volumes_from,
-    _check_image_depth,
-    parse_cpus,
-    parse_labels,
-    parse_size,
-    read_env_file,
-    spec_from_args,
-)
+from runtime.cli.listing import cmd_inspect, cmd_logs, cmd_ps, cmd_stats, cmd_top
+from runtime.container.createflags import add_create_flags
+from runtime.container.createspec import apply_volumes_from, read_env_file, spec_from_args
+from runtime.container.links import apply_links
 from runtime.container.query import matches
 from runtime.container.signals import parse_signal
 from runtime.errors import NotFoundError, RefrtError, UsageError
-
-# names other modules import from here (the daemon, tests)
-__all__ = ["PS_DEFAULT", "PS_HEADERS", "_add_create_flags", "_apply_volumes_from", "_inspect_image",
-           "parse_cpus", "parse_labels", "parse_signal", "parse_size",
-           "read_env_file", "register", "spec_from_args"]
 
 if TYPE_CHECKING:  # the container machinery is imported by the handlers, so ``--help`` stays fast
     from runtime.cli import Context
@@ -54,10 +33,10 @@ def _create(ctx: Context, args: argparse.Namespace) -> Container:
 
     runflags.check_platform(args.platform)
     runflags.claim_cidfile(args.cidfile)
-    _check_image_depth(ctx, args.image)
+    runflags.check_image_depth(ctx, args.image)
     spec = spec_from_args(args)
-    _apply_links(ctx, spec, args.link)
-    _apply_volumes_from(ctx, spec)
+    apply_links(ctx, spec, args.link)
+    apply_volumes_from(ctx, spec)
     container = lifecycle.create(ctx, spec)
     runflags.write_cidfile(args.cidfile, container.id)
     _event(ctx, container, "create")
@@ -322,11 +301,11 @@ def _define_commands(add: Any, container_group: bool = False) -> None:
     p.add_argument("--detach-keys", default="", help="override the key sequence for detaching a container")
     p.add_argument("--sig-proxy", action="store_true", default=True,
                    help="proxy received signals to the process (without -t; default true)")
-    _add_create_flags(p)
+    add_create_flags(p)
 
     p = add("create", cmd_create, "create a container", add_help=False)
     p.add_argument("--help", action="help")
-    _add_create_flags(p)
+    add_create_flags(p)
 
     p = add("start", cmd_start, "start created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true")

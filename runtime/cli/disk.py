@@ -1,19 +1,20 @@
 """``system df`` and ``system prune``, as docker's: what the images, containers, volumes and build cache take,
 and one command that prunes them all.
 
-Sizes count each inode once (busybox's applets are hard links of one file), as the daemon's ``ps --size``
-does; an image's layers shared with another image count once in the total. ``prune`` runs the prune of each
-kind refrt has (containers, networks, dangling or all images, and with ``--volumes`` anonymous volumes).
+Sizes count each inode once (busybox's applets are hard links of one file; :func:`runtime.sizes.tree_size`), as
+the daemon's ``ps --size`` does; an image's layers shared with another image count once in the total.
+``prune`` runs the prune of each kind refrt has (containers, networks, dangling or all images, and with
+``--volumes`` anonymous volumes).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from runtime.humanize import human_size
+from runtime.sizes import tree_size
 
 if TYPE_CHECKING:
     from runtime.cli import Context
@@ -21,22 +22,6 @@ if TYPE_CHECKING:
 DF_DEFAULT = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
 DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
               "Reclaimable": "RECLAIMABLE"}
-
-
-def tree_size(path: str) -> int:
-    """Bytes of the files under ``path``, each inode once."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for top, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(top, name))
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                total += info.st_size
-    return total
 
 
 def _row(kind: str, total: int, active: int, size: int, reclaimable: int, percent: bool) -> dict[str, str]:

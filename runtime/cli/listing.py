@@ -66,8 +66,8 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
 
 def _add_sizes(ctx: Context, containers: list[Container], rows: list[dict[str, Any]]) -> None:
     """docker's ``ps -s`` column: the writable layer's size, and the image's beside it (``virtual``)."""
-    from runtime.cli.disk import tree_size
     from runtime.humanize import human_size
+    from runtime.sizes import tree_size
     from runtime.store.store import Store
 
     store = Store(ctx.paths)
@@ -152,7 +152,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
 
 def _inspect_image(ctx: Context, ref: str) -> dict[str, Any] | None:
     try:
-        from runtime.cli.images import inspect_image
+        from runtime.imageview import inspect_image
         from runtime.store.store import Store
     except ImportError:
         return None

@@ -1,80 +1,17 @@
-"""``refrt info`` and ``refrt version``: what this host and this refrt offer, in docker's layout."""
+"""``refrt info`` and ``refrt version``: what this host and this refrt offer, in docker's layout (the data, shared
+with the Engine API's ``/info`` and ``/version``, is :mod:`runtime.sysinfo`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 from typing import TYPE_CHECKING, Any
 
-import runtime
 from runtime.errors import UsageError
+from runtime.sysinfo import info_data, version_data
 
 if TYPE_CHECKING:
     from runtime.cli import Context
-
-API_VERSION = "1.41"
-
-
-def _image_count(ctx: Context) -> int:
-    try:
-        from runtime.store.store import Store
-
-        return len(Store(ctx.paths).images())
-    except Exception:
-        return 0
-
-
-def info_data(ctx: Context) -> dict[str, Any]:
-    from runtime.cgroups import driver_for_host
-    from runtime.container import lifecycle
-    from runtime.container.state import all_containers
-
-    containers = all_containers(ctx.paths)
-    for c in containers:
-        lifecycle.reconcile(ctx, c)
-    running = sum(1 for c in containers if c.state.running)
-    driver = driver_for_host()
-    uname = os.uname()
-    return {
-        "ID": "",
-        "Containers": len(containers),
-        "ContainersRunning": running,
-        "ContainersPaused": 0,
-        "ContainersStopped": len(containers) - running,
-        "Images": _image_count(ctx),
-        "Driver": "overlay2",
-        "DriverStatus": [["Backing Filesystem", "overlay"], ["Supports d_type", "true"]],
-        "CgroupDriver": driver.name,
-        "CgroupVersion": str(driver.version),
-        "KernelVersion": uname.release,
-        "OperatingSystem": _os_name(),
-        "OSType": "linux",
-        "Architecture": uname.machine,
-        "NCPU": os.cpu_count() or 1,
-        "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "Name": uname.nodename,
-        "DockerRootDir": str(ctx.paths.root),
-        "ExecRoot": str(ctx.paths.state),
-        "ServerVersion": runtime.__version__,
-        "SecurityOptions": ["name=seccomp,profile=default"],  # no_new_privs only on request, as docker's default
-        "Runtimes": {"refrt": {"path": sys.executable}},
-        "DefaultRuntime": "refrt",
-    }
-
-
-def _os_name() -> str:
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return platform.system()
-
 
 def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
     from runtime.cli.format import render
@@ -106,18 +43,6 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
  Name: {data['Name']}
  Docker Root Dir: {data['DockerRootDir']}""")
     return 0
-
-
-def version_data() -> dict[str, Any]:
-    component = {
-        "Version": runtime.__version__,
-        "ApiVersion": API_VERSION,
-        "GoVersion": f"python{platform.python_version()}",
-        "Os": "linux",
-        "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
-        "KernelVersion": os.uname().release,
-    }
-    return {"Client": dict(component), "Server": dict(component)}
 
 
 def cmd_version(args: argparse.Namespace, ctx: Context) -> int:

@@ -323,9 +323,9 @@ def _committed_config(image: Image, container: Any, body: dict[str, Any], change
             env[item.partition("=")[0]] = item
         inner["Env"] = list(env.values())
     inner.update(changed)
-    if checks:  # read as the CLI's commit reads them (runtime.cli.commit), merged over the container's
-        from runtime.cli.commit import apply_change
-        from runtime.cli.commit import parse_changes as parse_instructions
+    if checks:  # read as the CLI's commit reads them (runtime.build.changes), merged over the container's
+        from runtime.build.changes import apply_change
+        from runtime.build.changes import parse_changes as parse_instructions
 
         for instr in parse_instructions(checks):
             apply_change(inner, instr)

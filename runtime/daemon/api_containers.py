@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from runtime.cli.disk import tree_size
 from runtime.container import lifecycle, logs
 from runtime.container import restart as restart_policy
 from runtime.container.state import Container, all_containers, find
@@ -32,6 +31,7 @@ from runtime.daemon.api_system import events, normalized_filters
 from runtime.daemon.http import ApiError, Handler, Request, Response
 from runtime.daemon.streams import STDERR, STDOUT, STREAM_IDS, Client, frame, peer_closed
 from runtime.errors import ConflictError, NotFoundError, RefrtError
+from runtime.sizes import tree_size
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 

@@ -21,12 +21,12 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from runtime.cli.images import history_rows, inspect_image, parse_time
 from runtime.daemon import Daemon
 from runtime.daemon.api_system import events, normalized_filters
 from runtime.daemon.http import ApiError, Request, Response
 from runtime.daemon.progress import BodyReader, ChunkWriter, Emit, LineSink, produce
 from runtime.errors import NotFoundError
+from runtime.imageview import history_rows, inspect_image, parse_time
 from runtime.store import Image, Store
 from runtime.store.errors import ImageNotFound, InvalidReference
 from runtime.store.reference import Reference, parse_reference

@@ -1,7 +1,7 @@
 """The system part of the Engine API: ``/_ping``, ``/version``, ``/info``, ``/events``.
 
 ``/version`` and ``/info`` answer with the very data ``refrt version`` and ``refrt info`` print
-(:mod:`runtime.cli.system`), so the CLI and the daemon cannot disagree. ``/events`` streams what
+(:mod:`runtime.sysinfo`), so the CLI and the daemon cannot disagree. ``/events`` streams what
 :class:`runtime.daemon.streams.EventBus` collects: container create, start, attach, die, destroy, stop, kill,
 pause, unpause, rename, resize, restart and exec_create/exec_start/exec_die, for actions done through this
 daemon, and the health checks' events from the containers' monitors (relayed from their journal).
@@ -84,7 +84,7 @@ def normalized_filters(request: Request) -> dict[str, list[str]]:
 
 
 def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
-    from runtime.cli import system
+    from runtime import sysinfo
 
     relay_monitor_events(daemon)
 
@@ -94,7 +94,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
                                  "Builder-Version": "1"})
 
     def version(request: Request) -> Response:
-        data: dict[str, Any] = dict(system.version_data()["Server"])
+        data: dict[str, Any] = dict(sysinfo.version_data()["Server"])
         data["MinAPIVersion"] = MIN_API_VERSION
         data["ApiVersion"] = API_VERSION
         data["Components"] = [{"Name": "Engine", "Version": data["Version"],
@@ -106,7 +106,7 @@ def routes(daemon: Daemon) -> list[tuple[str, str, Handler]]:
         return Response(data)
 
     def info(request: Request) -> Response:
-        data = system.info_data(daemon.ctx)
+        data = sysinfo.info_data(daemon.ctx)
         data.setdefault("Plugins", {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]})
         data.setdefault("RegistryConfig", {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},
                                            "Mirrors": []})

@@ -1,8 +1,9 @@
 """docker's ``POST /containers/create`` body as a :class:`runtime.container.ContainerSpec`.
 
 The body is the docker client's parsed flags (``Config`` at the top, ``HostConfig``, ``NetworkingConfig``). The
-scalar flags go through the refrt CLI's own :func:`runtime.cli.containers.spec_from_args` (one place for the
-defaults and the checks dockerd makes too: minimum memory, swap without memory, blkio range, userns); the
+scalar flags fill the namespace of the create flags' own parser (:mod:`runtime.container.createflags`, which the
+CLI's ``run``/``create`` use too) and go through :func:`runtime.container.createspec.spec_from_args` (one place
+for the defaults and the checks dockerd makes too: minimum memory, swap without memory, blkio range, userns); the
 structured parts (argv lists, labels, mounts, ports) are set from the body, with ``-v``/``--tmpfs`` strings
 parsed by :mod:`runtime.volumes.parse`.
 """
@@ -118,20 +119,20 @@ def _restart_flag(policy: dict[str, Any]) -> str:
 
 
 def _defaults() -> argparse.Namespace:
-    """Every ``create`` flag at its default, from the CLI's own parser (so a flag added there is never missing
-    here)."""
-    from runtime.cli.containers import _add_create_flags
+    """Every ``create`` flag at its default, from the parser the CLI uses too (so a flag added there is never
+    missing here)."""
+    from runtime.container.createflags import add_create_flags
 
     parser = argparse.ArgumentParser(add_help=False)
-    _add_create_flags(parser)
+    add_create_flags(parser)
     return parser.parse_args(["image"])
 
 
 def spec_from_body(ctx: Any, body: dict[str, Any], name: str) -> Any:
     """The ContainerSpec that ``docker create`` with these flags asks for (nothing is created yet)."""
-    from runtime.cli.containers import _apply_volumes_from, spec_from_args
-    from runtime.cli.runspec import _apply_links
     from runtime.container import health
+    from runtime.container.createspec import apply_volumes_from, spec_from_args
+    from runtime.container.links import apply_links
     from runtime.volumes.parse import parse_tmpfs_flag, parse_volume_flag
 
     if not isinstance(body, dict):
@@ -189,6 +190,6 @@ def spec_from_body(ctx: Any, body: dict[str, Any], name: str) -> Any:
                if t not in taken]
     spec.mounts = mounts
     spec.healthcheck = health.check(body.get("Healthcheck"))  # the client parsed --health-*; dockerd's checks
-    _apply_volumes_from(ctx, spec)
-    _apply_links(ctx, spec, _list(host.get("Links"), "Links"))
+    apply_volumes_from(ctx, spec)
+    apply_links(ctx, spec, _list(host.get("Links"), "Links"))
     return spec

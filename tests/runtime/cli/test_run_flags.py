@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime.cli import build_parser
-from runtime.cli.runflags import REFUSED
+from runtime.container.createflags import REFUSED
 from tests.runtime.container.conftest import Refrt, unique
 
 

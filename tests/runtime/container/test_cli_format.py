@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from runtime.cli.containers import parse_signal, parse_size
 from runtime.cli.format import TemplateError, format_rows, go_string, render
+from runtime.container.createspec import parse_size
+from runtime.container.signals import parse_signal
 from runtime.errors import UsageError
 from tests.runtime.container.conftest import Refrt
 
