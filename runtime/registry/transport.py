@@ -164,6 +164,7 @@ class _PacedReader(io.RawIOBase):
         self._window = window
         self._start = time.monotonic()
         self._bytes = 0
+        self._timeout = -1.0  # the socket's timeout as this reader last set it
 
     def readable(self) -> bool:
         return True
@@ -185,7 +186,12 @@ class _PacedReader(io.RawIOBase):
                     raise StalledError(f"{got} in {self._window:g} s (timeout)")
                 self._start, self._bytes = now, 0
                 continue
-            self._sock.settimeout(self._window - elapsed)
+            # A recv waits at most until the window ends (give or take a twentieth of it): the timeout is set again
+            # only when it would overshoot by more than that, not before every recv (a syscall each time).
+            remaining = self._window - elapsed
+            if not remaining - self._window / 20 <= self._timeout <= remaining + self._window / 20:
+                self._sock.settimeout(remaining)
+                self._timeout = remaining
             try:
                 n = self._sock.recv_into(buffer)
             except TimeoutError:

@@ -10,6 +10,18 @@ Layout under ``paths.store`` (an OCI image layout, so ``skopeo copy oci:<store>:
 
 Writers of ``index.json`` hold the ``store`` lock. Layers are unpacked *outside* the lock into ``tmp/`` and
 renamed into place: two processes unpacking the same layer both succeed, the loser discards its copy.
+
+Durability - no fsync, by decision (docker's policy too: it fsyncs none of a layer's files). What the store
+promises is consistency: every blob, layer tree and metadata file is written under ``tmp/``, checked, and renamed
+into place only when whole, and ``index.json`` - the one file that makes an image visible - is replaced last. A
+process killed at any point (SIGKILL, OOM, Ctrl-C) therefore never leaves a half-written object visible, and the
+journal of ``all_or_nothing`` takes back what a failed command added. What is not promised is surviving an OS
+crash or power loss within the few seconds before the kernel writes the data out: a pull, load or build that ended
+just before one may have to be repeated (``rmi``, then again). Why not fsync: per file it would cost seconds for a
+Debian image's ten thousand files; one ``syncfs`` per command would flush every other writer's dirty data on the
+file system with ours (on a shared machine, unbounded). Bulk data - a pulled blob, and unpacked files of 1 MiB or
+more - is written with O_DIRECT (:mod:`runtime.store.inflate`), so it has reached the device, if not its volatile
+cache, before its rename.
 """
 
 from __future__ import annotations
