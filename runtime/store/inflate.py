@@ -19,6 +19,7 @@ come), and at most ``BUFFERS`` chunks wait between the threads.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import mmap
@@ -77,7 +78,12 @@ def write_aligned(fd: int, view: memoryview, direct: bool) -> bool:
     part with O_DIRECT, an unaligned tail after switching it off. Returns whether ``fd`` is still direct."""
     if direct:
         cut = len(view) - len(view) % ALIGN
-        written = os.write(fd, view[:cut]) if cut else 0
+        try:
+            written = os.write(fd, view[:cut]) if cut else 0
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: the device wants a coarser alignment; the page cache it is
+                raise
+            written = 0
         if written == len(view):
             return True
         end_direct(fd)  # the tail, or the rest of a short write, goes through the page cache

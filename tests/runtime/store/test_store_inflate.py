@@ -4,6 +4,8 @@ was, and says what went wrong."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gzip
 import hashlib
 import io
@@ -19,7 +21,17 @@ import pytest
 
 from runtime.store import Store
 from runtime.store.errors import BadLayer, DigestMismatch
-from runtime.store.inflate import DIRECT_ENV, DIRECT_MIN, OUT_MAX, STAGE, InflatingReader, Receiver
+from runtime.store.inflate import (
+    ALIGN,
+    DIRECT_ENV,
+    DIRECT_MIN,
+    OUT_MAX,
+    STAGE,
+    InflatingReader,
+    Receiver,
+    start_direct,
+    write_aligned,
+)
 
 Listing = Callable[[Path], list[tuple[str, int]]]
 
@@ -184,3 +196,28 @@ def test_a_gzip_bomb_inflates_in_bounded_pieces(tmp_path: Path) -> None:
     assert receiver.digest == _sha(packed) and sink.read_bytes() == packed
     with pytest.raises(OSError, match="cannot seek back"):
         reader.seek(0)
+
+
+def test_a_device_that_refuses_the_alignment_gets_buffered_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device with a coarser block size than 4 KiB refuses the direct write (EINVAL): the data still lands."""
+    real_write = os.write
+    refused = []
+
+    def picky_write(fd: int, data: Any) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    target = tmp_path / "f"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert start_direct(fd)
+        monkeypatch.setattr(os, "write", picky_write)
+        data = os.urandom(3 * ALIGN + 5)
+        assert write_aligned(fd, memoryview(data), True) is False
+    finally:
+        os.close(fd)
+    assert refused == [3 * ALIGN] and target.read_bytes() == data
