@@ -130,14 +130,20 @@ def _host_path(host: str) -> str:
     return host
 
 
-def _connect(path: str) -> _socket.socket | None:
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+def connected(sock: _socket.socket, path: str) -> bool:
+    """Connect ``sock`` to the unix socket ``path``; False, with ``sock`` closed, when nothing listens there. The
+    client finds its daemon with it, a CLI worker its container's monitor (:mod:`runtime.container.attach`)."""
     try:
         sock.connect(path)
-        return sock
+        return True
     except OSError:
         sock.close()
-        return None
+        return False
+
+
+def _connect(path: str) -> _socket.socket | None:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    return sock if connected(sock, path) else None
 
 
 def _connect_root(state: str) -> _socket.socket | None:

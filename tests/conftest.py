@@ -12,6 +12,7 @@ import importlib.util
 collect_ignore_glob = ["*/data/*", "data/*"]
 
 pytest_plugins = [
-    name for name in ("tests.fixtures.registry", "tests.fixtures.refrt", "tests.fixtures.targets")
+    name for name in ("tests.fixtures.daemon_roots", "tests.fixtures.registry", "tests.fixtures.refrt",
+                      "tests.fixtures.targets")
     if importlib.util.find_spec(name) is not None
 ]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.client import connected
 from runtime.errors import UsageError
 
 SOCKET_NAME = "attach.sock"
@@ -112,11 +113,7 @@ def connect(directory: Path) -> socket.socket | None:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(path)
-        return sock
-    except OSError:
-        sock.close()
-        return None
+        return sock if connected(sock, path) else None
     finally:
         os.close(dirfd)
 

@@ -8,32 +8,24 @@ iptables. The docker driver starts a dockerd of the run's own (``conformance/dri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.peer_runs import NOTHING_LEFT, run_suites, settled_leftovers
 
 from .conftest import host_state
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-REPO = Path(__file__).parents[3]
 ONCE_FALSE = {"layering::image-unchanged", "layering::shared-lower-layers", "networking::internal-network"}
 
 
 def test_docker_passes_layering_and_networking(tmp_path: Path) -> None:
     if shutil.which("dockerd") is None:
         pytest.skip("docker not installed (scripts/apt/peers.txt)")
-    run = subprocess.run(
-        [sys.executable, "-m", "conformance", "run", str(REPO / "suites" / "layering.yaml"),
-         str(REPO / "suites" / "networking.yaml"), "--runtime", "docker", "--report-dir", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
-    document = json.loads((tmp_path / "results.json").read_text())
+    run, document = run_suites(tmp_path, "docker", "layering", "networking")
     statuses = {f"{c['suite']}::{c['case']}": c["status"] for c in document["cases"]}
     not_passed = {f"{c['suite']}::{c['case']}": (c["status"], c["message"]) for c in document["cases"]
                   if c["status"] != "passed"}
@@ -46,17 +38,4 @@ def test_docker_passes_layering_and_networking(tmp_path: Path) -> None:
     steps = {s["label"]: s for s in internal["steps"]}
     assert "outside" in next(s["stdout"] for label, s in steps.items() if "ordinary network reaches" in label)
     assert "outside" not in next(s["stdout"] for label, s in steps.items() if "cannot reach the outside" in label)
-    run_id = document["run_id"]
-    tag = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    assert _settled_state(run_id, tag) == {"mounts": [], "links": [], "processes": [], "rules": [], "dirs": []}
-
-
-def _settled_state(run_id: str, tag: str, wait: float = 15.0) -> dict[str, object]:
-    """What the run left, once helpers still exiting when the driver's close returned (e.g. a DNS server of the
-    network stack) have had ``wait`` seconds to go; whatever is still there then is a leak."""
-    deadline = time.monotonic() + wait
-    state = host_state(run_id, tag)
-    while any(state.values()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        state = host_state(run_id, tag)
-    return state
+    assert settled_leftovers(host_state, document["run_id"]) == NOTHING_LEFT

@@ -9,22 +9,18 @@ must be the one the difference is about: a known difference must not hide anothe
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import subprocess
-import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.peer_runs import NOTHING_LEFT, run_suites, settled_leftovers
+
 from .conftest import host_state
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-REPO = Path(__file__).parents[3]
 #: case -> (difference key, the step that must be the one failing)
 DIFFERENCES = {
     "networking::user-networks-isolated": ("runtime.network_isolation",
@@ -36,12 +32,8 @@ DIFFERENCES = {
 def test_podman_networking_and_limits_exit_0_with_known_differences(tmp_path: Path) -> None:
     if shutil.which("podman") is None:
         pytest.skip("podman not installed (scripts/apt/peers.txt)")
-    run = subprocess.run(
-        [sys.executable, "-m", "conformance", "run", str(REPO / "suites" / "networking.yaml"),
-         str(REPO / "suites" / "limits.yaml"), "--runtime", "podman", "--report-dir", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    run, document = run_suites(tmp_path, "podman", "networking", "limits")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    document = json.loads((tmp_path / "results.json").read_text())
     cases = {f"{c['suite']}::{c['case']}": c for c in document["cases"]}
     assert {name for name, c in cases.items() if c["status"] != "passed"} == set(DIFFERENCES), {
         name: (c["status"], c["message"]) for name, c in cases.items() if c["status"] != "passed"}
@@ -61,17 +53,4 @@ def test_podman_networking_and_limits_exit_0_with_known_differences(tmp_path: Pa
         assert properties.get("status") == "known_difference" and properties.get("difference") == key
         assert testcase.find("failure") is None and testcase.find("error") is None
     assert run.stdout.count("KNOWN_DIFFERENCE") == 2
-    run_id = document["run_id"]
-    tag = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    assert _settled_state(run_id, tag) == {"mounts": [], "links": [], "processes": [], "rules": [], "dirs": []}
-
-
-def _settled_state(run_id: str, tag: str, wait: float = 15.0) -> dict[str, object]:
-    """What the run left, once helpers still exiting when the driver's close returned (e.g. a DNS server of the
-    network stack) have had ``wait`` seconds to go; whatever is still there then is a leak."""
-    deadline = time.monotonic() + wait
-    state = host_state(run_id, tag)
-    while any(state.values()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        state = host_state(run_id, tag)
-    return state
+    assert settled_leftovers(host_state, document["run_id"]) == NOTHING_LEFT

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,27 +26,11 @@ from tests.runtime.daemon.cli_helpers import (
     lean,
     processes,
     refrt,
-    remove_all_containers,
     stop_daemons,
     wait_until,
 )
 
-
-@pytest.fixture(scope="module")
-def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("life")
-    made = refrt(root, "image", "bootstrap", "busybox", timeout=300)
-    assert made.returncode == 0, made.stderr
-    stop_daemons(root)
-    yield root
-    remove_all_containers(root)
-    stop_daemons(root)
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(busybox_root: Path) -> Iterator[None]:
-    yield
-    stop_daemons(busybox_root)
+pytestmark = pytest.mark.usefixtures("no_daemon_left")
 
 
 def _explicit_daemon(root: Path, *args: str) -> subprocess.Popen[str]:

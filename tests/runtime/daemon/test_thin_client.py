@@ -13,7 +13,6 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,26 +24,15 @@ from tests.runtime.daemon.cli_helpers import (
     lean,
     processes,
     refrt,
-    remove_all_containers,
-    stop_daemons,
     wait_until,
 )
 
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("thin")
-    made = refrt(root, "image", "bootstrap", "busybox", timeout=300)
-    assert made.returncode == 0, made.stderr
-    yield root
-    remove_all_containers(root)
-    stop_daemons(root)
+pytestmark = pytest.mark.usefixtures("no_daemon_left")
 
 
-@pytest.fixture(autouse=True)
-def no_leftovers(root: Path) -> Iterator[None]:
-    yield
-    stop_daemons(root)
+@pytest.fixture
+def root(busybox_root: Path) -> Path:
+    return busybox_root
 
 
 def test_exit_code_stdout_and_stderr_pass_through(root: Path) -> None:
