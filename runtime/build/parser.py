@@ -32,13 +32,14 @@ __all__ = [
     "parse_instructions",
 ]
 
-#: Flags each instruction accepts; a flag with value ``bool`` takes no value.
+#: Flags each instruction accepts; a flag with value ``bool`` takes no value. HEALTHCHECK has docker 20.10's
+#: flags: ``--start-interval`` came with docker 25 and is an unknown flag here, as docker 20.10 refuses it.
 FLAGS: dict[str, dict[str, type]] = {
     "FROM": {"platform": str},
     "COPY": {"from": str, "chown": str, "chmod": str, "link": bool},
     "ADD": {"chown": str, "chmod": str, "link": bool},
     "RUN": {"network": str},
-    "HEALTHCHECK": {"interval": str, "timeout": str, "start-period": str, "start-interval": str, "retries": str},
+    "HEALTHCHECK": {"interval": str, "timeout": str, "start-period": str, "retries": str},
 }
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
@@ -152,7 +153,7 @@ def _check_healthcheck(instr: Instruction) -> None:
             raise instr.fail("Missing command after HEALTHCHECK CMD")
     else:
         raise instr.fail(f"Unknown type {instr.args[0]!r} in HEALTHCHECK (try CMD)")
-    for name in ("interval", "timeout", "start-period", "start-interval"):
+    for name in ("interval", "timeout", "start-period"):
         if name in instr.flags:
             try:
                 parse_duration(instr.flags[name])

@@ -254,6 +254,9 @@ BAD = [
     ("healthcheck-type", "FROM x\nHEALTHCHECK FOO true\n", 2, "Unknown type 'FOO' in HEALTHCHECK"),
     ("healthcheck-interval", "FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, "invalid duration"),
     ("healthcheck-none-args", "FROM x\nHEALTHCHECK NONE true\n", 2, "HEALTHCHECK NONE takes no arguments"),
+    # docker 20.10 has no --start-interval (docker 25 added it): an unknown flag, not a check that never starts
+    ("healthcheck-start-interval", "FROM x\nHEALTHCHECK --interval=5s --start-interval=1s CMD true\n", 2,
+     "unknown flag: --start-interval"),
     ("onbuild-onbuild", "FROM x\nONBUILD ONBUILD RUN a\n", 2, "Chaining ONBUILD"),
     ("onbuild-from", "FROM x\nONBUILD FROM y\n", 2, "FROM isn't allowed as an ONBUILD trigger"),
     ("escape-invalid", "# escape=x\nFROM x\n", 1, "invalid escape token"),
@@ -272,3 +275,15 @@ def test_bad_dockerfile(name: str, text: str, line: int, fragment: str) -> None:
     assert fragment in str(info.value)
     assert str(info.value).startswith(f"Dockerfile:{line}: ")
     assert info.value.exit_code == 1
+
+
+def test_commit_change_refuses_start_interval_as_a_dockerfile_does() -> None:
+    """``commit -c`` reads HEALTHCHECK with the same parser (runtime.build.changes): same refusal, as a usage
+    error naming the change."""
+    from runtime.build.changes import parse_changes
+    from runtime.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown flag: --start-interval"):
+        parse_changes(["HEALTHCHECK --start-interval=1s CMD true"])
+    (accepted,) = parse_changes(["HEALTHCHECK --interval=5s --start-period=1s --timeout=2s --retries=2 CMD true"])
+    assert accepted.flags == {"interval": "5s", "start-period": "1s", "timeout": "2s", "retries": "2"}
