@@ -1,11 +1,11 @@
 """The container's init: what the forked process does between fork() and execve() of the user's command.
 
 It runs as PID 1 of the new PID namespace, in the parent's cgroup already, and follows runc's order: new
-namespaces, wait for the parent (cgroup and network are set up from outside), the filesystem (rootfs.py),
-hostname, loopback, a new session keyring, then privileges are reduced - bounding set, no_new_privs, user and
-group, effective capabilities - and finally the working directory, the seccomp filter and execve. A failure
-before execve is reported to the parent as one JSON line on a close-on-exec pipe; EOF on that pipe means execve
-succeeded.
+namespaces, the filesystem (rootfs.py) while the parent sets up network and cgroup from outside, hostname,
+loopback, the parent's go-ahead (network and cgroup done), a new session keyring, then privileges are reduced -
+bounding set, no_new_privs, user and group, effective capabilities - and finally the working directory, the
+seccomp filter and execve. A failure before execve is reported to the parent as one JSON line on a close-on-exec
+pipe; EOF on that pipe means execve succeeded.
 
 Where the seccomp filter goes in follows runc (libcontainer/standard_init_linux.go): installing a filter
 needs either no_new_privs or CAP_SYS_ADMIN. With ``--security-opt no-new-privileges`` it is the very last step
@@ -16,6 +16,7 @@ and prctl run under the filter, which allows them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -63,6 +64,7 @@ class LaunchPlan:
 
 def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r: int, err_w: int) -> None:
     """Never returns: execs the command or exits with docker's code after reporting why on ``err_w``."""
+    parent_busy = False  # "ns" sent, the parent's go-ahead (and cgroup move) not yet read: see the end
     try:
         become_session_leader(stdio)
         join_cgroup(plan.cgroup_tasks)
@@ -74,10 +76,11 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         syscalls.unshare(flags)
         os.write(sync_w, b"ns\n")
         os.close(sync_w)
-        if os.read(go_r, 2) != b"go":
-            os._exit(125)  # the parent gave up (network failed) and reports it
+        parent_busy = True
         if plan.cgroup_namespace:  # once we sit in our group, it becomes the namespace's root
+            wait_for_go(go_r)
             wait_for_cgroup(go_r)
+            parent_busy = False
             syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         setup_rootfs(plan.rootfs)
         if plan.tty:
@@ -92,7 +95,9 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         executable = find_executable(plan.argv[0], env)
         ensure_workdir(plan.workdir)
         if not plan.cgroup_namespace:  # the file system was set up meanwhile; nothing runs outside the group
+            wait_for_go(go_r)
             wait_for_cgroup(go_r)
+            parent_busy = False
         if plan.userns_fd >= 0:
             userns.enter(plan.userns_fd)
         seccomp_kernel.join_new_session_keyring()  # the caller's keys out of reach (keyctl is refused later)
@@ -112,6 +117,10 @@ def child_main(plan: LaunchPlan, stdio: tuple[int, int, int], sync_w: int, go_r:
         _report(err_w, exc)
     except BaseException as exc:
         _report(err_w, RefrtError(f"container init: {type(exc).__name__}: {exc}"))
+    if parent_busy:  # failed while the parent networks us: let it finish (its writes and moves must not fail on
+        with contextlib.suppress(OSError):  # a gone init) and then read our report
+            while os.read(go_r, 16):
+                pass
     os._exit(125)
 
 
@@ -128,6 +137,13 @@ def join_cgroup(tasks_files: list[str]) -> None:
             os.write(fd, b"0")
         finally:
             os.close(fd)
+
+
+def wait_for_go(go_r: int) -> None:
+    """The parent networks our new namespace (veth, addresses, rules; sysctls) while we set up the file system -
+    the slowest steps of a start, overlapped - and says "go" when done; the command never runs before."""
+    if os.read(go_r, 2) != b"go":
+        os._exit(125)  # the parent gave up (network failed) and reports it
 
 
 def wait_for_cgroup(go_r: int) -> None:
