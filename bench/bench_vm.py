@@ -1,7 +1,7 @@
 """Benchmark of the disposable-VM machinery: image build, cold boot to SSH, snapshot restore to SSH, provisioning,
 and restore of the *warm* snapshot (refrt provisioned, busybox loaded, daemon up) to a usable runtime, split into
-its steps (qemu start + incoming state, SSH, guest clock, first refrt command), plus refrt command latencies in the
-guest through the thin client.
+its steps (qemu start + incoming state, SSH, guest clock + refrt's daemon up), plus command latencies in the guest:
+each over an SSH channel of its own, and through the command agent (conformance/targets/agent.py).
 
     .venv/bin/python bench/bench_vm.py [--runs 3] [--build]
 
@@ -104,12 +104,18 @@ def warm_restore(image: BuiltImage, golden_dir: Any, accel: str) -> float:
             raise SystemExit(f"refrt is not usable in the restored guest: {result.stderr.strip()}")
         for name, seconds in steps.items():
             WARM_STEPS.setdefault(name, []).append(seconds)
-        commands = {"refrt version": "version >/dev/null", "refrt ps -a -q": "ps -a -q",
-                    "refrt run --rm busybox true": "run --rm busybox true"}
-        for name, args in commands.items():
-            for _ in range(3):
-                REFRT_LATENCIES.setdefault(name, []).append(timed(lambda a=args: session.run(f"{client} {a}",
-                                                                                               timeout=120)))
+        commands = {"true": None, "refrt ps -a -q": "ps -a -q", "refrt run --rm --network none busybox true":
+                    "run --rm --network none busybox true", "refrt run --rm busybox true": "run --rm busybox true"}
+        # Each command over a channel of its own (sshd's session, a shell, a new interpreter for refrt's client),
+        # then through the command agent the qemu target uses (one process in the guest, a fork per command).
+        for way in ("channel", "agent"):
+            session.use_agent = way == "agent"
+            for name, args in commands.items():
+                command = "true" if args is None else f"{client} {args}"
+                for _ in range(3):
+                    start = time.monotonic()
+                    session.run(command, timeout=120)
+                    REFRT_LATENCIES.setdefault(f"{name} ({way})", []).append(time.monotonic() - start)
         session.close()
         return ready
     finally:
