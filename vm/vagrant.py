@@ -188,9 +188,11 @@ class VagrantMachine:
     """One ``vagrant up``'d machine with its own dotfile directory (its run directory) and libvirt name."""
 
     def __init__(self, image: BuiltImage, box: str, *, memory_mb: int = 2048, cpus: int = 2,
-                 driver: str = "qemu") -> None:
+                 driver: str = "qemu", cmdline: str = CMDLINE) -> None:
         self.image = image
         self.box = box
+        #: The guest kernel's command line (the box's own, plus a cgroup layout's arguments, say).
+        self.cmdline = cmdline
         self.vm_id = f"vagrant-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.run_dir = paths.run_root() / self.vm_id
         self.memory_mb = memory_mb
@@ -208,14 +210,15 @@ class VagrantMachine:
 
     def env(self) -> dict[str, str]:
         return vagrant_env(machine_env(self.vm_id, self.run_dir, self.box, self.image.ssh_key.private,
-                                       self.memory_mb, self.cpus, self.driver))
+                                       self.memory_mb, self.cpus, self.driver, self.cmdline))
 
     def up(self, timeout: float) -> SshEndpoint:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
         self.record = new_record(self.vm_id, "vagrant", self.run_dir)
         self.record.extra.update({"box": self.box, "image": self.image.key, "key": str(self.image.ssh_key.private),
-                                  "memory": self.memory_mb, "cpus": self.cpus, "driver": self.driver})
+                                  "memory": self.memory_mb, "cpus": self.cpus, "driver": self.driver,
+                                  "cmdline": self.cmdline})
         self.record.save()
         env = self.env()
         try:
@@ -247,7 +250,7 @@ class VagrantMachine:
 
 
 def machine_env(
-    vm_id: str, run_dir: Path, box: str, key: Path, memory_mb: int, cpus: int, driver: str
+    vm_id: str, run_dir: Path, box: str, key: Path, memory_mb: int, cpus: int, driver: str, cmdline: str = CMDLINE
 ) -> dict[str, str]:
     return {
         "VAGRANT_DOTFILE_PATH": str(run_dir / ".vagrant"),
@@ -260,7 +263,17 @@ def machine_env(
         "CONFORMANCE_VAGRANT_DRIVER": driver,
         "CONFORMANCE_VAGRANT_SERIAL": str(run_dir / "serial.log"),
         "CONFORMANCE_VAGRANT_POOL": str(vagrant_home() / "pool"),
+        "CONFORMANCE_VAGRANT_CMDLINE": cmdline,
     }
+
+
+def record_env(record: VmRecord) -> dict[str, str]:
+    """The environment of the vagrant calls for the machine of ``record`` (a harness that is gone made it)."""
+    extra = record.extra
+    return vagrant_env(machine_env(record.vm_id, Path(record.run_dir), str(extra.get("box", "")),
+                                   Path(str(extra.get("key", ""))), int(extra.get("memory", 2048)),
+                                   int(extra.get("cpus", 2)), str(extra.get("driver", "qemu")),
+                                   str(extra.get("cmdline", CMDLINE))))
 
 
 def destroy_leftover(record: VmRecord) -> None:
@@ -268,21 +281,14 @@ def destroy_leftover(record: VmRecord) -> None:
     run_dir = Path(record.run_dir)
     if not (run_dir / ".vagrant").exists():
         return
-    extra = record.extra
-    env = vagrant_env(machine_env(record.vm_id, run_dir, str(extra.get("box", "")), Path(str(extra.get("key", ""))),
-                                  int(extra.get("memory", 2048)), int(extra.get("cpus", 2)),
-                                  str(extra.get("driver", "qemu"))))
+    env = record_env(record)
     # When libvirtd is gone (its netns deleted, say) nothing of this machine can still run.
     with contextlib.suppress(VmError):
         _vagrant(["destroy", "-f"], env, 300)
 
 
 def ssh_config_text(record: VmRecord) -> str:
-    extra = record.extra
-    env = vagrant_env(machine_env(record.vm_id, Path(record.run_dir), str(extra.get("box", "")),
-                                  Path(str(extra.get("key", ""))), int(extra.get("memory", 2048)),
-                                  int(extra.get("cpus", 2)), str(extra.get("driver", "qemu"))))
-    return _vagrant(["ssh-config"], env, 120)
+    return _vagrant(["ssh-config"], record_env(record), 120)
 
 
 def remove_boxes(names: list[str], env: dict[str, str] | None = None) -> list[str]:

@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = vm_sub.add_parser("up", help="start a VM that stays up after this command")
     up.add_argument("--backend", choices=("qemu", "vagrant"), default="qemu")
     up.add_argument("--release", help="guest release (as for build)")
-    up.add_argument("--cgroup", choices=("v2", "v1", "hybrid"), default="v2", help="guest cgroup layout (qemu)")
-    up.add_argument("--memory", type=int, default=2048, help="MB (qemu)")
-    up.add_argument("--cpus", type=int, default=2, help="(qemu)")
+    up.add_argument("--cgroup", choices=("v2", "v1", "hybrid"), default="v2", help="guest cgroup layout")
+    up.add_argument("--memory", type=int, default=2048, help="MB")
+    up.add_argument("--cpus", type=int, default=2)
     up.add_argument("--no-snapshot", action="store_true", help="boot cold instead of restoring the golden snapshot")
     up.set_defaults(func=cmd_up)
 
@@ -107,7 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     release = f":{args.release}" if args.release else ""
     if args.backend == "vagrant":
-        spec = f"vagrant{release}?destroy=never"
+        spec = f"vagrant{release}?destroy=never&memory={args.memory}&cpus={args.cpus}&cgroup={args.cgroup}"
     else:
         spec = f"qemu{release}?destroy=never&memory={args.memory}&cpus={args.cpus}&cgroup={args.cgroup}"
         if args.no_snapshot:

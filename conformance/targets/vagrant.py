@@ -1,13 +1,15 @@
 """The ``vagrant`` target: a disposable VM brought up by ``vagrant up`` (libvirt provider) from the project's
 ``Vagrantfile``, with the box built locally from the harness's own guest image.
 
-``vagrant[:RELEASE][?release=RELEASE&memory=MB&cpus=N&driver=qemu|kvm&boot_timeout=S``
+``vagrant[:RELEASE][?release=RELEASE&cgroup=v2|v1|hybrid&memory=MB&cpus=N&driver=qemu|kvm&boot_timeout=S``
 ``&destroy=always|passing|never]``
 
 - ``RELEASE``: the guest's Debian release, spelled as for the qemu target: ``bullseye`` (Linux 5.10, refrt on
   the image's borrowed Python 3.11), ``bookworm`` (6.1, the default) or ``trixie`` (6.12). Each release boots its
   own box, ``conformance-RELEASE-KEY``, packed from that release's cached guest image (the one ``qemu:RELEASE``
   boots) and replaced when the image's recipe changes.
+- ``cgroup``: the guest's cgroup layout, as for the qemu target (the same kernel arguments, given to the box's
+  direct kernel boot through the ``Vagrantfile``).
 
 ``up()`` builds the image and adds the box when missing (as ``conformance vm box RELEASE`` does), runs
 ``vagrant up`` through the project's ``Vagrantfile`` in a dotfile directory of its own, reads
@@ -25,11 +27,12 @@ from typing import Any
 from conformance.errors import TargetError
 from conformance.targets.base import TargetSpec, image_progress, progress, progress_step, register_target
 from conformance.targets.disposable import DisposableVmTarget, install_cleanup_hooks
+from conformance.targets.qemu import CGROUP_CMDLINE
 from conformance.targets.ssh import SshSession, parse_destroy
 from vm.errors import ImageBuildError, VmBootError
 from vm.image import DEFAULT_RELEASE, ensure_image, recipe_for
 from vm.state import reap_orphans
-from vm.vagrant import VagrantMachine, ensure_box
+from vm.vagrant import CMDLINE, VagrantMachine, ensure_box
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ class VagrantTarget(DisposableVmTarget):
             self.recipe = recipe_for(self.release)  # a box per release, each built locally from its image
         except ImageBuildError as exc:
             raise TargetError(str(exc)) from None
+        self.cgroup = options.get("cgroup", "v2")
+        if self.cgroup not in CGROUP_CMDLINE:
+            raise TargetError(f"cgroup={self.cgroup!r}: expected {', '.join(CGROUP_CMDLINE)}")
+        self.cmdline = " ".join(filter(None, (CMDLINE, CGROUP_CMDLINE[self.cgroup])))
         self.driver = options.get("driver", "qemu")
         if self.driver not in ("qemu", "kvm"):
             raise TargetError(f"driver={self.driver!r}: expected qemu or kvm")
@@ -61,7 +68,9 @@ class VagrantTarget(DisposableVmTarget):
 
     @property
     def name(self) -> str:
-        return f"vagrant:{self.release}" if "release" in self.spec.options else "vagrant"
+        """``vagrant``, ``vagrant:trixie``, ``vagrant:bullseye-cgroupv1``, as the qemu target names its VMs."""
+        name = f"vagrant:{self.release}" if "release" in self.spec.options else "vagrant"
+        return name if self.cgroup == "v2" else f"{name}-cgroup{self.cgroup}"
 
     def up(self) -> None:
         if self.session is not None:
@@ -76,7 +85,8 @@ class VagrantTarget(DisposableVmTarget):
         with progress_step("vagrant", "checking the box"):
             box = ensure_box(image, self.release, progress=image_progress("vagrant"))
         self.timings["box"] = time.monotonic() - start
-        machine = VagrantMachine(image, box, memory_mb=self.memory_mb, cpus=self.cpus, driver=self.driver)
+        machine = VagrantMachine(image, box, memory_mb=self.memory_mb, cpus=self.cpus, driver=self.driver,
+                                 cmdline=self.cmdline)
         self.machine = machine
         try:
             start = time.monotonic()

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from conformance.targets import TargetSpec
+from conformance.targets.qemu import CGROUP_CMDLINE
 from conformance.targets.vagrant import VagrantTarget
 from vm.image import recipe_for
 from vm.paths import run_root
-from vm.vagrant import base_volume_prefix, box_name, parse_ssh_config, vagrant_home
+from vm.vagrant import CMDLINE, base_volume_prefix, box_name, parse_ssh_config, vagrant_home
 
 REPO = Path(__file__).parents[3]
 
@@ -46,6 +47,14 @@ def test_options() -> None:
 
     with pytest.raises(TargetError):
         VagrantTarget(TargetSpec.parse("vagrant?driver=xen"))
+    with pytest.raises(TargetError, match="cgroup='v3'"):
+        VagrantTarget(TargetSpec.parse("vagrant:bullseye?cgroup=v3"))
+    # The release and cgroup layout are spelled as for the qemu target, and given to the box's kernel the same way.
+    v1 = VagrantTarget(TargetSpec.parse("vagrant:bullseye?cgroup=v1"))
+    assert (v1.name, v1.release) == ("vagrant:bullseye-cgroupv1", "bullseye")
+    assert v1.cmdline == f"{CMDLINE} {CGROUP_CMDLINE['v1']}"
+    assert VagrantTarget(TargetSpec.parse("vagrant?release=trixie")).name == "vagrant:trixie"
+    assert VagrantTarget(TargetSpec.parse("vagrant")).cmdline == CMDLINE
 
 
 def _in_ns(ns: str, *argv: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -152,22 +161,25 @@ CASES = "host or pids-limit"
 @pytest.mark.vm
 @pytest.mark.slow
 def test_one_run_over_vagrant_bullseye_and_trixie_inside_a_private_netns(libvirt_netns: str, tmp_path: Path) -> None:
-    """``--target vagrant:bullseye --target vagrant:trixie``: each release's box (built locally from its cached
-    image) booted through the project's Vagrantfile; one report names Linux 5.10 and 6.12; nothing is left."""
+    """``--target 'vagrant:bullseye?cgroup=v1' --target vagrant:trixie``: each release's box (built locally from
+    its cached image) booted through the project's Vagrantfile, bullseye's with the cgroup v1 hierarchies (a
+    kernel argument through the Vagrantfile, as for qemu); one report names Linux 5.10 (cgroup v1) and 6.12
+    (cgroup v2); nothing is left."""
     ns = libvirt_netns
     pool = vagrant_home() / "pool"  # the default pool's directory (made by vagrant-libvirt when it defines it)
     volumes_before = _volumes(ns) | (set(os.listdir(pool)) if pool.is_dir() else set())
     report = tmp_path / "report"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "conformance", "run", "suites/host.yaml",
-                           "suites/limits.yaml", "-k", CASES, "--target", "vagrant:bullseye", "--target",
-                           "vagrant:trixie", "--report-dir", str(report)],
+                           "suites/limits.yaml", "-k", CASES, "--target", "vagrant:bullseye?cgroup=v1",
+                           "--target", "vagrant:trixie", "--report-dir", str(report)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     document = json.loads((report / "results.json").read_text())
     targets = {t["name"]: t for t in document["targets"]}
-    assert targets["vagrant:bullseye"]["kernel"].startswith("5.10.")
-    assert targets["vagrant:trixie"]["kernel"].startswith("6.12.")
+    bullseye, trixie = targets["vagrant:bullseye?cgroup=v1"], targets["vagrant:trixie"]
+    assert bullseye["kernel"].startswith("5.10.") and bullseye["cgroup"] == "v1"
+    assert trixie["kernel"].startswith("6.12.") and trixie["cgroup"] == "v2"
     per_target: dict[str, dict[str, str]] = {}
     for case in document["cases"]:
         per_target.setdefault(case["target"]["name"], {})[case["case"]] = case["status"]
@@ -175,9 +187,12 @@ def test_one_run_over_vagrant_bullseye_and_trixie_inside_a_private_netns(libvirt
     for name, cases in per_target.items():
         # refrt runs on both (bullseye's python3 is 3.9: refrt runs on the image's borrowed 3.11).
         assert cases["pids-limit"] == cases["ns-pid"] == "passed", (name, cases)
-        assert (cases["cgroup-v2-layout"], cases["cgroup-v1-layout"]) == ("passed", "skipped"), (name, cases)
+        layout = "cgroup-v1-layout" if targets[name]["cgroup"] == "v1" else "cgroup-v2-layout"
+        other = "cgroup-v2-layout" if layout == "cgroup-v1-layout" else "cgroup-v1-layout"
+        assert (cases[layout], cases[other]) == ("passed", "skipped"), (name, cases)
     matrix = (report / "matrix.md").read_text()
-    assert "refrt@vagrant:bullseye (Linux 5.10." in matrix and "refrt@vagrant:trixie (Linux 6.12." in matrix
+    assert "refrt@vagrant:bullseye?cgroup=v1 (Linux 5.10." in matrix and "cgroup v1)" in matrix
+    assert "refrt@vagrant:trixie (Linux 6.12." in matrix
     # Each VM came up through vagrant on libvirt's network inside the namespace, saying each step as it went.
     for release in ("bullseye", "trixie"):
         assert f"vagrant: checking the guest image … {release}, " in proc.stderr, proc.stderr[-3000:]
