@@ -96,10 +96,25 @@ def test_testinfra_host_uses_the_same_connection(qemu_vm: QemuTarget) -> None:
 
 def test_ssh_drop_mid_command_is_a_target_error_and_next_run_reconnects(qemu_vm: QemuTarget) -> None:
     with pytest.raises(TargetError) as info:
-        # Kill the guest's sshd process serving this connection: the TCP connection goes away mid-command.
+        # Kill the guest's sshd process serving this connection (the command agent's parent when commands go
+        # through it): the TCP connection goes away mid-command.
+        qemu_vm.run("p=$PPID; [ \"$(cat /proc/$p/comm)\" = python3 ] && p=$(ps -o ppid= -p $p); kill -9 $p; sleep 30",
+                    timeout=60)
+    assert "dropped" in str(info.value)
+    assert qemu_vm.run("echo back").stdout == "back\n"
+
+
+def test_command_agent_killed_mid_command_is_a_target_error_and_the_next_run_gets_a_new_one(
+        qemu_vm: QemuTarget) -> None:
+    assert qemu_vm.session is not None and qemu_vm.session.use_agent
+    agent_pid = qemu_vm.run("echo $PPID").stdout.strip()
+    assert qemu_vm.run(f"cat /proc/{agent_pid}/comm").stdout.strip() == "python3"
+    with pytest.raises(TargetError) as info:
         qemu_vm.run("kill -9 $PPID; sleep 30", timeout=60)
     assert "dropped" in str(info.value)
     assert qemu_vm.run("echo back").stdout == "back\n"
+    assert qemu_vm.run("echo $PPID").stdout.strip() != agent_pid
+    assert qemu_vm.session.use_agent
 
 
 def test_disposable_vm_leaves_no_process_overlay_or_port_forward() -> None:
@@ -184,7 +199,7 @@ def test_destroy_never_keeps_the_vm_until_vm_down() -> None:
 
 def test_bad_options_are_target_errors() -> None:
     for spec in ("qemu?destroy=sometimes", "qemu?accel=xen", "qemu?snapshot=maybe", "qemu?memory=lots",
-                 "qemu?warm=maybe", "qemu?cgroup=v3", "qemu:sid", "vagrant:jessie"):
+                 "qemu?warm=maybe", "qemu?agent=maybe", "qemu?cgroup=v3", "qemu:sid", "vagrant:jessie"):
         with pytest.raises(TargetError):
             get_target(spec)
 
