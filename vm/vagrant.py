@@ -247,6 +247,16 @@ class VagrantMachine:
                 _vagrant(["destroy", "-f"], self.env(), 300, self.log)
             finally:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+                domain_log(self.vm_id).unlink(missing_ok=True)
+
+
+#: Where libvirt's system instance writes each domain's qemu log (it keeps them after the domain is gone).
+LIBVIRT_QEMU_LOGS = Path("/var/log/libvirt/qemu")
+
+
+def domain_log(vm_id: str) -> Path:
+    """libvirt's log of the machine ``vm_id`` (its domain is the Vagrantfile's prefix plus ``default``)."""
+    return LIBVIRT_QEMU_LOGS / f"{vm_id}-default.log"
 
 
 def machine_env(
@@ -285,6 +295,7 @@ def destroy_leftover(record: VmRecord) -> None:
     # When libvirtd is gone (its netns deleted, say) nothing of this machine can still run.
     with contextlib.suppress(VmError):
         _vagrant(["destroy", "-f"], env, 300)
+    domain_log(record.vm_id).unlink(missing_ok=True)
 
 
 def ssh_config_text(record: VmRecord) -> str:

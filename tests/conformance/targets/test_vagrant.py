@@ -25,7 +25,7 @@ from conformance.targets.qemu import CGROUP_CMDLINE
 from conformance.targets.vagrant import VagrantTarget
 from vm.image import recipe_for
 from vm.paths import run_root
-from vm.vagrant import CMDLINE, base_volume_prefix, box_name, parse_ssh_config, vagrant_home
+from vm.vagrant import CMDLINE, base_volume_prefix, box_name, domain_log, parse_ssh_config, vagrant_home
 
 REPO = Path(__file__).parents[3]
 
@@ -202,11 +202,12 @@ def test_one_run_over_vagrant_bullseye_and_trixie_inside_a_private_netns(libvirt
     vms = re.findall(r"^vagrant: ready: VM (vagrant-\S+) at root@192\.168\.121\.\d+:22$", proc.stderr,
                      re.MULTILINE)
     assert len(vms) == 2, proc.stderr[-3000:]
-    # Nothing left: no domain, no qemu (nor any other process) in the namespace, no run directory, no volume
+    # Nothing left: no domain, no qemu (nor any other process) in the namespace, no run directory nor libvirt's
+    # log of the domain, no volume
     # but the boxes' base volumes (vagrant-libvirt's upload of each box, kept like the box itself).
     assert _virsh(ns, "list", "--all", "--name") == []
     assert _processes_in(ns) == []
-    assert not [vm for vm in vms if (run_root() / vm).exists()]
+    assert not [vm for vm in vms if (run_root() / vm).exists() or domain_log(vm).exists()]
     boxes = [box_name(release, recipe_for(release).key()) for release in ("bullseye", "trixie")]
     left = (_volumes(ns) | set(os.listdir(pool))) - volumes_before
     assert not [v for v in left if not any(v.startswith(base_volume_prefix(box)) for box in boxes)], left
