@@ -185,7 +185,8 @@ def test_one_run_over_vagrant_bullseye_and_trixie_inside_a_private_netns(libvirt
         per_target.setdefault(case["target"]["name"], {})[case["case"]] = case["status"]
     assert set(per_target) == set(targets)
     for name, cases in per_target.items():
-        # refrt runs on both (bullseye's python3 is 3.9: refrt runs on the image's borrowed 3.11).
+        # refrt runs on both: on bullseye, whose python3 (3.9) cannot even parse refrt's match statements, through
+        # the image's borrowed 3.11 (/usr/local/bin/python3, first on root's PATH over SSH), as on qemu:bullseye.
         assert cases["pids-limit"] == cases["ns-pid"] == "passed", (name, cases)
         layout = "cgroup-v1-layout" if targets[name]["cgroup"] == "v1" else "cgroup-v2-layout"
         other = "cgroup-v2-layout" if layout == "cgroup-v1-layout" else "cgroup-v1-layout"
@@ -203,8 +204,8 @@ def test_one_run_over_vagrant_bullseye_and_trixie_inside_a_private_netns(libvirt
                      re.MULTILINE)
     assert len(vms) == 2, proc.stderr[-3000:]
     # Nothing left: no domain, no qemu (nor any other process) in the namespace, no run directory nor libvirt's
-    # log of the domain, no volume
-    # but the boxes' base volumes (vagrant-libvirt's upload of each box, kept like the box itself).
+    # log of the domain, no volume but the boxes' base volumes (vagrant-libvirt's upload of each box, a cache kept
+    # like the box itself and removed with it).
     assert _virsh(ns, "list", "--all", "--name") == []
     assert _processes_in(ns) == []
     assert not [vm for vm in vms if (run_root() / vm).exists() or domain_log(vm).exists()]
