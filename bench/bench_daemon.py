@@ -10,7 +10,14 @@ are printed, with ``refrt ps`` (goal: 25 ms or less) and the interpreter's bare 
 ``--trace`` also runs the command line in this process, with every set-up step timed (CLI, monitor, container
 init): where the time that is left goes.
 
-    sudo .venv/bin/python bench/bench_daemon.py [--runs 30] [--trace]
+``--spare`` measures the zygote's spare worker (:mod:`runtime.daemon.zygote`) instead: first in-process, how long a
+child forked now takes to run its first step against how long a sleeping, already forked one takes to wake;
+then end to end, two daemons side by side on two roots with the same busybox image, one with spares and one
+started with ``REFRT_DAEMON_SPARE=0`` (every command forks its worker, as before), their commands interleaved:
+``refrt ps``, ``refrt images``, ``run --rm``, and a pull of busybox (about 1 MiB) from a local docker-registry
+into a fresh root whose daemon was started untimed just before (``skopeo copy`` of the same image beside it).
+
+    sudo .venv/bin/python bench/bench_daemon.py [--runs 30] [--trace | --spare]
 """
 
 from __future__ import annotations
@@ -143,12 +150,150 @@ def trace(root: Path, runs: int) -> None:
         print(f"  {label:<48} {statistics.median(values):8.1f}")
 
 
+# -- --spare: a worker forked per command against a spare that waits ---------------------------------------------
+def wake_latencies(runs: int) -> tuple[list[float], list[float]]:
+    """(fork → the child's first step, message → a sleeping spare's first step), in ms, interleaved, from a
+    process preloaded as the zygote is."""
+    import gc
+    import socket
+
+    sys.path.insert(0, str(REPO))
+    from runtime.daemon import zygote
+
+    zygote.preload()
+    gc.collect()
+    gc.freeze()
+    forked: list[float] = []
+    woken: list[float] = []
+    for _ in range(runs):
+        ready_r, ready_w = os.pipe()
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # what a worker does first, then "running"
+            os.setsid()
+            os.write(ready_w, b"x")
+            os._exit(0)
+        os.read(ready_r, 1)
+        forked.append((time.perf_counter() - start) * 1e3)
+        os.waitpid(pid, 0)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            theirs.recv(1)
+            os.write(ready_w, b"x")
+            os._exit(0)
+        time.sleep(0.02)  # the spare is asleep in recv by now
+        start = time.perf_counter()
+        ours.send(b"C")
+        os.read(ready_r, 1)
+        woken.append((time.perf_counter() - start) * 1e3)
+        os.waitpid(pid, 0)
+        for end in (ours, theirs):
+            end.close()
+        os.close(ready_r)
+        os.close(ready_w)
+        time.sleep(0.01)
+    return forked, woken
+
+
+def spare_comparison(work: Path, root: Path, env: dict[str, str], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Interleaved end-to-end times of the same commands through a daemon with spares and one without."""
+    sys.path.insert(0, str(REPO))
+    from conformance.services.registry import Registry
+
+    python = [sys.executable, "-I", "-S", str(MAIN)]
+    other = work / "root-fork"
+    subprocess.run([sys.executable, "-m", "runtime", "--no-daemon", "--root", str(other), "image", "bootstrap",
+                    "busybox"], check=True, env=env, cwd=REPO, capture_output=True)
+    roots = {"spare": root, "fork": other}
+    envs = {"spare": {**env, "REFRT_DAEMON_SPARE": "1"}, "fork": {**env, "REFRT_DAEMON_SPARE": "0"}}
+    registry = Registry()
+    registry.start()
+    pulls = iter(range(1_000_000))
+    daemons: list[subprocess.Popen[bytes]] = []
+
+    def start_daemon(kind: str, at: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([*python, "--root", str(at), "daemon"], env=envs[kind], stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        daemons.append(proc)
+        deadline = time.monotonic() + 30
+        while subprocess.run([*python, "--root", str(at), "images", "-q"], env=envs[kind], capture_output=True,
+                             check=False).returncode != 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("bench_daemon: a daemon did not come up")
+            time.sleep(0.1)
+        time.sleep(0.05)  # quiet: its spare (if any) is forked
+        return proc
+
+    def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    image = f"{registry.host}/bench/busybox:1"
+    try:
+        subprocess.run([*python, "--no-daemon", "--root", str(root), "tag", "busybox", image], check=True, env=env)
+        subprocess.run([*python, "--no-daemon", "--root", str(root), "push", image], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        for kind, at in roots.items():
+            start_daemon(kind, at)
+
+        def pull(kind: str) -> float:
+            fresh = work / f"pull-{next(pulls)}"
+            proc = start_daemon(kind, fresh)
+            try:
+                return timed([*python, "--root", str(fresh), "pull", image])
+            finally:
+                stop_daemon(proc)
+                shutil.rmtree(fresh)
+
+        def skopeo() -> float:
+            fresh = work / f"oci-{next(pulls)}"
+            try:
+                return timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{image}",
+                              f"oci:{fresh}:app"])
+            finally:
+                shutil.rmtree(fresh, ignore_errors=True)
+
+        cases: dict[str, Callable[[], float]] = {}
+        for what, argv in (("ps", ["ps"]), ("images", ["images"]),
+                           ("run --rm", ["run", "--rm", "--network", "none", "busybox", "true"])):
+            for kind, at in roots.items():
+                cases[f"{what} ({kind})"] = functools.partial(timed, [*python, "--root", str(at), *argv])
+        for kind in roots:
+            cases[f"pull 1 MiB ({kind})"] = functools.partial(pull, kind)
+        if shutil.which("skopeo"):
+            cases["skopeo copy 1 MiB"] = skopeo
+        for _ in range(warmup):
+            for case in cases.values():
+                case()
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(runs):
+            for name, case in cases.items():
+                times[name].append(case())
+                time.sleep(0.02)  # a user's pace: the zygote is quiet between commands
+        return times
+    finally:
+        for proc in daemons:
+            if proc.poll() is None:
+                stop_daemon(proc)
+        registry.stop()
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--trace", action="store_true", help="also time the set-up steps in-process")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--trace", action="store_true", help="also time the set-up steps in-process")
+    mode.add_argument("--spare", action="store_true", help="the zygote's spare worker against a fork per command")
     args = parser.parse_args()
+    if args.spare:
+        return main_spare(args.runs, args.warmup)
     if shutil.which("runc") is None:
         print("bench_daemon: runc is not installed", file=sys.stderr)
         return 2
@@ -184,6 +329,25 @@ def main() -> int:
     ratio = statistics.median(times["refrt"]) / statistics.median(times["runc"])
     print(f"ratio refrt/runc (medians): {ratio:.2f}x   (goal 1.0x, at least 1.5x)")
     print(f"refrt ps: {statistics.median(times['refrt ps']):.1f} ms   (goal 25 ms or less)")
+    return 0
+
+
+def main_spare(runs: int, warmup: int) -> int:
+    print(f"load average at the start: {load()}")
+    forked, woken = wake_latencies(runs)
+    print(f"\n{'in-process, ms':<36} {'median':>8} {'p90':>8}   ({runs} interleaved runs)")
+    for name, values in (("fork -> the child's first step", forked), ("message -> a spare's first step", woken)):
+        print(f"{name:<36} {statistics.median(values):>8.2f} {statistics.quantiles(values, n=10)[-1]:>8.2f}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
+        work = Path(tmp)
+        root, _bundle = prepare(work, env)
+        times = spare_comparison(work, root, env, runs, warmup)
+    print(f"\n{'end to end':<24} {'median ms':>10} {'min ms':>8} {'max ms':>8}   ({runs} interleaved runs)")
+    for name, values in times.items():
+        print(f"{name:<24} {statistics.median(values):>10.1f} {min(values):>8.1f} {max(values):>8.1f}")
+    print(f"load average at the end: {load()}")
     return 0
 
 

@@ -22,6 +22,18 @@ The protocol, end to end (see :mod:`runtime.client` for the client's half):
   as a killed command would (128 + n). Then it tells the daemon ``D<session id>``: the daemon holds the session's
   HTTP thread until then, which is how it knows that a command still runs (no idle exit meanwhile).
 
+A spare worker waits ahead of each command (``refrt-spare``): forked by the zygote once it has been quiet for
+:data:`SPARE_QUIET` seconds, it has already left the zygote's session, closed the zygote's descriptors and reset its
+signals, and sleeps on a private ``SOCK_SEQPACKET`` pair. A command's connection goes to it over that pair (one
+message, the descriptor attached), and a fresh spare is forked when the zygote is quiet again. Why: on a loaded
+machine a new child waits for a CPU far longer than a sleeper woken by a message (the scheduler queues a child
+behind the tasks already waiting and credits a sleeper): 7 ms median and 38 ms at p90 from fork to the child's
+first step, against 1.2 and 6.6 ms to wake a spare, at load 8 here (``bench/bench_daemon.py --spare``).
+A spare is exactly a worker forked earlier: the zygote's state does not change after its preload (it never runs a
+command), so nothing a spare holds can be stale. Without a spare (the first command, a burst, a spare that died,
+``REFRT_DAEMON_SPARE=0`` in the daemon's environment) the zygote forks the worker as before. A zygote that drains
+or dies takes its spare with it: the spare sees its end of the pair close and exits.
+
 Workers run in their own session (setsid), so a signal meant for the daemon never reaches them; they survive the
 daemon and the zygote, and still report their exit code to their client.
 
@@ -44,6 +56,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -53,6 +66,7 @@ from runtime.syscalls import set_child_subreaper
 
 FRAME = struct.Struct("!ci")  # kind (E: exit code, S: killed by signal), value
 EXIT, SIGNALED = b"E", b"S"
+ACK = b"A"  # a spare's answer to the zygote: it took the command it was given
 HEADER_VERSION = b"refrt-cli-1"
 MAX_HEADER = 4 * 1024 * 1024
 # Signals a client may forward; anything else in the stream is ignored.
@@ -64,7 +78,13 @@ PRELOAD = (
     "runtime.container.inspect", "runtime.container.logs", "runtime.container.stats", "runtime.container.oneshot",
     "runtime.store.store", "runtime.registry", "runtime.network", "runtime.network.commands", "runtime.volumes",
     "runtime.build", "runtime.cgroups", "runtime.humanize", "argparse", "json", "subprocess", "tarfile", "hashlib",
+    "concurrent.futures.thread",  # concurrent.futures imports it on first use: 4 ms of every pull otherwise
 )
+SPARE_ENV = "REFRT_DAEMON_SPARE"
+"""``0`` in the daemon's environment: no spare worker, every command forks its own (bench_daemon.py's comparison)."""
+SPARE_QUIET = 0.01
+"""Seconds without any event before the zygote forks a spare worker: the fork and the spare's set-up then stay
+out of the way of the command that just started."""
 
 
 def preload() -> None:
@@ -102,17 +122,24 @@ def serve(control: socket.socket, paths: Paths) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)
     sessions: dict[int, tuple[bytes, int]] = {}
+    handed: dict[int, socket.socket] = {}  # spares given a command -> their pair, until they are reaped
     poller = select.poll()
     poller.register(control, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
     draining = False
+    spares = os.environ.get(SPARE_ENV, "1") != "0"
+    spare = _Spare.fork(control, paths) if spares else None
     try:
         while not (draining and not sessions):
-            for fd, _ in poller.poll():
+            want_spare = spares and spare is None and not draining
+            events = poller.poll(int(SPARE_QUIET * 1000) if want_spare else -1)
+            if not events and want_spare:
+                spare = _Spare.fork(control, paths)
+            for fd, _ in events:
                 if fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
-                    _reap(control, sessions)
+                    _reap(control, sessions, handed, paths)
                     continue
                 try:
                     message, fds, _, _ = socket.recv_fds(control, 64, 1, socket.MSG_CMSG_CLOEXEC)
@@ -121,25 +148,106 @@ def serve(control: socket.socket, paths: Paths) -> None:
                 if not message:  # the daemon is done with us: finish the running commands, then leave
                     draining = True
                     poller.unregister(control)
+                    if spare is not None:
+                        spare.dismiss()
+                        spare = None
                     continue
                 if not fds:
                     continue
-                pid = os.fork()
-                if pid == 0:  # pragma: no cover - the worker
-                    keep = fds[0]
-                    control.detach()
-                    _worker(keep, paths)
+                pid = spare.hand_over(fds[0]) if spare is not None else None
+                if pid is not None and spare is not None:
+                    handed[pid] = spare.pair
+                spare = None
+                if pid is None:
+                    pid = _fork_worker(control, fds[0], paths)
                 sessions[pid] = (message[1:], fds[0])
-            _reap(control, sessions)
+            _reap(control, sessions, handed, paths)
     finally:
+        if spare is not None:
+            spare.dismiss()
+        for pair in handed.values():
+            pair.close()
         for _, conn in sessions.values():
             with contextlib.suppress(OSError):
                 os.close(conn)
 
 
-def _reap(control: socket.socket, sessions: dict[int, tuple[bytes, int]]) -> None:
+class _Spare:
+    """The zygote's end of a spare worker: its pid and the pair its command's connection goes through."""
+
+    def __init__(self, pid: int, pair: socket.socket) -> None:
+        self.pid = pid
+        self.pair = pair
+
+    @classmethod
+    def fork(cls, control: socket.socket, paths: Paths) -> _Spare | None:
+        """A new spare, or None if it cannot be made now (the commands then fork their workers)."""
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return None
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:  # pragma: no cover - the spare
+            keep = theirs.detach()
+            ours.detach()
+            control.detach()
+            _spare(keep, paths)
+        theirs.close()
+        return cls(pid, ours)
+
+    def hand_over(self, conn_fd: int) -> int | None:
+        """Give the spare its command: its pid, now the session's worker; None if it is gone (it died). The
+        pair stays open until the worker is reaped: the spare's acknowledgement on it tells whether it took the
+        command (a spare killed just as the command came may have died with it unread)."""
+        try:
+            socket.send_fds(self.pair, [b"C"], [conn_fd])
+        except OSError:
+            self.pair.close()
+            return None  # the dead spare is reaped like any other unknown child
+        return self.pid
+
+    def dismiss(self) -> None:
+        """The spare sees its pair close and exits; reaped here, so no zombie outlives the zygote. Bounded: a
+        spare that died earlier was reaped already, and its pid may be another child's by now."""
+        self.pair.close()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.001)
+
+
+def _fork_worker(control: socket.socket, conn_fd: int, paths: Paths) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the worker
+        control.detach()
+        _worker(conn_fd, paths)
+    return pid
+
+
+def _taken(pair: socket.socket) -> bool:
+    """Whether the spare at the other end of ``pair`` (reaped by now) acknowledged its command."""
+    try:
+        return pair.recv(16, socket.MSG_DONTWAIT) == ACK
+    except OSError:
+        return False
+    finally:
+        pair.close()
+
+
+def _reap(control: socket.socket, sessions: dict[int, tuple[bytes, int]], handed: dict[int, socket.socket],
+          paths: Paths) -> None:
     """Collect every ended child: workers (reported to their client and the daemon) and the orphans we adopt as
-    the subreaper (nothing to report: reaping them is the point)."""
+    the subreaper (nothing to report: reaping them is the point). A spare that died before it took its command
+    leaves the connection to a worker forked now: no command is lost to a spare's death."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -151,6 +259,10 @@ def _reap(control: socket.socket, sessions: dict[int, tuple[bytes, int]]) -> Non
         if found is None:
             continue
         sid, conn = found
+        pair = handed.pop(pid, None)
+        if pair is not None and not _taken(pair):
+            sessions[_fork_worker(control, conn, paths)] = found
+            continue
         if os.WIFSIGNALED(status):
             with contextlib.suppress(OSError):
                 os.write(conn, FRAME.pack(SIGNALED, os.WTERMSIG(status)))
@@ -160,15 +272,42 @@ def _reap(control: socket.socket, sessions: dict[int, tuple[bytes, int]]) -> Non
 
 
 # -- the worker -------------------------------------------------------------------------------------------------
-def _worker(conn_fd: int, paths: Paths) -> None:  # pragma: no cover - runs in the forked worker
+def _detach(keep: int, name: str) -> None:  # pragma: no cover - runs in a forked worker or spare
+    """What a worker does before it knows its command: its own session, no descriptor of the zygote's but
+    ``keep`` and 0/1/2, the signal dispositions of a fresh interpreter."""
+    os.setsid()
+    _name(name)
+    signal.set_wakeup_fd(-1)
+    _close_fds_except(keep)
+    _default_signals()
+
+
+def _spare(pair_fd: int, paths: Paths) -> None:  # pragma: no cover - runs in the forked spare
+    """Wait, detached already, for a command's connection on ``pair_fd``, then be its worker; never returns.
+    Exits quietly when the zygote closes the pair (it drains, or died) or sends something else."""
+    conn_fd = -1
+    try:
+        _detach(pair_fd, "refrt-spare")
+        pair = socket.socket(fileno=pair_fd)
+        _, fds, _, _ = socket.recv_fds(pair, 16, 1, socket.MSG_CMSG_CLOEXEC)  # as the zygote got it
+        if len(fds) == 1:
+            pair.send(ACK)  # the command is ours: the zygote must not give it to another worker
+            conn_fd = fds[0]
+            _name("refrt-worker")
+        pair.close()
+    except BaseException:  # SIGINT while waiting, or a broken pair: leave without a word
+        conn_fd = -1
+    if conn_fd < 0:
+        os._exit(0)
+    _worker(conn_fd, paths, detached=True)
+
+
+def _worker(conn_fd: int, paths: Paths, detached: bool = False) -> None:  # pragma: no cover - a forked worker
     """Run one command for the client on ``conn_fd``; never returns."""
     code = 125
     try:
-        os.setsid()
-        _name("refrt-worker")
-        signal.set_wakeup_fd(-1)
-        _close_fds_except(conn_fd)
-        _default_signals()
+        if not detached:
+            _detach(conn_fd, "refrt-worker")
         conn = socket.socket(fileno=conn_fd)
         argv, env, cwd, umask, stdio = _read_header(conn)
         _take_stdio(stdio)
@@ -183,6 +322,7 @@ def _worker(conn_fd: int, paths: Paths) -> None:  # pragma: no cover - runs in t
         else:
             code = _run_cli(argv, paths)
         _flush()
+        signal.signal(signal.SIGIO, signal.SIG_IGN)  # the client closes once it has the code: not a reason to die
         with contextlib.suppress(OSError):
             conn.sendall(FRAME.pack(EXIT, code))
     except BaseException:

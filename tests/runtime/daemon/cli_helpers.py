@@ -17,7 +17,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 MAIN = REPO / "runtime" / "__main__.py"
-DAEMON_NAMES = ("refrt-daemon", "refrt-zygote", "refrt-worker")
+DAEMON_NAMES = ("refrt-daemon", "refrt-zygote", "refrt-worker", "refrt-spare")
 
 
 def lean(root: Path, *args: str) -> list[str]:
