@@ -36,7 +36,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -142,15 +142,21 @@ def _default_network(store: NetworkStore) -> NetworkRecord:
     return rec
 
 
-def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
-    """Make sure the network's bridge, the root's chains and the network's rules exist.
+def _done() -> None:
+    return None
+
+
+def _bring_up(store: NetworkStore, rec: NetworkRecord, *, background: bool = False) -> Callable[[], None]:
+    """Make sure the network's bridge, the root's chains and the network's rules exist. Returns the function
+    that waits for the rules: with ``background`` the ``iptables-restore`` runs on a thread meanwhile (the
+    caller holds the host lock until it has waited), so a container's veth is made while it runs.
 
     A bridge that exists already is taken as complete: bridge and rules are made together under the host lock,
     and a failure half-way removes the bridge again (see ``_detach_locked``), so the common path - a container
     joining a network in use - costs no iptables call. Otherwise: the bridge over netlink, one
     ``iptables-restore`` for the root's chains (and their jumps, when this is the root's first bridge)."""
     if bridge.exists(rec.bridge):
-        return rec
+        return _done
     with _host_locked():
         if not rec.subnet_fixed or not rec.subnet:
             subnet = ipam.choose_subnet(store, exclude=[])
@@ -161,13 +167,14 @@ def _bring_up(store: NetworkStore, rec: NetworkRecord) -> NetworkRecord:
         first = not any(bridge.exists(n.bridge) for n in store.networks() if n.id != rec.id)
         prefix = ipaddress.IPv4Network(rec.subnet).prefixlen
         bridge.create(rec.bridge, rec.gateway, prefix)
-        _apply_firewall(store, with_base=first)
-    return rec
+        return _apply_firewall(store, with_base=first, background=background)
 
 
-def _apply_firewall(store: NetworkStore, *, with_base: bool = False, leaving: tuple[str, ...] = ()) -> None:
+def _apply_firewall(store: NetworkStore, *, with_base: bool = False, leaving: tuple[str, ...] = (),
+                    background: bool = False) -> Callable[[], None]:
     """Rewrite the root's chains from the records: the rules of every network whose bridge is up (except the
-    ``leaving`` ones) and of every container's published ports (see ``firewall.apply_root``)."""
+    ``leaving`` ones) and of every container's published ports (see ``firewall.apply_root``). Returns the
+    function that waits for it (with ``background``, it runs on a thread; see ``_bring_up``)."""
     tag = root_tag(store.paths)
     nets = {n.id: n for n in store.networks() if n.id not in leaving and bridge.exists(n.bridge)}
     rules = []
@@ -179,7 +186,26 @@ def _apply_firewall(store: NetworkStore, *, with_base: bool = False, leaving: tu
     for net in nets.values():
         rules += firewall.network_rules(tag, net.id, net.bridge, net.subnet, net.internal)
     with _host_locked():
-        firewall.apply_root(tag, rules, with_base=with_base)
+        if not background:
+            firewall.apply_root(tag, rules, with_base=with_base)
+            return _done
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                firewall.apply_root(tag, rules, with_base=with_base)
+            except BaseException as exc:  # handed to the waiting thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=work, name="iptables-restore", daemon=True)
+        thread.start()
+
+    def finish() -> None:
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    return finish
 
 
 def _tear_down(store: NetworkStore, rec: NetworkRecord, veths: tuple[str, ...] = ()) -> None:
@@ -554,8 +580,13 @@ def attach(ctx: HasPaths, container_id: str, name: str, pid: int, request: Netwo
         if net.default and request.aliases:
             raise UsageError("network-scoped alias is supported only for containers in user defined networks")
         try:
-            _bring_up(store, net)
-            ep = _add_endpoint(store, net, rec, [] if net.default else list(request.aliases))
+            # a new bridge: its rules are installed while the veth is made, all under the host lock
+            with contextlib.nullcontext() if bridge.exists(net.bridge) else _host_locked():
+                rules_done = _bring_up(store, net, background=True)
+                try:
+                    ep = _add_endpoint(store, net, rec, [] if net.default else list(request.aliases))
+                finally:
+                    rules_done()
             _publish(store, rec, net, ep, requests)
             _refresh_network_hosts(store, [net.id])
             _write_hosts(store, rec)
