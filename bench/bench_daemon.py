@@ -197,12 +197,15 @@ def wake_latencies(runs: int) -> tuple[list[float], list[float]]:
     return forked, woken
 
 
-def spare_comparison(work: Path, root: Path, env: dict[str, str], runs: int, warmup: int) -> dict[str, list[float]]:
-    """Interleaved end-to-end times of the same commands through a daemon with spares and one without."""
+def spare_comparison(work: Path, root: Path, env: dict[str, str], runs: int, warmup: int,
+                     baseline: Path | None) -> dict[str, list[float]]:
+    """Interleaved end-to-end times of the same commands through a daemon with spares and one without (or, with
+    ``baseline``, one running that checkout's runtime: the code before a change)."""
     sys.path.insert(0, str(REPO))
     from conformance.services.registry import Registry
 
     python = [sys.executable, "-I", "-S", str(MAIN)]
+    clients = {"spare": python, "fork": [*python[:-1], str((baseline or REPO) / "runtime" / "__main__.py")]}
     other = work / "root-fork"
     subprocess.run([sys.executable, "-m", "runtime", "--no-daemon", "--root", str(other), "image", "bootstrap",
                     "busybox"], check=True, env=env, cwd=REPO, capture_output=True)
@@ -214,12 +217,12 @@ def spare_comparison(work: Path, root: Path, env: dict[str, str], runs: int, war
     daemons: list[subprocess.Popen[bytes]] = []
 
     def start_daemon(kind: str, at: Path) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([*python, "--root", str(at), "daemon"], env=envs[kind], stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen([*clients[kind], "--root", str(at), "daemon"], env=envs[kind],
+                                stderr=subprocess.DEVNULL, start_new_session=True)
         daemons.append(proc)
         deadline = time.monotonic() + 30
-        while subprocess.run([*python, "--root", str(at), "images", "-q"], env=envs[kind], capture_output=True,
-                             check=False).returncode != 0:
+        while subprocess.run([*clients[kind], "--root", str(at), "images", "-q"], env=envs[kind],
+                             capture_output=True, check=False).returncode != 0:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("bench_daemon: a daemon did not come up")
             time.sleep(0.1)
@@ -242,7 +245,7 @@ def spare_comparison(work: Path, root: Path, env: dict[str, str], runs: int, war
             fresh = work / f"pull-{next(pulls)}"
             proc = start_daemon(kind, fresh)
             try:
-                return timed([*python, "--root", str(fresh), "pull", image])
+                return timed([*clients[kind], "--root", str(fresh), "pull", image])
             finally:
                 stop_daemon(proc)
                 shutil.rmtree(fresh)
@@ -259,7 +262,7 @@ def spare_comparison(work: Path, root: Path, env: dict[str, str], runs: int, war
         for what, argv in (("ps", ["ps"]), ("images", ["images"]),
                            ("run --rm", ["run", "--rm", "--network", "none", "busybox", "true"])):
             for kind, at in roots.items():
-                cases[f"{what} ({kind})"] = functools.partial(timed, [*python, "--root", str(at), *argv])
+                cases[f"{what} ({kind})"] = functools.partial(timed, [*clients[kind], "--root", str(at), *argv])
         for kind in roots:
             cases[f"pull 1 MiB ({kind})"] = functools.partial(pull, kind)
         if shutil.which("skopeo"):
@@ -291,9 +294,11 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--trace", action="store_true", help="also time the set-up steps in-process")
     mode.add_argument("--spare", action="store_true", help="the zygote's spare worker against a fork per command")
+    parser.add_argument("--baseline", type=Path, help="with --spare: a checkout (git worktree) whose runtime is the "
+                        "'fork' side, e.g. the commit before a change: before/after in one interleaved run")
     args = parser.parse_args()
     if args.spare:
-        return main_spare(args.runs, args.warmup)
+        return main_spare(args.runs, args.warmup, args.baseline)
     if shutil.which("runc") is None:
         print("bench_daemon: runc is not installed", file=sys.stderr)
         return 2
@@ -332,7 +337,7 @@ def main() -> int:
     return 0
 
 
-def main_spare(runs: int, warmup: int) -> int:
+def main_spare(runs: int, warmup: int, baseline: Path | None) -> int:
     print(f"load average at the start: {load()}")
     forked, woken = wake_latencies(runs)
     print(f"\n{'in-process, ms':<36} {'median':>8} {'p90':>8}   ({runs} interleaved runs)")
@@ -343,7 +348,9 @@ def main_spare(runs: int, warmup: int) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         work = Path(tmp)
         root, _bundle = prepare(work, env)
-        times = spare_comparison(work, root, env, runs, warmup)
+        times = spare_comparison(work, root, env, runs, warmup, baseline)
+    if baseline is not None:
+        print(f"\n(fork) = the daemon and client of {baseline}, (spare) = this checkout")
     print(f"\n{'end to end':<24} {'median ms':>10} {'min ms':>8} {'max ms':>8}   ({runs} interleaved runs)")
     for name, values in times.items():
         print(f"{name:<24} {statistics.median(values):>10.1f} {min(values):>8.1f} {max(values):>8.1f}")
