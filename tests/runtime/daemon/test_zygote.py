@@ -175,3 +175,25 @@ def test_a_killed_zygote_leaves_no_spare(zygote: Zygote) -> None:
     zygote.proc.kill()
     zygote.proc.wait()
     assert wait_until(lambda: _gone(spare), timeout=10), "the spare outlived its zygote"
+
+
+WARM_PROBE = """
+import re, sys
+sys.path.insert(0, sys.argv[1])
+from runtime.daemon import zygote
+import runtime.cli
+zygote.preload()
+before = set(re._cache)
+for argv in (["ps"], ["ps", "-a", "-q"], ["images"], ["run", "--rm", "--network", "none", "busybox", "true"],
+             ["image", "inspect", "busybox"], ["volume", "ls"], ["network", "ls"], ["pull", "x"]):
+    runtime.cli.build_parser(argv[0]).parse_args(argv)
+print(sorted(str(key[1]) for key in set(re._cache) - before))
+"""
+
+
+def test_the_zygote_compiles_what_parsing_a_command_needs() -> None:
+    """Workers parse their command line without compiling a regular expression: the zygote did it once."""
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", WARM_PROBE, str(REPO)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
