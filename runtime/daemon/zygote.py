@@ -23,16 +23,19 @@ The protocol, end to end (see :mod:`runtime.client` for the client's half):
   HTTP thread until then, which is how it knows that a command still runs (no idle exit meanwhile).
 
 A spare worker waits ahead of each command (``refrt-spare``): forked by the zygote once it has been quiet for
-:data:`SPARE_QUIET` seconds, it has already left the zygote's session, closed the zygote's descriptors and reset its
-signals, and sleeps on a private ``SOCK_SEQPACKET`` pair. A command's connection goes to it over that pair (one
-message, the descriptor attached), and a fresh spare is forked when the zygote is quiet again. Why: on a loaded
-machine a new child waits for a CPU far longer than a sleeper woken by a message (the scheduler queues a child
-behind the tasks already waiting and credits a sleeper): 7 ms median and 38 ms at p90 from fork to the child's
-first step, against 1.2 and 6.6 ms to wake a spare, at load 8 here (``bench/bench_daemon.py --spare``).
-A spare is exactly a worker forked earlier: the zygote's state does not change after its preload (it never runs a
-command), so nothing a spare holds can be stale. Without a spare (the first command, a burst, a spare that died,
-``REFRT_DAEMON_SPARE=0`` in the daemon's environment) the zygote forks the worker as before. A zygote that drains
-or dies takes its spare with it: the spare sees its end of the pair close and exits.
+:data:`SPARE_QUIET` seconds (:data:`SPARE_BUSY` while commands run), it has already left the zygote's session,
+closed the zygote's descriptors and reset its signals, and sleeps on a private ``SOCK_SEQPACKET`` pair. A
+command's connection goes to it over that pair (one message, the descriptor attached; the spare acknowledges
+it), and a fresh spare is forked when the zygote is quiet again. Why: on a loaded machine a new child waits for a
+CPU far longer than a sleeper woken by a message (the scheduler queues a child behind the tasks already waiting
+and credits a sleeper): 3.6-7 ms median and 6-38 ms at p90 from fork to the child's first step, against 0.2-1.2
+and 1-7 ms to wake a spare, at load 5-8 here (``bench/bench_daemon.py --spare``, which also compares whole
+commands with and without spares). A spare is exactly a worker forked earlier: the zygote's state does not change
+after its preload (it never runs a command), so nothing a spare holds can be stale. Without a spare (the first
+command, a burst, a spare that died, ``REFRT_DAEMON_SPARE=0`` in the daemon's environment) the zygote forks the
+worker as before; a spare that died after its command was sent, before acknowledging it, has the command given
+to a worker forked then. A zygote that drains or dies takes its spare with it: the spare sees its end of the pair
+close and exits.
 
 Workers run in their own session (setsid), so a signal meant for the daemon never reaches them; they survive the
 daemon and the zygote, and still report their exit code to their client.
@@ -83,8 +86,10 @@ PRELOAD = (
 SPARE_ENV = "REFRT_DAEMON_SPARE"
 """``0`` in the daemon's environment: no spare worker, every command forks its own (bench_daemon.py's comparison)."""
 SPARE_QUIET = 0.01
-"""Seconds without any event before the zygote forks a spare worker: the fork and the spare's set-up then stay
-out of the way of the command that just started."""
+"""Seconds without any event, no command running, before the zygote forks a spare worker: the fork and the spare's
+set-up stay out of the way of the commands (on two loaded cores, a ``run`` shared its CPU with them)."""
+SPARE_BUSY = 0.25
+"""The same while commands run: a long one (``run -it``, ``logs -f``) must not leave the next without a spare."""
 
 
 def preload() -> None:
@@ -162,7 +167,7 @@ def serve(control: socket.socket, paths: Paths) -> None:
     try:
         while not (draining and not sessions):
             want_spare = spares and spare is None and not draining
-            events = poller.poll(int(SPARE_QUIET * 1000) if want_spare else -1)
+            events = poller.poll(int((SPARE_BUSY if sessions else SPARE_QUIET) * 1000) if want_spare else -1)
             if not events and want_spare:
                 spare = _Spare.fork(control, paths)
             for fd, _ in events:
