@@ -1,8 +1,8 @@
-"""The product's promise end to end: ``conformance run suites/ --target qemu`` runs every suite in disposable VMs
-(clones of the warm golden snapshot, two at once with ``-n 2``), under the guest's pure cgroup v2, with the
-registry suite pushing to and pulling from the harness's registry (bound to the host's loopback, reached through
-each run's SSH connection), reports the guest's kernel, and destroys the VMs: no qemu process, overlay, run
-directory or port forward remains.
+"""The product's promise end to end: ``conformance run suites/ --target qemu`` runs every suite in a disposable VM
+(a clone of the warm golden snapshot), under the guest's pure cgroup v2, with the registry suite pushing to and
+pulling from the harness's registry (bound to the host's loopback, reached through the run's SSH connection),
+reports the guest's kernel, and destroys the VM: no qemu process, overlay, run directory or port forward remains.
+With ``-n 2`` two guests run at once, one per pytest-xdist worker, and leave nothing either.
 
 The same session runs ``--target local`` first: every case that passes locally must pass in the guest, except a
 case the guest skips for a cgroup-layout feature (this host is hybrid, the guest pure v2). Both wall times and
@@ -12,6 +12,7 @@ does not pretend it is: it reports the figure).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,9 +30,10 @@ RUN_DIR = Path("/run/conformance-vm")
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-#: Guests in parallel (one per pytest-xdist worker): on this 2-core host two TCG guests finish the suites sooner
-#: than one, since much of a case is waiting (sleeps, timeouts, the guest's own scheduling).
-WORKERS = 2
+#: The full run uses one guest: on this 2-core host two TCG guests of 2 vCPUs each (``-n 2``) did not finish the
+#: suites sooner (830 s against 649 s for one, measured the same afternoon on the shared machine): the emulation
+#: is CPU-bound. ``-n 2`` is checked on a smaller run below.
+PARALLEL = 2
 PASSING = ("passed", "flaky")
 #: A case the guest may skip although it passes here: it names a cgroup layout the guest does not have.
 LAYOUT_SKIP = re.compile(r"^missing feature cgroup\.(v1|v2)\b")
@@ -44,10 +46,10 @@ def _left_of(vm_id: str) -> list[str]:
     return found.stdout.split() + ([str(RUN_DIR / vm_id)] if (RUN_DIR / vm_id).exists() else [])
 
 
-def _run(target: str, report_dir: Path, extra: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(paths: str, target: str, report_dir: Path, extra: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "conformance", "run", "suites/", "--target", target,
+    proc = subprocess.run([sys.executable, "-m", "conformance", "run", *paths.split(), "--target", target,
                            "--report-dir", str(report_dir), *extra],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=3600)
@@ -65,15 +67,15 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_every_suite_passes_in_qemu_vms_as_locally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    local, local_wall = _run("local", tmp_path / "local", [])
+def test_every_suite_passes_in_a_qemu_vm_as_locally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    local, local_wall = _run("suites/", "local", tmp_path / "local", [])
     assert local.returncode == 0, local.stdout[-5000:]
-    proc, vm_wall = _run("qemu", tmp_path / "qemu", ["-n", str(WORKERS)])
+    proc, vm_wall = _run("suites/", "qemu", tmp_path / "qemu", [])
     output = proc.stdout
     ratio = vm_wall / local_wall
     with capsys.disabled():
-        print(f"\nconformance run suites/: --target local {local_wall:.0f} s, --target qemu -n {WORKERS} "
-              f"{vm_wall:.0f} s, ratio {ratio:.1f}x (issue #15 goal: <= 2x)", flush=True)
+        print(f"\nconformance run suites/: --target local {local_wall:.0f} s, --target qemu {vm_wall:.0f} s, "
+              f"ratio {ratio:.1f}x (issue #15 goal: <= 2x)", flush=True)
     assert proc.returncode == 0, output[-6000:]
 
     # The run was never silent while each VM came up: each step as it happened, with its duration, although the
@@ -84,7 +86,7 @@ def test_every_suite_passes_in_qemu_vms_as_locally(tmp_path: Path, capsys: pytes
                  r"setting the guest clock; refrt's daemon is up"):
         assert re.search(rf"^qemu: {step} … (.+, )?\d+(\.\d)? s$", output, re.MULTILINE), output[:3000]
     ready = re.findall(r"^qemu: ready: VM (qemu-\d+-[0-9a-f]+) at root@127\.0\.0\.1:(\d+)$", output, re.MULTILINE)
-    assert len(ready) == WORKERS, f"expected {WORKERS} guests, one per worker:\n{output[:3000]}"
+    assert len(ready) == 1, output[:3000]
 
     document, in_vm = _statuses(tmp_path / "qemu")
     assert document["target"]["backend"] == "qemu"
@@ -105,3 +107,42 @@ def test_every_suite_passes_in_qemu_vms_as_locally(tmp_path: Path, capsys: pytes
     # Nothing left: no qemu process or run directory of the run's VMs, no port forward still listening.
     assert [left for name, _ in ready for left in _left_of(name)] == [], "the run's VMs outlived it"
     assert not [port for _, port in ready if _port_open(int(port))], "a VM's port forward still listens"
+
+
+def test_two_guests_at_once_with_n_2_leave_nothing(tmp_path: Path) -> None:
+    """``-n 2``: each pytest-xdist worker brings up a guest of its own (its own port, overlay and run directory),
+    both at once within the machine's memory, and both are destroyed at the end."""
+    memory: dict[str, int] = {}
+    proc = subprocess.Popen([sys.executable, "-m", "conformance", "run", "suites/host.yaml", "suites/limits.yaml",
+                             "--target", "qemu", "-n", str(PARALLEL), "--report-dir", str(tmp_path)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        for vm_id, _ in re.findall(r"^qemu: ready: VM (qemu-\d+-[0-9a-f]+) at root@127\.0\.0\.1:(\d+)$", line):
+            memory[vm_id] = 0
+            memory = {vm: _rss_kib(vm) for vm in memory}  # every guest so far, as this one becomes ready
+    output = "".join(lines)
+    assert proc.wait(timeout=1800) == 0, output[-5000:]
+    ready = re.findall(r"^qemu: ready: VM (qemu-\d+-[0-9a-f]+) at root@127\.0\.0\.1:(\d+)$", output, re.MULTILINE)
+    assert len({vm for vm, _ in ready}) == PARALLEL and len({port for _, port in ready}) == PARALLEL, output[:3000]
+    # Both guests lived at once: the first one's qemu was running when the second said it was ready.
+    assert len(memory) == PARALLEL and all(rss > 0 for rss in memory.values()), memory
+    assert sum(memory.values()) < 24 * 1024 * 1024, memory  # KiB: well within the 24 GiB budget
+    _, in_vm = _statuses(tmp_path)
+    assert {c["status"] for c in in_vm.values()} <= {"passed", "flaky", "skipped"}
+    assert [left for name, _ in ready for left in _left_of(name)] == [], "the run's VMs outlived it"
+    assert not [port for _, port in ready if _port_open(int(port))], "a VM's port forward still listens"
+
+
+def _rss_kib(vm_id: str) -> int:
+    """The resident memory of the qemu process of ``vm_id`` (0 when it is not running)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"-name {vm_id}"], capture_output=True, text=True).stdout.split()
+    total = 0
+    for pid in found:
+        with contextlib.suppress(OSError, ValueError):
+            total += int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                              if line.startswith("VmRSS:")))
+    return total
