@@ -2,7 +2,8 @@
 
 Map: ``parser`` (text -> instructions -> stages, line-numbered errors), ``expand`` (quotes, escapes, ``$VAR``),
 ``dockerignore``, ``context`` (COPY/ADD sources, globs, writing into a rootfs), ``cache`` (step keys and
-entries under ``root/build-cache``), ``builder`` (runs the stages on the store and the container runtime),
+entries under ``root/build-cache``), ``builder`` (runs the stages on the store and the container runtime;
+its instruction handlers are in ``config_steps`` and ``fs_steps``, over ``session`` and ``state``),
 ``errors`` (every build failure exits 1, as ``docker build``).
 """
 

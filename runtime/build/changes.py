@@ -56,7 +56,7 @@ def apply_change(config: dict[str, Any], instr: Instruction) -> None:
     elif kw == "STOPSIGNAL":
         config["StopSignal"] = instr.args[0]
     elif kw == "HEALTHCHECK":  # over the container's own, field by field, as docker merges a commit's changes
-        from runtime.build.builder import healthcheck_config
+        from runtime.build.config_steps import healthcheck_config
         from runtime.container.health import merged
 
         config["Healthcheck"] = merged(healthcheck_config(instr), config.get("Healthcheck"))

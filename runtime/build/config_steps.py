@@ -1,0 +1,275 @@
+"""The instructions that only edit the image config (ARG, ENV, LABEL, USER, EXPOSE, CMD, HEALTHCHECK...).
+
+Each adds a history entry with ``empty_layer: true`` and no layer, as Docker does (:meth:`BuildSession._meta_step`);
+none mounts or runs anything, which is why they live apart from :mod:`runtime.build.fs_steps`.
+:func:`healthcheck_config` is also how ``commit --change HEALTHCHECK`` shapes its check (:mod:`runtime.build.changes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.build.errors import BuildError, DockerfileError
+from runtime.build.expand import Lexer
+from runtime.build.parser import Dockerfile, Instruction, Stage, parse_duration
+from runtime.build.session import BuildSession
+from runtime.build.state import State
+
+
+class ConfigSteps(BuildSession):
+    """The ``_do_<keyword>`` handlers of the config-only instructions (the builder dispatches on the keyword)."""
+
+    def _do_arg(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        shown = []
+        for word in instr.args:
+            raw_name, has_default, raw_default = word.partition("=")
+            name = lexer.word(raw_name, env)
+            value: str | None
+            if name in self.opts.build_args:
+                value = self.opts.build_args[name]
+                self.used_args.add(name)
+            elif has_default:
+                value = lexer.word(raw_default, env)
+            else:
+                value = self.meta_env.get(name)
+            new.args[name] = value
+            env = new.env()
+            shown.append(f"{name}={value}" if has_default or value is not None else name)
+        self._meta_step(new, label, "ARG " + " ".join(shown))
+
+    def _do_env(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        pairs = [(lexer.word(k, env), lexer.word(v, env)) for k, v in instr.pairs]
+        for key, value in pairs:
+            new.set_env(key, value)
+        self._meta_step(new, label, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
+
+    def _do_label(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        pairs = [(lexer.word(k, env), lexer.word(v, env)) for k, v in instr.pairs]
+        labels = dict(new.cfg.get("Labels") or {})
+        labels.update(pairs)
+        new.cfg["Labels"] = labels
+        self._meta_step(new, label, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
+
+    def _do_maintainer(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        new.config["author"] = instr.args[0]
+        self._meta_step(new, label, "MAINTAINER " + instr.args[0])
+
+    def _do_user(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        user = lexer.word(instr.args[0], env)
+        new.cfg["User"] = user
+        self._meta_step(new, label, "USER " + user)
+
+    def _do_stopsignal(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        sig = lexer.word(instr.args[0], env)
+        new.cfg["StopSignal"] = sig
+        self._meta_step(new, label, "STOPSIGNAL " + sig)
+
+    def _do_expose(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        ports = dict(new.cfg.get("ExposedPorts") or {})
+        added = []
+        for arg in instr.args:
+            for word in lexer.words(arg, env):
+                for port in _expand_ports(word):
+                    ports[port] = {}
+                    added.append(port)
+        new.cfg["ExposedPorts"] = ports
+        self._meta_step(new, label, "EXPOSE " + " ".join(added))
+
+    def _do_volume(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        volumes = dict(new.cfg.get("Volumes") or {})
+        added = []
+        for arg in instr.args:
+            path = lexer.word(arg, env)
+            if not path.strip():
+                raise DockerfileError("VOLUME specified can not be an empty string", instr.line)
+            volumes[path] = {}
+            added.append(path)
+        new.cfg["Volumes"] = volumes
+        self._meta_step(new, label, "VOLUME " + str(added))
+
+    def _command(self, new: State, instr: Instruction) -> list[str]:
+        if instr.json:
+            return list(instr.args)
+        return [*new.shell, instr.args[0]] if instr.args else []
+
+    def _do_cmd(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        new.cfg["Cmd"] = self._command(new, instr)
+        new.cmd_set = True
+        self._meta_step(new, label, "CMD " + _json(new.cfg["Cmd"]))
+
+    def _do_entrypoint(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        argv = self._command(new, instr)
+        new.cfg["Entrypoint"] = argv or None
+        if not new.cmd_set:
+            # docker: a CMD inherited from the base image is reset by a new ENTRYPOINT
+            new.cfg["Cmd"] = None
+        self._meta_step(new, label, "ENTRYPOINT " + _json(argv))
+
+    def _do_shell(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        new.cfg["Shell"] = list(instr.args)
+        self._meta_step(new, label, "SHELL " + _json(instr.args))
+
+    def _do_healthcheck(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        check = healthcheck_config(instr)
+        new.cfg["Healthcheck"] = check
+        self._meta_step(new, label, "HEALTHCHECK " + _json(check))
+
+    def _do_onbuild(
+        self,
+        df: Dockerfile,
+        stage: Stage,
+        new: State,
+        instr: Instruction,
+        label: str,
+        lexer: Lexer,
+        env: dict[str, str],
+    ) -> None:
+        text = instr.args[0]
+        if instr.heredocs:
+            text += "".join("\n" + doc.content + doc.name for doc in instr.heredocs)
+        new.cfg["OnBuild"] = [*(new.cfg.get("OnBuild") or []), text]
+        self._meta_step(new, label, "ONBUILD " + text)
+
+
+def healthcheck_config(instr: Instruction) -> dict[str, Any]:
+    """A (checked) HEALTHCHECK instruction as the image config's Healthcheck, in docker's shape: ``NONE``, or the
+    test (``CMD`` exec form, ``CMD-SHELL`` shell form) with the durations in nanoseconds; ``commit -c`` uses it
+    too, and the container's monitor runs it (runtime.container.health)."""
+    if instr.args[0].upper() == "NONE":
+        return {"Test": ["NONE"]}
+    test = ["CMD", *instr.args[1:]] if instr.json else ["CMD-SHELL", instr.args[1]]
+    check: dict[str, Any] = {"Test": test}
+    # no --start-interval: docker 20.10 has none, and the parser refuses it as an unknown flag
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod")):
+        if flag in instr.flags:
+            check[key] = parse_duration(instr.flags[flag])
+    if "retries" in instr.flags:
+        check["Retries"] = int(instr.flags["retries"])
+    return check
+
+
+def _expand_ports(word: str) -> list[str]:
+    """``80`` -> ``80/tcp``; ``53/udp`` kept; ``8000-8002`` -> three ports, as docker's nat.ParsePortSpecs."""
+    port, _, proto = word.partition("/")
+    proto = (proto or "tcp").lower()
+    start, _, end = port.partition("-")
+    if not start.isdigit() or (end and not end.isdigit()):
+        raise BuildError(f"invalid containerPort: {port}")
+    first, last = int(start), int(end or start)
+    if not 0 < first <= last <= 65535:
+        raise BuildError(f"invalid port range: {port}")
+    return [f"{p}/{proto}" for p in range(first, last + 1)]
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
