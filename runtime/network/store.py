@@ -9,7 +9,7 @@ files refrt alone owns)::
     networks/<net-id>/endpoints/<cid>.json   one container's endpoint on that network
     networks/containers/<cid>.json       one container's network state: pid, netns inode, mode, published ports
 
-Every read-modify-write of these files happens under ``locked(paths.locks, "network")`` (see ``__init__``).
+Every read-modify-write of these files happens under ``locked(paths.locks, "network")`` (``records.root_locked``).
 """
 
 from __future__ import annotations
