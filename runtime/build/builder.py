@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.build import context as ctxfiles
 from runtime.build.cache import step_key
+from runtime.build.changes import parse_checked
 from runtime.build.config_steps import ConfigSteps, healthcheck_config
 from runtime.build.dockerignore import Ignore
 from runtime.build.errors import BuildError, ContextError, DockerfileError, ExpansionError, StepFailed
 from runtime.build.expand import Lexer
 from runtime.build.fs_steps import FilesystemSteps
-from runtime.build.parser import Dockerfile, Instruction, Stage, check_instruction, parse, parse_instructions
-from runtime.build.state import BuildOptions, State, Step, now
+from runtime.build.parser import Dockerfile, Instruction, Stage, parse
+from runtime.build.state import BuildOptions, State, Step, StepContext, now
 from runtime.errors import RefrtError, UsageError
 
 if TYPE_CHECKING:
@@ -195,9 +196,7 @@ class Builder(ConfigSteps, FilesystemSteps):
     def _run_trigger(self, stage: Stage, state: State, text: str) -> None:
         """An ONBUILD trigger of the base image, run right after FROM as Docker does."""
         try:
-            instrs, _, _ = parse_instructions(text)
-            for instr in instrs:
-                check_instruction(instr)
+            instrs = parse_checked(text)
         except DockerfileError as exc:
             raise BuildError(f"failed to process ONBUILD trigger {text!r}: {exc.reason}") from None
         assert self.df is not None
@@ -209,11 +208,10 @@ class Builder(ConfigSteps, FilesystemSteps):
     def _step(self, df: Dockerfile, stage: Stage, state: State, instr: Instruction, label: str, lexer: Lexer) -> State:
         """Run one instruction on a copy of ``state``; returns the new state."""
         new = State(list(state.layers), copy.deepcopy(state.config), state.key, dict(state.args), state.cmd_set)
-        env = new.env()
         self._title = f"{label} {_display(instr)}"
         try:
             handler = getattr(self, f"_do_{instr.keyword.lower()}")
-            handler(df, stage, new, instr, label, lexer, env)
+            handler(StepContext(df, stage, instr, label, lexer, new.env()), new)
         except ExpansionError as exc:
             raise DockerfileError(str(exc), instr.line) from None
         except StepFailed:

@@ -66,15 +66,22 @@ def apply_change(config: dict[str, Any], instr: Instruction) -> None:
 
 def parse_changes(changes: list[str]) -> list[Instruction]:
     from runtime.build.errors import DockerfileError
-    from runtime.build.parser import check_instruction, parse_instructions
 
     out = []
     for change in changes:
         try:
-            instructions, _, _ = parse_instructions(change)
-            for instr in instructions:
-                check_instruction(instr)
+            out += parse_checked(change)
         except DockerfileError as exc:
             raise UsageError(f"--change {change!r}: {exc}") from None
-        out += instructions
     return out
+
+
+def parse_checked(text: str) -> list[Instruction]:
+    """Instructions given as text outside a Dockerfile (a ``--change``, an image's ONBUILD trigger), parsed and
+    checked as a Dockerfile's would be; :class:`DockerfileError` if not, for the caller to word in its own terms."""
+    from runtime.build.parser import check_instruction, parse_instructions
+
+    instructions, _, _ = parse_instructions(text)
+    for instr in instructions:
+        check_instruction(instr)
+    return instructions

@@ -10,233 +10,116 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.build.errors import BuildError, DockerfileError
-from runtime.build.expand import Lexer
-from runtime.build.parser import Dockerfile, Instruction, Stage, parse_duration
+from runtime.build.parser import Instruction, parse_duration
 from runtime.build.session import BuildSession
-from runtime.build.state import State
+from runtime.build.state import State, StepContext
 
 
 class ConfigSteps(BuildSession):
     """The ``_do_<keyword>`` handlers of the config-only instructions (the builder dispatches on the keyword)."""
 
-    def _do_arg(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
+    def _do_arg(self, step: StepContext, new: State) -> None:
         shown = []
-        for word in instr.args:
+        env = step.env  # an ARG is in effect for the words after it in the same instruction
+        for word in step.instr.args:
             raw_name, has_default, raw_default = word.partition("=")
-            name = lexer.word(raw_name, env)
+            name = step.lexer.word(raw_name, env)
             value: str | None
             if name in self.opts.build_args:
                 value = self.opts.build_args[name]
                 self.used_args.add(name)
             elif has_default:
-                value = lexer.word(raw_default, env)
+                value = step.lexer.word(raw_default, env)
             else:
                 value = self.meta_env.get(name)
             new.args[name] = value
             env = new.env()
             shown.append(f"{name}={value}" if has_default or value is not None else name)
-        self._meta_step(new, label, "ARG " + " ".join(shown))
+        self._meta_step(new, step.label, "ARG " + " ".join(shown))
 
-    def _do_env(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        pairs = [(lexer.word(k, env), lexer.word(v, env)) for k, v in instr.pairs]
+    def _do_env(self, step: StepContext, new: State) -> None:
+        pairs = [(step.word(k), step.word(v)) for k, v in step.instr.pairs]
         for key, value in pairs:
             new.set_env(key, value)
-        self._meta_step(new, label, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
+        self._meta_step(new, step.label, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
 
-    def _do_label(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        pairs = [(lexer.word(k, env), lexer.word(v, env)) for k, v in instr.pairs]
+    def _do_label(self, step: StepContext, new: State) -> None:
+        pairs = [(step.word(k), step.word(v)) for k, v in step.instr.pairs]
         labels = dict(new.cfg.get("Labels") or {})
         labels.update(pairs)
         new.cfg["Labels"] = labels
-        self._meta_step(new, label, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
+        self._meta_step(new, step.label, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
 
-    def _do_maintainer(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        new.config["author"] = instr.args[0]
-        self._meta_step(new, label, "MAINTAINER " + instr.args[0])
+    def _do_maintainer(self, step: StepContext, new: State) -> None:
+        new.config["author"] = step.instr.args[0]
+        self._meta_step(new, step.label, "MAINTAINER " + step.instr.args[0])
 
-    def _do_user(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        user = lexer.word(instr.args[0], env)
+    def _do_user(self, step: StepContext, new: State) -> None:
+        user = step.word(step.instr.args[0])
         new.cfg["User"] = user
-        self._meta_step(new, label, "USER " + user)
+        self._meta_step(new, step.label, "USER " + user)
 
-    def _do_stopsignal(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        sig = lexer.word(instr.args[0], env)
+    def _do_stopsignal(self, step: StepContext, new: State) -> None:
+        sig = step.word(step.instr.args[0])
         new.cfg["StopSignal"] = sig
-        self._meta_step(new, label, "STOPSIGNAL " + sig)
+        self._meta_step(new, step.label, "STOPSIGNAL " + sig)
 
-    def _do_expose(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
+    def _do_expose(self, step: StepContext, new: State) -> None:
         ports = dict(new.cfg.get("ExposedPorts") or {})
         added = []
-        for arg in instr.args:
-            for word in lexer.words(arg, env):
+        for arg in step.instr.args:
+            for word in step.lexer.words(arg, step.env):
                 for port in _expand_ports(word):
                     ports[port] = {}
                     added.append(port)
         new.cfg["ExposedPorts"] = ports
-        self._meta_step(new, label, "EXPOSE " + " ".join(added))
+        self._meta_step(new, step.label, "EXPOSE " + " ".join(added))
 
-    def _do_volume(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
+    def _do_volume(self, step: StepContext, new: State) -> None:
         volumes = dict(new.cfg.get("Volumes") or {})
         added = []
-        for arg in instr.args:
-            path = lexer.word(arg, env)
+        for arg in step.instr.args:
+            path = step.word(arg)
             if not path.strip():
-                raise DockerfileError("VOLUME specified can not be an empty string", instr.line)
+                raise DockerfileError("VOLUME specified can not be an empty string", step.instr.line)
             volumes[path] = {}
             added.append(path)
         new.cfg["Volumes"] = volumes
-        self._meta_step(new, label, "VOLUME " + str(added))
+        self._meta_step(new, step.label, "VOLUME " + str(added))
 
     def _command(self, new: State, instr: Instruction) -> list[str]:
         if instr.json:
             return list(instr.args)
         return [*new.shell, instr.args[0]] if instr.args else []
 
-    def _do_cmd(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        new.cfg["Cmd"] = self._command(new, instr)
+    def _do_cmd(self, step: StepContext, new: State) -> None:
+        new.cfg["Cmd"] = self._command(new, step.instr)
         new.cmd_set = True
-        self._meta_step(new, label, "CMD " + _json(new.cfg["Cmd"]))
+        self._meta_step(new, step.label, "CMD " + _json(new.cfg["Cmd"]))
 
-    def _do_entrypoint(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        argv = self._command(new, instr)
+    def _do_entrypoint(self, step: StepContext, new: State) -> None:
+        argv = self._command(new, step.instr)
         new.cfg["Entrypoint"] = argv or None
         if not new.cmd_set:
             # docker: a CMD inherited from the base image is reset by a new ENTRYPOINT
             new.cfg["Cmd"] = None
-        self._meta_step(new, label, "ENTRYPOINT " + _json(argv))
+        self._meta_step(new, step.label, "ENTRYPOINT " + _json(argv))
 
-    def _do_shell(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        new.cfg["Shell"] = list(instr.args)
-        self._meta_step(new, label, "SHELL " + _json(instr.args))
+    def _do_shell(self, step: StepContext, new: State) -> None:
+        new.cfg["Shell"] = list(step.instr.args)
+        self._meta_step(new, step.label, "SHELL " + _json(step.instr.args))
 
-    def _do_healthcheck(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        check = healthcheck_config(instr)
+    def _do_healthcheck(self, step: StepContext, new: State) -> None:
+        check = healthcheck_config(step.instr)
         new.cfg["Healthcheck"] = check
-        self._meta_step(new, label, "HEALTHCHECK " + _json(check))
+        self._meta_step(new, step.label, "HEALTHCHECK " + _json(check))
 
-    def _do_onbuild(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        text = instr.args[0]
-        if instr.heredocs:
-            text += "".join("\n" + doc.content + doc.name for doc in instr.heredocs)
+    def _do_onbuild(self, step: StepContext, new: State) -> None:
+        text = step.instr.args[0]
+        if step.instr.heredocs:
+            text += "".join("\n" + doc.content + doc.name for doc in step.instr.heredocs)
         new.cfg["OnBuild"] = [*(new.cfg.get("OnBuild") or []), text]
-        self._meta_step(new, label, "ONBUILD " + text)
+        self._meta_step(new, step.label, "ONBUILD " + text)
 
 
 def healthcheck_config(instr: Instruction) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from runtime.build import context as ctxfiles
 from runtime.build.cache import CacheEntry, step_key
 from runtime.build.errors import BuildError, ContextError, StepFailed
 from runtime.build.expand import Lexer
-from runtime.build.parser import Dockerfile, Instruction, Stage, parse_heredoc_word
+from runtime.build.parser import Instruction, parse_heredoc_word
 from runtime.build.session import BuildSession
-from runtime.build.state import DEFAULT_PATH, State, now
+from runtime.build.state import DEFAULT_PATH, State, StepContext, now
 from runtime.errors import RefrtError, UsageError
 from runtime.spec import MountSpec
 
@@ -99,28 +99,19 @@ class FilesystemSteps(BuildSession):
         finally:
             unmount(merged)
 
-    def _do_workdir(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        path = lexer.word(instr.args[0], env)
+    def _do_workdir(self, step: StepContext, new: State) -> None:
+        path = step.word(step.instr.args[0])
         path = posixpath.normpath(posixpath.join(new.workdir, path))
         new.cfg["WorkingDir"] = path
         created_by = "WORKDIR " + path
         if not new.layers and path == "/":
-            self._meta_step(new, label, created_by)
+            self._meta_step(new, step.label, created_by)
             return
         seen = None if self.opts.no_cache else self.cache.get(step_key(new.key, created_by, self._args_in_effect(new)))
         # the parent's files decide whether the directory must be made; a cached answer spares a mount
         exists = seen.diff_id is None if seen is not None else self._exists(new.layers, path)
         if exists:
-            self._meta_step(new, label, created_by)
+            self._meta_step(new, step.label, created_by)
             return
 
         def work(scratch: Path) -> None:
@@ -130,29 +121,20 @@ class FilesystemSteps(BuildSession):
                 writer = ctxfiles.RootfsWriter(root, owner=owner, chmod=None, keep_owner=False)
                 writer.mkdirs(path)
 
-        self._fs_step(new, label, created_by, "", work)
+        self._fs_step(new, step.label, created_by, "", work)
 
     def _exists(self, layers: list[Layer], path: str) -> bool:
         """Whether ``path`` is a directory in the rootfs of ``layers`` (top layer first, whiteouts respected)."""
         with self._scratch() as scratch, self._mounted(layers, scratch) as root:
             return ctxfiles.resolve_in_root(root, path).is_dir()
 
-    def _do_run(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        argv, script = self._run_argv(new, instr)
+    def _do_run(self, step: StepContext, new: State) -> None:
+        argv, script = self._run_argv(new, step.instr)
         args = self._args_in_effect(new)
         shown = " ".join(argv)
         if args:
             shown = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in sorted(args.items())) + " " + shown
-        network = "none" if instr.flags.get("network") == "none" else "host"  # docker build's default: host
+        network = "none" if step.instr.flags.get("network") == "none" else "host"  # docker build's default: host
         created_by = "RUN " + ("--network=none " if network == "none" else "") + shown
         content = _sha(script.encode()) if script else ""
         run_env = self._run_env(new)
@@ -172,18 +154,18 @@ class FilesystemSteps(BuildSession):
                 raise
             except RefrtError as exc:
                 raise StepFailed(
-                    f'process "{" ".join(argv)}" could not be started: {exc} (Dockerfile line {instr.line})',
+                    f'process "{" ".join(argv)}" could not be started: {exc} (Dockerfile line {step.instr.line})',
                     exc.exit_code,
                 ) from None
             if status != 0:
                 raise StepFailed(
                     f'process "{" ".join(argv)}" did not complete successfully: exit code: {status}'
-                    f" (Dockerfile line {instr.line})",
+                    f" (Dockerfile line {step.instr.line})",
                     status,
                 )
             _drop_mountpoints(scratch / "upper", self._lower_dirs(new.layers, scratch))
 
-        self._fs_step(new, label, created_by, content, work)
+        self._fs_step(new, step.label, created_by, content, work)
 
     def _run_argv(self, new: State, instr: Instruction) -> tuple[list[str], str]:
         """The argv of a RUN, and the script to bind at argv[0] for a heredoc with a shebang ("" if none)."""
@@ -239,50 +221,23 @@ class FilesystemSteps(BuildSession):
                 stderr=fd,
             )
 
-    def _do_copy(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        self._copy(df, stage, new, instr, label, lexer, env, extract=False)
+    def _do_copy(self, step: StepContext, new: State) -> None:
+        self._copy(step, new, extract=False)
 
-    def _do_add(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-    ) -> None:
-        self._copy(df, stage, new, instr, label, lexer, env, extract=True)
+    def _do_add(self, step: StepContext, new: State) -> None:
+        self._copy(step, new, extract=True)
 
-    def _copy(
-        self,
-        df: Dockerfile,
-        stage: Stage,
-        new: State,
-        instr: Instruction,
-        label: str,
-        lexer: Lexer,
-        env: dict[str, str],
-        *,
-        extract: bool,
-    ) -> None:
+    def _copy(self, step: StepContext, new: State, *, extract: bool) -> None:
+        """COPY and ADD: the same work, ADD also unpacking local archives (``extract``)."""
+        instr = step.instr
         kw = instr.keyword
-        dest = lexer.word(instr.args[-1], env)
+        dest = step.word(instr.args[-1])
         to_dir_hint = dest.endswith("/") or dest in (".", "")
         dest = posixpath.normpath(posixpath.join(new.workdir, dest))
         if (to_dir_hint or instr.args[-1].endswith("/")) and not dest.endswith("/"):
             dest += "/"
-        chown = lexer.word(instr.flags["chown"], env) if "chown" in instr.flags else None
-        chmod = ctxfiles.parse_chmod(lexer.word(instr.flags["chmod"], env)) if "chmod" in instr.flags else None
+        chown = step.word(instr.flags["chown"]) if "chown" in instr.flags else None
+        chmod = ctxfiles.parse_chmod(step.word(instr.flags["chmod"])) if "chmod" in instr.flags else None
         docs = {doc.name: doc for doc in instr.heredocs}
         sources: list[str] = []
         contents: list[tuple[str, bytes]] = []
@@ -292,20 +247,20 @@ class FilesystemSteps(BuildSession):
                 doc = docs[marker[0]]
                 data = doc.text()
                 if doc.expand:
-                    data = Lexer(skip_quotes=True).word(data, env)
+                    data = Lexer(skip_quotes=True).word(data, step.env)
                 contents.append((doc.name, data.encode()))
             else:
-                sources.append(lexer.word(raw, env))
+                sources.append(step.word(raw))
         for src in sources:
             if _URL.match(src):
                 raise BuildError(f"{kw} from a URL is not supported by refrt (builds have no network): {src}")
-        from_ref = lexer.word(instr.flags["from"], env) if "from" in instr.flags else None
+        from_ref = step.word(instr.flags["from"]) if "from" in instr.flags else None
         flags = " ".join(f"--{k}={v}" for k, v in instr.flags.items() if k != "link")
         created_by = f"{kw} {flags + ' ' if flags else ''}{' '.join(sources + [n for n, _ in contents])} {dest}"
 
         src_layers: list[Layer] | None = None
         if from_ref is not None:
-            dep = self._stage_ref(df, from_ref, stage.index)
+            dep = self._stage_ref(step.df, from_ref, step.stage.index)
             if dep is not None:
                 src_state = self.results[dep.index]
                 src_layers, src_key = src_state.layers, src_state.key
@@ -343,7 +298,7 @@ class FilesystemSteps(BuildSession):
                 for name, data in contents:
                     ctxfiles.write_content(dest, name, data, writer, to_dir=to_dir)
 
-        self._fs_step(new, label, created_by, content, work)
+        self._fs_step(new, step.label, created_by, content, work)
 
 
 def _fileno(out: TextIO | None) -> int | None:

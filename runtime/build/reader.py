@@ -267,15 +267,17 @@ def _parse_words(rest: str, esc: str) -> list[str]:
     i = 0
     while i < len(rest):
         ch = rest[i]
+        if ch == esc and quote != "'":
+            # outside quotes and inside double ones alike, the escape and the character it escapes stay together
+            # (an escape is never a blank or a quote, so this comes first); a trailing lone escape is dropped
+            if i + 1 == len(rest):
+                break
+            buf.append(rest[i : i + 2])
+            i += 2
+            continue
         if quote:
             if ch == quote:
                 quote = ""
-            elif ch == esc and quote != "'":
-                if i + 1 == len(rest):
-                    break
-                buf.append(ch)
-                i += 1
-                ch = rest[i]
             buf.append(ch)
         elif ch.isspace():
             if buf or blank_ok:
@@ -284,12 +286,6 @@ def _parse_words(rest: str, esc: str) -> list[str]:
         else:
             if ch in "'\"":
                 quote, blank_ok = ch, True
-            elif ch == esc:
-                if i + 1 == len(rest):
-                    break
-                buf.append(ch)
-                i += 1
-                ch = rest[i]
             buf.append(ch)
         i += 1
     if buf or blank_ok:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from runtime.build.expand import Lexer
+    from runtime.build.parser import Dockerfile, Instruction, Stage
     from runtime.store.layers import Layer
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -33,6 +35,26 @@ class BuildOptions:
     no_cache: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     out: TextIO | None = None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where one instruction runs and what it reads: its Dockerfile and stage, the instruction, its progress label,
+    the lexer (the Dockerfile's escape character) and the environment its words expand in.
+
+    One value for the builder to hand every ``_do_<keyword>`` handler, so a handler names only what it uses; the
+    :class:`State` the step changes is passed beside it, being the one thing a handler writes to."""
+
+    df: Dockerfile
+    stage: Stage
+    instr: Instruction
+    label: str
+    lexer: Lexer
+    env: dict[str, str]
+
+    def word(self, text: str) -> str:
+        """``text`` expanded as one word in the step's environment (``$VAR``, quotes, escapes)."""
+        return self.lexer.word(text, self.env)
 
 
 @dataclass
